@@ -1,0 +1,65 @@
+"""What every job's command line shares: common flags and turning failures into one clear line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Callable
+
+from jobs.config import ConfigError, parse_date
+from jobs.spark import JavaNotFoundError
+from jobs.storage import StorageError
+
+
+class JobError(RuntimeError):
+    """A problem with the user's input or settings, reported as one line with exit status 2."""
+
+
+USER_ERRORS = (JobError, ConfigError, StorageError, JavaNotFoundError)
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="TOML or JSON file with settings per stage")
+    parser.add_argument(
+        "--as-of",
+        type=as_of_date,
+        help="treat this date (YYYY-MM-DD) as now: transactions on or after it are ignored",
+    )
+    parser.add_argument("--master", help="Spark master when not run through spark-submit (default local[*])")
+
+
+def as_of_date(text: str):
+    try:
+        return parse_date(text, "--as-of")
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def parse_mapping(text: str | None) -> dict[str, str]:
+    """Parse ``canonical=source,canonical=source`` (source names may contain spaces)."""
+    if not text:
+        return {}
+    mapping = {}
+    for pair in text.split(","):
+        canonical, sep, source = pair.partition("=")
+        if not sep or not canonical.strip() or not source.strip():
+            raise JobError(f"--columns takes canonical=source pairs separated by commas, got '{pair}'")
+        mapping[canonical.strip()] = source.strip()
+    return mapping
+
+
+def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """Run a job's main, so that failures end in one readable line instead of a JVM stack trace."""
+    started = time.monotonic()
+    try:
+        return main(argv)
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:  # Spark's JVM errors arrive as many Python types
+        if type(error).__module__.startswith(("pyspark", "py4j")):
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            print(f"error: Spark failed after {time.monotonic() - started:.0f}s: {first_line}", file=sys.stderr)
+            return 1
+        raise

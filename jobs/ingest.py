@@ -1,0 +1,420 @@
+"""Ingest: read a raw transaction log and sort every row into exactly one place.
+
+    clean       purchases by known customers
+    returns     cancellations ("C" invoices) and negative quantities, with negative amounts
+    anonymous   purchases with no customer id (they still count for item popularity)
+    quarantine  everything else, with its source columns, a ``reason`` and a ``detail``
+
+The counts of the four places add up to the number of input rows; this is
+checked on every run and written to ``summary.json``.
+
+Run it alone with ``python -m jobs.ingest --input data/online_retail_ii.parquet --output output``
+(writes ``output/ingest/``) or as the first stage of ``jobs.pipeline``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import re
+import sys
+from dataclasses import dataclass, field
+from functools import reduce
+
+from jobs import cli, storage
+from jobs.config import build, load_config_file
+from jobs.spark import SparkSettings, build_session
+from segmentation import columns as C
+
+STAGE = "ingest"
+
+CLEAN, RETURNS, ANONYMOUS, QUARANTINE = "clean", "returns", "anonymous", "quarantine"
+PLACES = (CLEAN, RETURNS, ANONYMOUS, QUARANTINE)
+
+DUPLICATE = "duplicate"
+MALFORMED = "malformed"
+NON_PRODUCT = "non_product"
+NON_POSITIVE_PRICE = "non_positive_price"
+AFTER_AS_OF = "after_as_of"
+REASONS = (DUPLICATE, MALFORMED, NON_PRODUCT, NON_POSITIVE_PRICE, AFTER_AS_OF)
+
+# Online Retail II's column names: the bundled data needs no mapping.
+DEFAULT_COLUMNS = {
+    C.ORDER_ID: "Invoice",
+    C.ITEM_ID: "StockCode",
+    C.DESCRIPTION: "Description",
+    C.QUANTITY: "Quantity",
+    C.TIMESTAMP: "InvoiceDate",
+    C.UNIT_PRICE: "Price",
+    C.CUSTOMER_ID: "Customer ID",
+    C.COUNTRY: "Country",
+}
+REQUIRED = (C.CUSTOMER_ID, C.ITEM_ID, C.TIMESTAMP, C.QUANTITY)
+PRICE_COLUMNS = (C.UNIT_PRICE, C.AMOUNT)
+
+# Postage, fees, manual adjustments, samples, gift vouchers... of Online Retail II.
+# Shell-style patterns, matched against upper-cased item ids.
+DEFAULT_NON_PRODUCT_CODES = (
+    "POST", "DOT", "M", "D", "S", "B", "C2", "BANK CHARGES", "AMAZONFEE",
+    "ADJUST*", "PADS", "CRUK", "TEST*", "DCGS*", "GIFT_*",
+)
+DEFAULT_TIMESTAMP_FORMATS = (
+    "yyyy-MM-dd HH:mm:ss", "yyyy-MM-dd'T'HH:mm:ss", "yyyy-MM-dd HH:mm", "yyyy-MM-dd",
+    "M/d/yyyy H:mm", "M/d/yyyy H:mm:ss", "M/d/yyyy",
+)
+FORMATS_BY_EXTENSION = {
+    ".csv": "csv", ".csv.gz": "csv", ".txt": "csv",
+    ".parquet": "parquet", ".pq": "parquet",
+    ".xlsx": "excel", ".xlsm": "excel", ".xls": "excel",
+}
+
+
+class IngestError(cli.JobError):
+    pass
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    columns: dict[str, str] = field(default_factory=dict)  # canonical -> source, over DEFAULT_COLUMNS
+    input_format: str | None = None  # csv | parquet | excel; None = from the extension
+    non_product_codes: tuple[str, ...] = DEFAULT_NON_PRODUCT_CODES
+    timestamp_formats: tuple[str, ...] = DEFAULT_TIMESTAMP_FORMATS
+    cancellation_prefix: str | None = "C"  # order ids starting with this are cancellations
+    csv_separator: str = ","
+    csv_encoding: str = "UTF-8"
+    strict: bool = False
+    max_quarantine_share: float = 0.05  # with strict: fail above this share of set-aside rows
+
+    def mapping(self) -> dict[str, str]:
+        unknown = set(self.columns) - set(C.TRANSACTION_COLUMNS)
+        if unknown:
+            raise IngestError(
+                f"unknown canonical column(s) in the mapping: {', '.join(sorted(unknown))} "
+                f"(canonical columns: {', '.join(C.TRANSACTION_COLUMNS)})"
+            )
+        return {**DEFAULT_COLUMNS, **self.columns}
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def detect_format(fs: storage.FileSystem, uri: str) -> str:
+    name = uri.rstrip("/").lower()
+    for extension, fmt in FORMATS_BY_EXTENSION.items():
+        if name.endswith(extension):
+            return fmt
+    if fs.is_dir(uri):
+        # A directory written by Spark or Hive: judge by its data files.
+        data_files = [n.lower() for n in fs.list_names(uri) if not n.startswith(("_", "."))]
+        for fmt in ("parquet", "csv"):
+            if data_files and all(f".{fmt}" in n for n in data_files):
+                return fmt
+    known = ", ".join(sorted(FORMATS_BY_EXTENSION))
+    raise IngestError(f"unknown input format for {uri}: expected one of {known} (or set --format)")
+
+
+def read_source(spark, uri: str, config: IngestConfig):
+    """Read the raw rows, untouched: CSV columns all stay strings so bad values can be reported."""
+    fs = storage.FileSystem(spark)
+    if not fs.exists(uri):
+        raise IngestError(f"input {uri} does not exist")
+    if fs.size(uri) == 0:
+        raise IngestError(f"input {uri} is empty (0 bytes)")
+    fmt = config.input_format or detect_format(fs, uri)
+    if fmt == "csv":
+        raw = spark.read.csv(
+            uri, header=True, inferSchema=False, sep=config.csv_separator,
+            encoding=config.csv_encoding, mode="PERMISSIVE", multiLine=False,
+        )
+    elif fmt == "parquet":
+        raw = spark.read.parquet(uri)
+    elif fmt == "excel":
+        raw = _read_excel(spark, uri)
+    else:
+        raise IngestError(f"unknown --format '{fmt}': expected csv, parquet or excel")
+    if not raw.columns:
+        raise IngestError(f"input {uri} has no columns (is it really {fmt}?)")
+    return raw, fmt
+
+
+def _read_excel(spark, uri: str):
+    # Excel is read on the driver with pandas: a sheet holds at most 1,048,576 rows,
+    # so this stays small. Every sheet is read (Online Retail II ships two).
+    import pandas as pd
+
+    path = uri.removeprefix("file://")
+    if "://" in path:
+        raise IngestError(f"Excel input must be a local file, not {uri}: convert it to CSV or Parquet first")
+    sheets = pd.read_excel(path, sheet_name=None, dtype=str)
+    frame = pd.concat(sheets.values(), ignore_index=True)
+    frame = frame.astype(object).where(frame.notna(), None)
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    schema = StructType([StructField(str(name), StringType()) for name in frame.columns])
+    return spark.createDataFrame(frame, schema=schema)
+
+
+def resolve_columns(available: list[str], config: IngestConfig) -> dict[str, str]:
+    """Map each canonical column to a source column present in the input (exact, then case-insensitive)."""
+    by_folded = {name.strip().lower(): name for name in available}
+    resolved = {}
+    for canonical, source in config.mapping().items():
+        if source in available:
+            resolved[canonical] = source
+        elif source.strip().lower() in by_folded:
+            resolved[canonical] = by_folded[source.strip().lower()]
+    missing = [c for c in REQUIRED if c not in resolved]
+    if not any(c in resolved for c in PRICE_COLUMNS):
+        missing.append(" or ".join(PRICE_COLUMNS))
+    if missing:
+        wanted = ", ".join(f"{c} (from '{config.mapping().get(c, '?')}')" if c in config.mapping() else c for c in missing)
+        raise IngestError(
+            f"required column(s) missing: {wanted}. Available columns: {', '.join(available)}. "
+            "Map them with --columns canonical=source,..."
+        )
+    return resolved
+
+
+# --------------------------------------------------------------------------- classifying
+
+
+def _glob_regex(patterns: tuple[str, ...]) -> str:
+    alternatives = (re.escape(p.upper()).replace(r"\*", ".*") for p in patterns)
+    return "^(?:" + "|".join(alternatives) + ")$"
+
+
+def _as_text(raw, name: str):
+    """A source column as trimmed text, with integral numbers written without '.0' (13085.0 -> 13085)."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import DecimalType, DoubleType, FloatType
+
+    column = F.col(f"`{name}`")
+    if isinstance(raw.schema[name].dataType, (DoubleType, FloatType, DecimalType)):
+        text = F.when(column == F.floor(column), column.cast("long").cast("string")).otherwise(column.cast("string"))
+    else:
+        text = F.trim(column.cast("string"))
+        text = F.regexp_replace(text, r"^(-?\d+)\.0+$", "$1")
+    return F.when(text != "", text)
+
+
+def _as_number(raw, name: str):
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import NumericType
+
+    column = F.col(f"`{name}`")
+    if isinstance(raw.schema[name].dataType, NumericType):
+        return column.cast("double")
+    return F.trim(column.cast("string")).try_cast("double")
+
+
+def _as_timestamp(raw, name: str, formats: tuple[str, ...]):
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import DateType, TimestampNTZType, TimestampType
+
+    column = F.col(f"`{name}`")
+    if isinstance(raw.schema[name].dataType, (TimestampType, TimestampNTZType, DateType)):
+        return column.cast("timestamp")
+    text = F.trim(column.cast("string"))
+    return F.coalesce(*(F.try_to_timestamp(text, F.lit(fmt)) for fmt in formats))
+
+
+def classify(raw, resolved: dict[str, str], config: IngestConfig, as_of: dt.date | None = None):
+    """Add canonical columns plus ``_place``, ``reason`` and ``detail`` to every raw row (pure transform)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    source = list(raw.columns)
+    every_column = [F.col(f"`{name}`") for name in source]
+    copy_number = F.row_number().over(Window.partitionBy(*every_column).orderBy(*every_column))
+
+    def raw_text(canonical):
+        return F.coalesce(F.col(f"`{resolved[canonical]}`").cast("string"), F.lit("<empty>"))
+
+    df = raw.withColumn("_copy", copy_number)
+    df = df.withColumns({
+        C.CUSTOMER_ID: _as_text(raw, resolved[C.CUSTOMER_ID]),
+        C.ITEM_ID: F.upper(_as_text(raw, resolved[C.ITEM_ID])),
+        C.TIMESTAMP: _as_timestamp(raw, resolved[C.TIMESTAMP], config.timestamp_formats),
+        C.QUANTITY: _as_number(raw, resolved[C.QUANTITY]),
+        C.DESCRIPTION: _as_text(raw, resolved[C.DESCRIPTION]) if C.DESCRIPTION in resolved else F.lit(None).cast("string"),
+        C.COUNTRY: _as_text(raw, resolved[C.COUNTRY]) if C.COUNTRY in resolved else F.lit(None).cast("string"),
+    })
+    if C.UNIT_PRICE in resolved:
+        df = df.withColumn(C.UNIT_PRICE, _as_number(raw, resolved[C.UNIT_PRICE]))
+    if C.AMOUNT in resolved:
+        df = df.withColumn(C.AMOUNT, _as_number(raw, resolved[C.AMOUNT]))
+    if C.UNIT_PRICE not in resolved:
+        df = df.withColumn(C.UNIT_PRICE, F.try_divide(F.col(C.AMOUNT), F.col(C.QUANTITY)))
+    if C.AMOUNT not in resolved:
+        df = df.withColumn(C.AMOUNT, F.col(C.QUANTITY) * F.col(C.UNIT_PRICE))
+    given_order = _as_text(raw, resolved[C.ORDER_ID]) if C.ORDER_ID in resolved else F.lit(None).cast("string")
+    default_order = F.concat_ws("|", F.coalesce(F.col(C.CUSTOMER_ID), F.lit("anonymous")),
+                                F.date_format(C.TIMESTAMP, "yyyy-MM-dd'T'HH:mm:ss"))
+    df = df.withColumn(C.ORDER_ID, F.coalesce(given_order, default_order))
+
+    price_column = C.UNIT_PRICE if C.UNIT_PRICE in resolved else C.AMOUNT
+    checks = [
+        (F.col("_copy") > 1, DUPLICATE, F.lit("exact copy of an earlier row")),
+        (F.col(C.ITEM_ID).isNull(), MALFORMED, F.lit("missing item id")),
+        (F.col(C.TIMESTAMP).isNull(), MALFORMED, F.concat(F.lit("unparseable timestamp '"), raw_text(C.TIMESTAMP), F.lit("'"))),
+        (F.col(C.QUANTITY).isNull(), MALFORMED, F.concat(F.lit("unparseable quantity '"), raw_text(C.QUANTITY), F.lit("'"))),
+        (F.col(price_column).isNull(), MALFORMED, F.concat(F.lit(f"unparseable {price_column} '"), raw_text(price_column), F.lit("'"))),
+        (F.col(C.QUANTITY) == 0, MALFORMED, F.lit("quantity is zero")),
+    ]
+    if as_of is not None:
+        checks.append((F.col(C.TIMESTAMP) >= F.lit(as_of).cast("timestamp"), AFTER_AS_OF,
+                       F.lit(f"on or after the as-of date {as_of.isoformat()}")))
+    if config.non_product_codes:
+        checks.append((F.col(C.ITEM_ID).rlike(_glob_regex(config.non_product_codes)), NON_PRODUCT,
+                       F.concat(F.lit("item "), F.col(C.ITEM_ID), F.lit(" is a service code, not a product"))))
+    checks.append((F.col(C.UNIT_PRICE) <= 0, NON_POSITIVE_PRICE,
+                   F.concat(F.lit("unit price "), F.col(C.UNIT_PRICE).cast("string"), F.lit(" is not positive"))))
+
+    reason = reduce(lambda acc, check: acc.when(check[0], F.lit(check[1])), checks[1:], F.when(checks[0][0], F.lit(checks[0][1])))
+    detail = reduce(lambda acc, check: acc.when(check[0], check[2]), checks[1:], F.when(checks[0][0], checks[0][2]))
+    df = df.withColumns({C.REASON: reason, C.DETAIL: detail})
+
+    is_cancellation = F.col(C.QUANTITY) < 0
+    if config.cancellation_prefix and C.ORDER_ID in resolved:
+        is_cancellation = is_cancellation | F.col(C.ORDER_ID).startswith(config.cancellation_prefix)
+    place = (
+        F.when(F.col(C.REASON).isNotNull(), F.lit(QUARANTINE))
+        .when(is_cancellation, F.lit(RETURNS))
+        .when(F.col(C.CUSTOMER_ID).isNull(), F.lit(ANONYMOUS))
+        .otherwise(F.lit(CLEAN))
+    )
+    return df.withColumn("_place", place).drop("_copy")
+
+
+def split_places(classified, source_columns: list[str]) -> dict:
+    """One DataFrame per place. Returns carry negative quantities and amounts, whatever the source's signs."""
+    from pyspark.sql import functions as F
+
+    canonical = classified.select(*C.TRANSACTION_COLUMNS, "_place")
+    returns = canonical.where(F.col("_place") == RETURNS).withColumns({
+        C.QUANTITY: -F.abs(C.QUANTITY), C.AMOUNT: -F.abs(C.AMOUNT), C.UNIT_PRICE: F.abs(C.UNIT_PRICE),
+    })
+    quarantine = classified.where(F.col("_place") == QUARANTINE).select(
+        *(F.col(f"`{name}`").cast("string").alias(name) for name in source_columns), C.REASON, C.DETAIL
+    )
+    return {
+        CLEAN: canonical.where(F.col("_place") == CLEAN).drop("_place"),
+        RETURNS: returns.drop("_place"),
+        ANONYMOUS: canonical.where(F.col("_place") == ANONYMOUS).drop("_place"),
+        QUARANTINE: quarantine,
+    }
+
+
+def count_places(classified) -> list[dict]:
+    """Rows and amount per (place, reason): one small aggregate, the only thing brought to the driver."""
+    from pyspark.sql import functions as F
+
+    rows = classified.groupBy("_place", C.REASON).agg(F.count(F.lit(1)).alias("rows"), F.sum(C.AMOUNT).alias("amount"))
+    return [row.asDict() for row in rows.collect()]
+
+
+def summarize(counts: list[dict], rows_in: int) -> dict:
+    places = {place: sum(c["rows"] for c in counts if c["_place"] == place) for place in PLACES}
+    reasons = {reason: sum(c["rows"] for c in counts if c[C.REASON] == reason) for reason in REASONS}
+    if sum(places.values()) != rows_in:
+        raise RuntimeError(f"ingest lost rows: {rows_in} read but {sum(places.values())} placed ({places})")
+    considered = rows_in - reasons[AFTER_AS_OF]
+    rejected = places[QUARANTINE] - reasons[AFTER_AS_OF]
+    amount = {place: round(sum((c["amount"] or 0.0) for c in counts if c["_place"] == place), 2)
+              for place in (CLEAN, RETURNS, ANONYMOUS)}
+    return {
+        "rows_in": rows_in,
+        "places": places,
+        "quarantine_reasons": reasons,
+        "quarantine_share": rejected / considered if considered else 0.0,
+        "amount": amount,
+    }
+
+
+def check_strict(summary: dict, config: IngestConfig) -> None:
+    if config.strict and summary["quarantine_share"] > config.max_quarantine_share:
+        reasons = ", ".join(f"{r}={n}" for r, n in summary["quarantine_reasons"].items() if n and r != AFTER_AS_OF)
+        raise IngestError(
+            f"--strict: {summary['quarantine_share']:.1%} of rows were quarantined ({reasons}), "
+            f"above the allowed {config.max_quarantine_share:.1%}; nothing was written"
+        )
+
+
+# --------------------------------------------------------------------------- the job
+
+
+def run_ingest(spark, input_uri: str, output_uri: str, config: IngestConfig, as_of: dt.date | None = None) -> dict:
+    """Read, classify, and atomically publish ``<output>/ingest``. Returns the summary."""
+    from pyspark import StorageLevel
+
+    raw, fmt = read_source(spark, input_uri, config)
+    resolved = resolve_columns(raw.columns, config)
+    rows_in = raw.count()
+    if rows_in == 0:
+        raise IngestError(f"input {input_uri} has a header but no rows")
+
+    classified = classify(raw, resolved, config, as_of).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        summary = summarize(count_places(classified), rows_in)
+        check_strict(summary, config)
+        summary.update({
+            "input": input_uri, "format": fmt, "columns": resolved,
+            "as_of": as_of.isoformat() if as_of else None,
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        })
+        with storage.atomic_output(spark, storage.join(output_uri, STAGE)) as staging:
+            for place, frame in split_places(classified, raw.columns).items():
+                frame.write.parquet(storage.join(staging, place))
+            storage.write_json(spark, storage.join(staging, "summary.json"), summary)
+    finally:
+        classified.unpersist()
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    places = summary["places"]
+    lines = [f"{summary['rows_in']:,} rows read"]
+    lines += [f"  {place:<10} {places[place]:>10,}" for place in PLACES]
+    lines += [f"    {reason:<18} {count:>8,}" for reason, count in summary["quarantine_reasons"].items() if count]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", required=True, help="transactions: CSV, Parquet or Excel (path or URI)")
+    parser.add_argument("--output", required=True, help="output directory (path or URI); writes <output>/ingest")
+    add_ingest_arguments(parser)
+    cli.add_common_arguments(parser)
+    return parser
+
+
+def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--columns", help="column mapping canonical=source,... (default: Online Retail II names)")
+    parser.add_argument("--format", dest="input_format", choices=("csv", "parquet", "excel"), help="input format (default: from the extension)")
+    parser.add_argument("--strict", action="store_true", default=None, help="fail when too many rows are quarantined")
+    parser.add_argument("--max-quarantine-share", type=float, help="with --strict, the allowed share (default 0.05)")
+
+
+def ingest_config(args: argparse.Namespace, file_settings: dict) -> IngestConfig:
+    flags = {
+        "columns": {**file_settings.get("ingest", {}).get("columns", {}), **cli.parse_mapping(args.columns)} or None,
+        "input_format": args.input_format,
+        "strict": args.strict,
+        "max_quarantine_share": args.max_quarantine_share,
+    }
+    return build(IngestConfig, file_settings.get("ingest"), flags)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    file_settings = load_config_file(args.config)
+    config = ingest_config(args, file_settings)
+    spark = build_session(build(SparkSettings, {"app_name": "segrec-ingest"}, file_settings.get("spark"), {"master": args.master}))
+    summary = run_ingest(spark, args.input, args.output, config, args.as_of)
+    print(format_summary(summary))
+    print(f"written to {storage.join(args.output, STAGE)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

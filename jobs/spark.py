@@ -1,0 +1,110 @@
+"""The one place a SparkSession is built.
+
+Local runs (``python -m jobs.…``) get defaults that suit one machine. Under
+``spark-submit --master …`` everything the submitter set wins: our defaults are
+only applied to keys nobody has set (``SparkConf.setIfMissing``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+MIN_JAVA_MAJOR = 17
+JAVA_INSTALL_HINT = "install it with: apt-get install openjdk-17-jre-headless (Debian/Ubuntu)"
+
+
+class JavaNotFoundError(RuntimeError):
+    pass
+
+
+def java_major_version() -> int:
+    """The major version of the Java that Spark will launch (JAVA_HOME first, then PATH)."""
+    java_home = os.environ.get("JAVA_HOME")
+    java = os.path.join(java_home, "bin", "java") if java_home else shutil.which("java")
+    if not java or not os.path.exists(java):
+        raise JavaNotFoundError(f"Java {MIN_JAVA_MAJOR}+ is required by Spark but was not found; {JAVA_INSTALL_HINT}")
+    result = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', result.stderr + result.stdout)
+    if not match:
+        raise JavaNotFoundError(f"could not read the version of {java}; {JAVA_INSTALL_HINT}")
+    major = int(match.group(1))
+    # Java 8 and older report themselves as "1.x".
+    return int(match.group(2)) if major == 1 else major
+
+
+def check_java() -> int:
+    major = java_major_version()
+    if major < MIN_JAVA_MAJOR:
+        raise JavaNotFoundError(f"Spark 4 needs Java {MIN_JAVA_MAJOR}+, found Java {major}; {JAVA_INSTALL_HINT}")
+    return major
+
+
+@dataclass(frozen=True)
+class SparkSettings:
+    """Defaults for a session; any key the submitter already set is left alone."""
+
+    app_name: str = "segrec"
+    master: str = "local[*]"
+    shuffle_partitions: int = 8
+    driver_memory: str = "4g"
+    quiet: bool = False  # no web UI and only errors logged (tests, benchmarks)
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def build_session(settings: SparkSettings | None = None):
+    """Return the active SparkSession, creating it with ``settings`` as defaults."""
+    from pyspark import SparkConf
+    from pyspark.sql import SparkSession
+
+    settings = settings or SparkSettings()
+    check_java()
+    # Executors must run the same Python as the driver (the project's venv).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+
+    conf = SparkConf()  # picks up whatever spark-submit passed
+    conf.setIfMissing("spark.master", settings.master)
+    conf.setIfMissing("spark.app.name", settings.app_name)
+    if conf.get("spark.master").startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        conf.setIfMissing("spark.driver.memory", settings.driver_memory)
+        conf.setIfMissing("spark.driver.host", "127.0.0.1")
+    conf.setIfMissing("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
+    conf.setIfMissing("spark.sql.adaptive.enabled", "true")
+    # All date arithmetic (as-of cut-offs, day periods) is done in UTC so results
+    # do not depend on the machine's time zone.
+    conf.setIfMissing("spark.sql.session.timeZone", "UTC")
+    conf.setIfMissing("spark.sql.execution.arrow.pyspark.enabled", "true")
+    # The jobs print their own progress per stage; Spark's bar would garble it.
+    conf.setIfMissing("spark.ui.showConsoleProgress", "false")
+    if settings.quiet:
+        conf.setIfMissing("spark.ui.enabled", "false")
+    for key, value in settings.extra.items():
+        conf.setIfMissing(key, value)
+
+    session = SparkSession.builder.config(conf=conf).getOrCreate()
+    session.sparkContext.setLogLevel("ERROR" if settings.quiet else "WARN")
+    return session
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Check that this machine can run segrec's Spark jobs.")
+    parser.add_argument("--check-java", action="store_true", help="check for Java 17+ and exit")
+    args = parser.parse_args(argv)
+    if args.check_java:
+        try:
+            print(f"Java {check_java()} found")
+        except JavaNotFoundError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The Flask app for marketers and website engineers (issue 5)."""
