@@ -115,26 +115,35 @@ def detect_format(fs: storage.FileSystem, uri: str) -> str:
 
 def read_source(spark, uri: str, config: IngestConfig):
     """Read the raw rows, untouched: CSV columns all stay strings so bad values can be reported."""
+    from pyspark.errors import AnalysisException
+
     fs = storage.FileSystem(spark)
     if not fs.exists(uri):
         raise IngestError(f"input {uri} does not exist")
     if fs.size(uri) == 0:
         raise IngestError(f"input {uri} is empty (0 bytes)")
     fmt = config.input_format or detect_format(fs, uri)
-    if fmt == "csv":
-        raw = spark.read.csv(
-            uri, header=True, inferSchema=False, sep=config.csv_separator,
-            encoding=config.csv_encoding, mode="PERMISSIVE", multiLine=False,
-        )
-    elif fmt == "parquet":
-        raw = spark.read.parquet(uri)
-    elif fmt == "excel":
-        raw = _read_excel(spark, uri)
-    else:
-        raise IngestError(f"unknown --format '{fmt}': expected csv, parquet or excel")
+    try:
+        raw = _read(spark, uri, fmt, config)
+    except AnalysisException as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise IngestError(f"could not read {uri} as {fmt}: {first_line}") from None
     if not raw.columns:
         raise IngestError(f"input {uri} has no columns (is it really {fmt}?)")
     return raw, fmt
+
+
+def _read(spark, uri: str, fmt: str, config: IngestConfig):
+    if fmt == "csv":
+        return spark.read.csv(
+            uri, header=True, inferSchema=False, sep=config.csv_separator,
+            encoding=config.csv_encoding, mode="PERMISSIVE", multiLine=False,
+        )
+    if fmt == "parquet":
+        return spark.read.parquet(uri)
+    if fmt == "excel":
+        return _read_excel(spark, uri)
+    raise IngestError(f"unknown --format '{fmt}': expected csv, parquet or excel")
 
 
 def _read_excel(spark, uri: str):
@@ -183,12 +192,16 @@ def _glob_regex(patterns: tuple[str, ...]) -> str:
     return "^(?:" + "|".join(alternatives) + ")$"
 
 
+def _internal_names(source_columns: list[str]) -> list[str]:
+    return [f"_source_{position}" for position in range(len(source_columns))]
+
+
 def _as_text(raw, name: str):
     """A source column as trimmed text, with integral numbers written without '.0' (13085.0 -> 13085)."""
     from pyspark.sql import functions as F
     from pyspark.sql.types import DecimalType, DoubleType, FloatType
 
-    column = F.col(f"`{name}`")
+    column = F.col(name)
     if isinstance(raw.schema[name].dataType, (DoubleType, FloatType, DecimalType)):
         text = F.when(column == F.floor(column), column.cast("long").cast("string")).otherwise(column.cast("string"))
     else:
@@ -201,7 +214,7 @@ def _as_number(raw, name: str):
     from pyspark.sql import functions as F
     from pyspark.sql.types import NumericType
 
-    column = F.col(f"`{name}`")
+    column = F.col(name)
     if isinstance(raw.schema[name].dataType, NumericType):
         return column.cast("double")
     return F.trim(column.cast("string")).try_cast("double")
@@ -209,11 +222,19 @@ def _as_number(raw, name: str):
 
 def _as_timestamp(raw, name: str, formats: tuple[str, ...]):
     from pyspark.sql import functions as F
-    from pyspark.sql.types import DateType, TimestampNTZType, TimestampType
+    from pyspark.sql.types import DateType, NumericType, TimestampNTZType, TimestampType
 
-    column = F.col(f"`{name}`")
-    if isinstance(raw.schema[name].dataType, (TimestampType, TimestampNTZType, DateType)):
+    column = F.col(name)
+    kind = raw.schema[name].dataType
+    if isinstance(kind, (TimestampType, TimestampNTZType, DateType)):
         return column.cast("timestamp")
+    if isinstance(kind, NumericType):
+        # Epoch numbers; the unit is told by the magnitude (dates after 1973 in any unit).
+        # Nanosecond Parquet timestamps written by pandas also arrive here (nanosAsLong).
+        magnitude = F.abs(column)
+        seconds = (F.when(magnitude >= 1e17, column / 1e9).when(magnitude >= 1e14, column / 1e6)
+                   .when(magnitude >= 1e11, column / 1e3).otherwise(column))
+        return F.timestamp_micros((seconds * 1e6).cast("long"))
     text = F.trim(column.cast("string"))
     return F.coalesce(*(F.try_to_timestamp(text, F.lit(fmt)) for fmt in formats))
 
@@ -223,31 +244,37 @@ def classify(raw, resolved: dict[str, str], config: IngestConfig, as_of: dt.date
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    source = list(raw.columns)
-    every_column = [F.col(f"`{name}`") for name in source]
+    # Source columns get positional names, so that no source name can clash with a
+    # canonical one (Spark matches names case-insensitively: Quantity is quantity).
+    source = raw.toDF(*_internal_names(raw.columns))
+    resolved = {canonical: _internal_names(raw.columns)[raw.columns.index(name)] for canonical, name in resolved.items()}
+    every_column = [F.col(name) for name in source.columns]
     copy_number = F.row_number().over(Window.partitionBy(*every_column).orderBy(*every_column))
 
     def raw_text(canonical):
-        return F.coalesce(F.col(f"`{resolved[canonical]}`").cast("string"), F.lit("<empty>"))
+        return F.coalesce(F.col(resolved[canonical]).cast("string"), F.lit("<empty>"))
 
-    df = raw.withColumn("_copy", copy_number)
+    def optional_text(canonical):
+        return _as_text(source, resolved[canonical]) if canonical in resolved else F.lit(None).cast("string")
+
+    df = source.withColumn("_copy", copy_number)
     df = df.withColumns({
-        C.CUSTOMER_ID: _as_text(raw, resolved[C.CUSTOMER_ID]),
-        C.ITEM_ID: F.upper(_as_text(raw, resolved[C.ITEM_ID])),
-        C.TIMESTAMP: _as_timestamp(raw, resolved[C.TIMESTAMP], config.timestamp_formats),
-        C.QUANTITY: _as_number(raw, resolved[C.QUANTITY]),
-        C.DESCRIPTION: _as_text(raw, resolved[C.DESCRIPTION]) if C.DESCRIPTION in resolved else F.lit(None).cast("string"),
-        C.COUNTRY: _as_text(raw, resolved[C.COUNTRY]) if C.COUNTRY in resolved else F.lit(None).cast("string"),
+        C.CUSTOMER_ID: _as_text(source, resolved[C.CUSTOMER_ID]),
+        C.ITEM_ID: F.upper(_as_text(source, resolved[C.ITEM_ID])),
+        C.TIMESTAMP: _as_timestamp(source, resolved[C.TIMESTAMP], config.timestamp_formats),
+        C.QUANTITY: _as_number(source, resolved[C.QUANTITY]),
+        C.DESCRIPTION: optional_text(C.DESCRIPTION),
+        C.COUNTRY: optional_text(C.COUNTRY),
     })
     if C.UNIT_PRICE in resolved:
-        df = df.withColumn(C.UNIT_PRICE, _as_number(raw, resolved[C.UNIT_PRICE]))
+        df = df.withColumn(C.UNIT_PRICE, _as_number(source, resolved[C.UNIT_PRICE]))
     if C.AMOUNT in resolved:
-        df = df.withColumn(C.AMOUNT, _as_number(raw, resolved[C.AMOUNT]))
+        df = df.withColumn(C.AMOUNT, _as_number(source, resolved[C.AMOUNT]))
     if C.UNIT_PRICE not in resolved:
         df = df.withColumn(C.UNIT_PRICE, F.try_divide(F.col(C.AMOUNT), F.col(C.QUANTITY)))
     if C.AMOUNT not in resolved:
         df = df.withColumn(C.AMOUNT, F.col(C.QUANTITY) * F.col(C.UNIT_PRICE))
-    given_order = _as_text(raw, resolved[C.ORDER_ID]) if C.ORDER_ID in resolved else F.lit(None).cast("string")
+    given_order = optional_text(C.ORDER_ID)
     default_order = F.concat_ws("|", F.coalesce(F.col(C.CUSTOMER_ID), F.lit("anonymous")),
                                 F.date_format(C.TIMESTAMP, "yyyy-MM-dd'T'HH:mm:ss"))
     df = df.withColumn(C.ORDER_ID, F.coalesce(given_order, default_order))
@@ -295,7 +322,8 @@ def split_places(classified, source_columns: list[str]) -> dict:
         C.QUANTITY: -F.abs(C.QUANTITY), C.AMOUNT: -F.abs(C.AMOUNT), C.UNIT_PRICE: F.abs(C.UNIT_PRICE),
     })
     quarantine = classified.where(F.col("_place") == QUARANTINE).select(
-        *(F.col(f"`{name}`").cast("string").alias(name) for name in source_columns), C.REASON, C.DETAIL
+        *(F.col(internal).cast("string").alias(name) for internal, name in zip(_internal_names(source_columns), source_columns)),
+        C.REASON, C.DETAIL,
     )
     return {
         CLEAN: canonical.where(F.col("_place") == CLEAN).drop("_place"),

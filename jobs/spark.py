@@ -81,6 +81,9 @@ def build_session(settings: SparkSettings | None = None):
     # do not depend on the machine's time zone.
     conf.setIfMissing("spark.sql.session.timeZone", "UTC")
     conf.setIfMissing("spark.sql.execution.arrow.pyspark.enabled", "true")
+    # pandas writes nanosecond timestamps, which Spark cannot read as timestamps;
+    # read them as numbers and let the ingest convert them.
+    conf.setIfMissing("spark.sql.legacy.parquet.nanosAsLong", "true")
     # The jobs print their own progress per stage; Spark's bar would garble it.
     conf.setIfMissing("spark.ui.showConsoleProgress", "false")
     if settings.quiet:

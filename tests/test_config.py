@@ -1,0 +1,85 @@
+import datetime as dt
+import stat
+
+import pytest
+
+from jobs import ingest, spark as spark_helpers
+from jobs.config import ConfigError, build, load_config_file
+from jobs.ingest import IngestConfig
+
+
+def test_flags_override_the_config_file_which_overrides_defaults(tmp_path):
+    (tmp_path / "segrec.toml").write_text(
+        '[ingest]\ncolumns = { customer_id = "cust" }\nmax_quarantine_share = 0.02\nnon_product_codes = ["POST"]\n'
+    )
+    args = ingest.build_parser().parse_args(
+        ["--input", "a", "--output", "b", "--columns", "item_id=sku", "--max-quarantine-share", "0.1"]
+    )
+    config = ingest.ingest_config(args, load_config_file(str(tmp_path / "segrec.toml")))
+
+    assert config.columns == {"customer_id": "cust", "item_id": "sku"}
+    assert config.max_quarantine_share == 0.1
+    assert config.non_product_codes == ("POST",)
+    assert config.strict is False
+
+
+def test_json_config_files_work_too(tmp_path):
+    (tmp_path / "segrec.json").write_text('{"ingest": {"strict": true}}')
+    assert build(IngestConfig, load_config_file(str(tmp_path / "segrec.json"))["ingest"]).strict is True
+
+
+def test_a_typo_in_the_config_file_is_an_error_not_a_silent_default(tmp_path):
+    with pytest.raises(ConfigError, match="unknown IngestConfig setting 'max_quarantine_shar'"):
+        build(IngestConfig, {"max_quarantine_shar": 0.1})
+
+
+def test_a_broken_config_file_names_the_file(tmp_path):
+    (tmp_path / "bad.toml").write_text("[ingest\n")
+    with pytest.raises(ConfigError, match="bad.toml is not valid TOML"):
+        load_config_file(str(tmp_path / "bad.toml"))
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config_file(str(tmp_path / "none.toml"))
+
+
+def test_dates_in_config_are_parsed():
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Dated:
+        as_of: dt.date | None = None
+
+    assert build(Dated, {"as_of": "2011-09-09"}).as_of == dt.date(2011, 9, 9)
+    with pytest.raises(ConfigError, match="YYYY-MM-DD"):
+        build(Dated, {"as_of": "9/9/2011"})
+
+
+def fake_java(tmp_path, version_line):
+    java = tmp_path / "bin" / "java"
+    java.parent.mkdir()
+    java.write_text(f"#!/bin/sh\necho '{version_line}' >&2\n")
+    java.chmod(java.stat().st_mode | stat.S_IEXEC)
+    return tmp_path
+
+
+def test_old_java_is_reported_with_how_to_install_a_new_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAVA_HOME", str(fake_java(tmp_path, 'openjdk version "11.0.2" 2019-01-15')))
+    with pytest.raises(spark_helpers.JavaNotFoundError, match="found Java 11; install it with: apt-get install openjdk-17"):
+        spark_helpers.check_java()
+
+
+def test_java_8_style_versions_are_read(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAVA_HOME", str(fake_java(tmp_path, 'java version "1.8.0_292"')))
+    assert spark_helpers.java_major_version() == 8
+
+
+def test_missing_java_is_reported(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "nowhere"))
+    with pytest.raises(spark_helpers.JavaNotFoundError, match="was not found"):
+        spark_helpers.check_java()
+
+
+def test_this_machine_has_java_17_or_newer():
+    assert spark_helpers.check_java() >= 17

@@ -1,0 +1,50 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jobs import cli, pipeline
+from tests import dirty_data
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def test_pipeline_prints_progress_and_writes_a_run_summary(spark, tmp_path, capsys):
+    source = dirty_data.write_csv(tmp_path / "dirty.csv")
+    status = cli.run(pipeline.main, ["--input", source, "--output", str(tmp_path / "out"), "--as-of", "2011-01-01"])
+    out = capsys.readouterr().out
+
+    assert status == 0
+    assert "[1/1] ingest ..." in out
+    assert "[1/1] ingest: 20 rows in, 5 out" in out
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["as_of"] == "2011-01-01"
+    assert [stage["stage"] for stage in run["stages"]] == ["ingest"]
+    assert run["stages"][0]["rows_in"] == 20
+
+
+def test_unknown_stage_is_a_clear_error(spark, tmp_path, capsys):
+    status = cli.run(pipeline.main, ["--input", "x.csv", "--output", str(tmp_path), "--stages", "ingest,sgement"])
+    assert status == 2
+    assert "unknown stage(s) sgement; stages are: ingest" in capsys.readouterr().err
+
+
+def test_bad_as_of_date_is_rejected_by_the_parser(capsys):
+    with pytest.raises(SystemExit):
+        pipeline.build_parser().parse_args(["--input", "a", "--output", "b", "--as-of", "09/09/2011"])
+    assert "--as-of must be a date as YYYY-MM-DD, got '09/09/2011'" in capsys.readouterr().err
+
+
+def test_command_line_failure_is_one_line_not_a_stack_trace(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(PROJECT)}
+    result = subprocess.run(
+        [sys.executable, "-m", "jobs.pipeline", "--input", str(tmp_path / "missing.parquet"), "--output", str(tmp_path / "out"),
+         "--master", "local[1]"],
+        capture_output=True, text=True, cwd=PROJECT, env=env, timeout=300,
+    )
+    assert result.returncode == 2
+    assert f"error: input {tmp_path / 'missing.parquet'} does not exist" in result.stderr
+    assert "Traceback" not in result.stderr and "at org.apache" not in result.stderr
