@@ -20,3 +20,22 @@ TRANSACTION_COLUMNS = (ORDER_ID, CUSTOMER_ID, ITEM_ID, DESCRIPTION, COUNTRY, TIM
 REASON = "reason"
 DETAIL = "detail"
 
+
+# Per-customer RFM, with lifetimes' definitions (see segmentation/rfm.py).
+FREQUENCY = "frequency"
+RECENCY = "recency"
+AGE = "T"
+MONETARY_VALUE = "monetary_value"
+ORDERS = "orders"
+TOTAL_SPEND = "total_spend"
+FIRST_PURCHASE = "first_purchase"
+LAST_PURCHASE = "last_purchase"
+DAYS_SINCE_LAST = "days_since_last"
+
+# CLV scores.
+P_ALIVE = "p_alive"
+EXPECTED_PURCHASES = "expected_purchases"
+EXPECTED_SPEND = "expected_avg_spend"
+CLV = "clv"
+
+SEGMENT = "segment"

@@ -12,3 +12,31 @@ def spark():
     )
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def synthetic(spark, tmp_path_factory):
+    """A small synthetic shop (planted tiers and affinities), generated and ingested once per run."""
+    from dataclasses import dataclass
+
+    from jobs import ingest, synth
+
+    root = tmp_path_factory.mktemp("synthetic")
+    config = synth.SynthConfig(customers=1500, items=120, seed=5)
+    synth.write(spark, synth.generate(spark, config), str(root / "raw"))
+    ingest.run_ingest(spark, str(root / "raw" / "transactions"), str(root / "out"), ingest.IngestConfig())
+
+    @dataclass(frozen=True)
+    class Synthetic:
+        root: object
+        config: object
+
+        def place(self, name):
+            return spark.read.parquet(str(root / "out" / "ingest" / name))
+
+        def truth(self, name):
+            import pandas as pd
+
+            return pd.read_parquet(root / "raw" / "truth" / name)
+
+    return Synthetic(root=root, config=config)
