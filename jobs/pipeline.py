@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from jobs import cli, ingest, storage
+from jobs import cli, ingest, segment, storage
 from jobs.config import build, load_config_file
 from jobs.spark import SparkSettings, build_session
 
@@ -49,8 +49,31 @@ def ingest_stage(context: RunContext) -> StageResult:
     return StageResult(rows_in=summary["rows_in"], rows_out=places[ingest.CLEAN], note=note)
 
 
+def _clean_rows(context: RunContext) -> int:
+    return context.spark.read.parquet(storage.join(context.output_uri, ingest.STAGE, ingest.CLEAN)).count()
+
+
+def segment_stage(context: RunContext) -> StageResult:
+    clv_config, segment_config, _ = segment.segment_configs(context.args, context.settings)
+    summary = segment.run_segment(context.spark, context.output_uri, as_of=context.as_of, clv_config=clv_config, segment_config=segment_config)
+    sizes = ", ".join(f"{label} {count:,}" for label, count in sorted(summary["segments"].items()))
+    return StageResult(rows_in=_clean_rows(context), rows_out=summary["customers"], note=f"{sizes}; silhouette {summary['silhouette']:.2f}")
+
+
+def backtest_stage(context: RunContext) -> StageResult:
+    clv_config, segment_config, backtest_config = segment.segment_configs(context.args, context.settings)
+    result = segment.run_backtest(context.spark, context.output_uri, as_of=context.as_of, config=backtest_config,
+                                  clv_config=clv_config, segment_config=segment_config)
+    chosen = next(row for row in result["variants"] if row["variant"] == result["chosen_variant"])
+    note = (f"{result['chosen_variant']}: repeat purchases {chosen['aggregate_error']:+.1%}, "
+            f"Spearman {chosen['spearman']:.3f}, hold-out {result['holdout_start']}..{result['holdout_end']}")
+    return StageResult(rows_in=_clean_rows(context), rows_out=result["customers"], note=note)
+
+
 STAGES: dict[str, Callable[[RunContext], StageResult]] = {
     ingest.STAGE: ingest_stage,
+    segment.STAGE: segment_stage,
+    segment.BACKTEST_STAGE: backtest_stage,
 }
 
 
@@ -60,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, help="output directory (path or URI)")
     parser.add_argument("--stages", help=f"comma-separated subset of: {', '.join(STAGES)} (default: all)")
     ingest.add_ingest_arguments(parser)
+    segment.add_segment_arguments(parser)
     cli.add_common_arguments(parser)
     return parser
 

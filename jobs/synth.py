@@ -44,9 +44,9 @@ class TierProfile:
 
 
 DEFAULT_TIERS = {
-    "high": TierProfile(share=0.15, orders_per_year=20.0, dropout=0.03, lines_per_order=14, spend_multiplier=3.0, favourite_groups=(0, 1)),
-    "mid": TierProfile(share=0.35, orders_per_year=6.0, dropout=0.10, lines_per_order=9, spend_multiplier=1.5, favourite_groups=(2, 3)),
-    "low": TierProfile(share=0.50, orders_per_year=1.5, dropout=0.35, lines_per_order=6, spend_multiplier=1.0, favourite_groups=(4, 5)),
+    "high": TierProfile(share=0.15, orders_per_year=20.0, dropout=0.01, lines_per_order=14, spend_multiplier=3.0, favourite_groups=(0, 1)),
+    "mid": TierProfile(share=0.35, orders_per_year=6.0, dropout=0.04, lines_per_order=9, spend_multiplier=1.5, favourite_groups=(2, 3)),
+    "low": TierProfile(share=0.50, orders_per_year=1.5, dropout=0.30, lines_per_order=6, spend_multiplier=1.0, favourite_groups=(4, 5)),
 }
 
 
