@@ -8,11 +8,11 @@ of customers. Scoring runs on the executors (``mapInPandas``) with the fitted
 parameters broadcast.
 
 Seasonality: BG/NBD assumes a steady purchase rate, so a forecast for a busy
-quarter comes out low. With ``seasonal=True`` each calendar month gets an index:
-repeat purchases per day in the most recent complete occurrence of that month,
-divided by repeat purchases per day over the year before the observation end.
-Expected purchases in a future window are the model's increments weighted by
-the index of the month they fall in. With the index off, the numbers are
+quarter comes out low. With ``seasonal=True`` each calendar month gets an index
+(repeat purchases per day in its most recent occurrence, relative to a centred
+12-month moving average; see :func:`seasonal_index`). Expected purchases in a
+future window are the model's increments weighted by the index of the month
+they fall in. With the index off, the numbers are
 exactly lifetimes' (``tests/test_clv.py``).
 """
 
@@ -32,7 +32,6 @@ from segmentation.rfm import PERIOD_DAYS, SegmentationError, _check_period
 
 TRANSACTION_MODELS = ("bgnbd", "mbgnbd", "paretonbd")
 DAYS_PER_MONTH = 30  # lifetimes' month in customer_lifetime_value
-MIN_HISTORY_FOR_SEASONS = 365
 GAMMA_GAMMA_CORRELATION_WARNING = 0.3
 
 
@@ -129,8 +128,22 @@ def _fit_with_retries(make, fit_args: tuple, penalizers: tuple[float, ...], what
 # --------------------------------------------------------------------------- fitting
 
 
+def _month_offset(year: int, month: int, offset: int) -> tuple[int, int]:
+    index = year * 12 + (month - 1) + offset
+    return index // 12, index % 12 + 1
+
+
 def seasonal_index(purchases, *, as_of: dt.date) -> tuple[dict[int, float], str | None]:
-    """Index per calendar month from repeat purchase days before ``as_of`` (see the module docstring)."""
+    """Index per calendar month from repeat purchase days before ``as_of`` (see the module docstring).
+
+    Ratio to a centred 12-month moving average: a month's repeat purchases per day
+    divided by the mean daily rate of the twelve months around it (six before,
+    five after). Dividing by the surrounding year, not by a fixed recent year,
+    keeps a growing or shrinking customer base from passing for seasonality.
+    Each calendar month uses its most recent occurrence that has such a window.
+    """
+    import calendar
+
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -140,27 +153,35 @@ def seasonal_index(purchases, *, as_of: dt.date) -> tuple[dict[int, float], str 
     )
     first = F.min("day").over(Window.partitionBy(C.CUSTOMER_ID))
     repeat_days = days.withColumn("_first", first).where(F.col("day") > F.col("_first"))
-    per_month = repeat_days.groupBy(F.year("day").alias("year"), F.month("day").alias("month")).count().collect()
+    counts = {
+        (row["year"], row["month"]): row["count"]
+        for row in repeat_days.groupBy(F.year("day").alias("year"), F.month("day").alias("month")).count().collect()
+    }
     history = days.agg(F.min("day")).first()[0]
-    if history is None or (as_of - history).days < MIN_HISTORY_FOR_SEASONS + 31:
-        return {}, f"seasonal index off: it needs more than {MIN_HISTORY_FOR_SEASONS + 31} days of history"
+    if history is None:
+        return {}, "seasonal index off: no purchases"
+    # Only whole months count: from the first whole month of history to the month before as_of.
+    first_month = _month_offset(history.year, history.month, 0 if history.day == 1 else 1)
+    last_month = _month_offset(as_of.year, as_of.month, -1)
 
-    counts = {(row["year"], row["month"]): row["count"] for row in per_month}
-    year_start = as_of - dt.timedelta(days=MIN_HISTORY_FOR_SEASONS)
-    trailing = repeat_days.where(F.col("day") >= F.lit(year_start)).count() / MIN_HISTORY_FOR_SEASONS
-    if trailing == 0:
-        return {}, "seasonal index off: no repeat purchases in the last year"
+    def rate(year_month: tuple[int, int]) -> float:
+        return counts.get(year_month, 0) / calendar.monthrange(*year_month)[1]
+
     index = {}
     for month in range(1, 13):
-        # The most recent complete occurrence of this calendar month before as_of.
-        year = as_of.year if month < as_of.month else as_of.year - 1
-        start = dt.date(year, month, 1)
-        if start < history:
-            continue
-        days_in_month = (dt.date(year + month // 12, month % 12 + 1, 1) - start).days
-        index[month] = round(counts.get((year, month), 0) / days_in_month / trailing, 4)
+        year = last_month[0] if month <= last_month[1] else last_month[0] - 1
+        while (year, month) >= first_month:
+            window = [_month_offset(year, month, k) for k in range(-6, 6)]
+            if window[0] >= first_month and window[-1] <= last_month:
+                average = sum(rate(m) for m in window) / len(window)
+                if average > 0:
+                    index[month] = round(rate((year, month)) / average, 4)
+                break
+            year -= 1
+    if not index:
+        return {}, "seasonal index off: it needs at least 12 whole months of history with repeat purchases"
     missing = sorted(set(range(1, 13)) - set(index))
-    note = f"seasonal index: months {missing} not observed in full, index 1.0 used" if missing else None
+    note = f"seasonal index: months {missing} have no centred 12-month window yet, index 1.0 used" if missing else None
     return {month: index.get(month, 1.0) for month in range(1, 13)}, note
 
 
