@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from jobs import cli, ingest, segment, storage
+from jobs import cli, ingest, report, segment, storage
 from jobs.config import build, load_config_file
 from jobs.spark import SparkSettings, build_session
 
@@ -70,10 +70,17 @@ def backtest_stage(context: RunContext) -> StageResult:
     return StageResult(rows_in=_clean_rows(context), rows_out=result["customers"], note=note)
 
 
+def report_stage(context: RunContext) -> StageResult:
+    charts = report.run_report(context.spark, context.output_uri)
+    target = storage.join(context.output_uri, report.STAGE, "index.html")
+    return StageResult(rows_in=len(charts), rows_out=1, note=f"{len(charts)} charts in {target}")
+
+
 STAGES: dict[str, Callable[[RunContext], StageResult]] = {
     ingest.STAGE: ingest_stage,
     segment.STAGE: segment_stage,
     segment.BACKTEST_STAGE: backtest_stage,
+    report.STAGE: report_stage,
 }
 
 

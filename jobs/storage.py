@@ -44,7 +44,10 @@ class FileSystem:
         return self._jvm.org.apache.hadoop.fs.Path(uri)
 
     def _fs(self, uri: str):
-        return self._path(uri).getFileSystem(self._conf)
+        fs = self._path(uri).getFileSystem(self._conf)
+        # No .crc side files next to local outputs (HDFS keeps its own checksums).
+        fs.setWriteChecksum(False)
+        return fs
 
     def exists(self, uri: str) -> bool:
         return bool(self._fs(uri).exists(self._path(uri)))
@@ -74,12 +77,15 @@ class FileSystem:
         path = self._path(uri)
         return str(path.getFileSystem(self._conf).makeQualified(path).toString())
 
-    def write_text(self, uri: str, text: str) -> None:
+    def write_bytes(self, uri: str, data: bytes) -> None:
         stream = self._fs(uri).create(self._path(uri), True)
         try:
-            stream.write(bytearray(text.encode("utf-8")))
+            stream.write(bytearray(data))
         finally:
             stream.close()
+
+    def write_text(self, uri: str, text: str) -> None:
+        self.write_bytes(uri, text.encode("utf-8"))
 
     def read_text(self, uri: str) -> str:
         stream = self._fs(uri).open(self._path(uri))

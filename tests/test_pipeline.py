@@ -14,7 +14,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 
 def test_pipeline_prints_progress_and_writes_a_run_summary(spark, tmp_path, capsys):
     source = dirty_data.write_csv(tmp_path / "dirty.csv")
-    status = cli.run(pipeline.main, ["--input", source, "--output", str(tmp_path / "out"), "--as-of", "2011-01-01"])
+    status = cli.run(pipeline.main, ["--input", source, "--output", str(tmp_path / "out"), "--as-of", "2011-01-01", "--stages", "ingest"])
     out = capsys.readouterr().out
 
     assert status == 0
@@ -29,7 +29,7 @@ def test_pipeline_prints_progress_and_writes_a_run_summary(spark, tmp_path, caps
 def test_unknown_stage_is_a_clear_error(spark, tmp_path, capsys):
     status = cli.run(pipeline.main, ["--input", "x.csv", "--output", str(tmp_path), "--stages", "ingest,sgement"])
     assert status == 2
-    assert "unknown stage(s) sgement; stages are: ingest" in capsys.readouterr().err
+    assert "unknown stage(s) sgement; stages are: ingest, segments, backtest, report" in capsys.readouterr().err
 
 
 def test_bad_as_of_date_is_rejected_by_the_parser(capsys):

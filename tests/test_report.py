@@ -1,0 +1,83 @@
+"""The whole pipeline on synthetic data, and the marketer report it ends with."""
+
+import base64
+import datetime as dt
+import io
+import json
+import re
+
+import matplotlib.image
+import pytest
+
+from jobs import cli, pipeline, report, segment
+
+CHART_NAMES = ["segment_sizes", "distributions", "frequency_vs_spend", "clv_backtest", "top_items"]
+
+
+@pytest.fixture(scope="module")
+def run(spark, synthetic, tmp_path_factory):
+    output = tmp_path_factory.mktemp("pipeline") / "out"
+    config = tmp_path_factory.mktemp("config") / "segrec.toml"
+    config.write_text('[backtest]\nmodels = ["bgnbd"]\n')
+    status = cli.run(pipeline.main, ["--input", str(synthetic.root / "raw" / "transactions"), "--output", str(output),
+                                     "--config", str(config)])
+    assert status == 0
+    return output
+
+
+def test_every_stage_ran_and_published(run):
+    record = json.loads((run / "run.json").read_text())
+    assert [stage["stage"] for stage in record["stages"]] == ["ingest", "segments", "backtest", "report"]
+    assert sorted(p.name for p in run.iterdir()) == ["backtest", "ingest", "report", "run.json", "segments"]
+    segments = json.loads((run / "segments" / "summary.json").read_text())
+    assert set(segments["segments"]) == {"high", "mid", "low"}
+    assert sorted(p.name for p in (run / "segments").iterdir()) == ["clv.json", "customers", "model", "segments", "summary.json"]
+    backtest = json.loads((run / "backtest" / "backtest.json").read_text())
+    assert [row["variant"] for row in backtest["variants"]] == ["bgnbd", "bgnbd+seasonal", "past spend"]
+
+
+def test_pipeline_prints_each_stage(spark, synthetic, tmp_path, capsys):
+    status = cli.run(pipeline.main, ["--input", str(synthetic.root / "raw" / "transactions"), "--output", str(tmp_path),
+                                     "--stages", "ingest,segments"])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert re.search(r"\[2/2\] segments: [\d,]+ rows in, [\d,]+ out, [\d.]+s \(high [\d,]+, low [\d,]+, mid [\d,]+; silhouette", out)
+    assert "done: 2 stage(s)" in out
+
+
+def test_report_embeds_every_chart_and_opens_from_disk(run):
+    page = (run / "report" / "index.html").read_text()
+    images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([^"]+)">', page)
+    assert [alt for alt, _ in images] == [
+        "Segment size and revenue share", "RFM and CLV by segment", "Purchase frequency against spend", "CLV backtest",
+        "Top items per segment",
+    ]
+    for _, data in images:
+        picture = matplotlib.image.imread(io.BytesIO(base64.b64decode(data)), format="png")
+        assert picture.shape[0] > 300 and picture.shape[1] > 500
+    assert "http://" not in page and "https://" not in page.split("Made by segrec")[0]  # nothing to fetch
+    assert "How good is the CLV forecast?" in page and "past spend" in page
+
+
+def test_each_chart_is_also_a_png_file_with_a_caption(run):
+    page = (run / "report" / "index.html").read_text()
+    for name in CHART_NAMES:
+        assert (run / "report" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    captions = re.findall(r'<img [^>]+><p>([^<]+)</p>', page)
+    assert len(captions) == len(CHART_NAMES) and all(len(caption) > 30 for caption in captions)
+
+
+def test_top_items_come_with_descriptions(spark, run):
+    purchases, _ = segment.read_transactions(spark, str(run))
+    customers = spark.read.parquet(str(run / "segments" / "customers"))
+    items = report.top_items_per_segment(purchases, customers, dt.date(2011, 12, 12), per_segment=5)
+    assert set(items.segment) == {"high", "mid", "low"}
+    assert items.groupby("segment").size().tolist() == [5, 5, 5]
+    assert items.description.str.startswith("GROUP ").all()
+    assert (items.groupby("segment").buyers.apply(lambda b: b.is_monotonic_decreasing)).all()
+
+
+def test_report_before_segments_says_what_to_run(spark, tmp_path, capsys):
+    status = cli.run(report.main, ["--output", str(tmp_path)])
+    assert status == 2
+    assert "run the segment stage (jobs.segment) first" in capsys.readouterr().err
