@@ -105,6 +105,8 @@ def run_backtest(purchases, returns, *, calibration_end: dt.date, holdout_end: d
     )
     notes: list[str] = []
     variants = []
+    # The model the segments use is always among those backtested.
+    models = tuple(dict.fromkeys((clv_config.model, *models)))
     for model in models:
         fitted = clv.fit_clv(features, purchases, as_of=holdout_start, config=dataclasses.replace(clv_config, model=model, seasonal=True))
         notes += [f"{model}: {note}" for note in fitted.notes]

@@ -101,7 +101,7 @@ def restore_models(fitted: FittedCLV):
     return purchases, spend
 
 
-def _fit_with_retries(make, fit_args: tuple, penalizers: tuple[float, ...], what: str, notes: list[str]):
+def _fit_with_retries(make, fit_args: tuple, penalizers: tuple[float, ...], what: str, notes: list[str], **fit_kwargs):
     """Fit, adding a larger penalizer each time the optimiser fails; say so in ``notes``."""
     import numpy as np
     from lifetimes.utils import ConvergenceError
@@ -112,7 +112,7 @@ def _fit_with_retries(make, fit_args: tuple, penalizers: tuple[float, ...], what
             # lifetimes prints the optimiser's state when it fails; that goes into the note instead.
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
                 warnings.simplefilter("ignore")
-                fitter.fit(*fit_args)
+                fitter.fit(*fit_args, **fit_kwargs)
         except (ConvergenceError, ValueError, FloatingPointError, np.linalg.LinAlgError) as error:
             notes.append(f"{what} did not converge with penalizer {penalizer} ({type(error).__name__}); retrying")
             continue
@@ -208,11 +208,17 @@ def fit_clv(features, purchases, *, as_of: dt.date, config: CLVConfig = CLVConfi
             "BG/NBD and Gamma-Gamma learn from repeat purchases"
         )
 
-    patterns = features.groupBy(C.FREQUENCY, C.RECENCY, C.AGE).agg(F.count(F.lit(1)).alias("weight")).toPandas()
+    # Sorted, so that the optimiser sees the same input in the same order on every run.
+    patterns = (
+        features.groupBy(C.FREQUENCY, C.RECENCY, C.AGE).agg(F.count(F.lit(1)).alias("weight"))
+        .orderBy(C.FREQUENCY, C.RECENCY, C.AGE).toPandas()
+    )
     purchase_model, penalizer = _fit_with_retries(
         lambda p: _transaction_model(config.model, p),
         (patterns[C.FREQUENCY], patterns[C.RECENCY], patterns[C.AGE], patterns["weight"]),
         config.penalizers, config.model, notes,
+        # Pareto/NBD starts from a random point unless given one; fix it so reruns agree.
+        **({"initial_params": [1.0, 1.0, 1.0, 1.0]} if config.model == "paretonbd" else {}),
     )
 
     digits = config.spend_significant_digits
@@ -220,7 +226,8 @@ def fit_clv(features, purchases, *, as_of: dt.date, config: CLVConfig = CLVConfi
     rounded = F.round(F.col(C.MONETARY_VALUE) / F.pow(F.lit(10.0), exponent)) * F.pow(F.lit(10.0), exponent)
     spend = (
         features.where((F.col(C.FREQUENCY) > 0) & (F.col(C.MONETARY_VALUE) > 0))
-        .groupBy(C.FREQUENCY, rounded.alias(C.MONETARY_VALUE)).agg(F.count(F.lit(1)).alias("weight")).toPandas()
+        .groupBy(C.FREQUENCY, rounded.alias(C.MONETARY_VALUE)).agg(F.count(F.lit(1)).alias("weight"))
+        .orderBy(C.FREQUENCY, C.MONETARY_VALUE).toPandas()
     )
     from lifetimes import GammaGammaFitter
 

@@ -109,3 +109,12 @@ def test_a_failed_fit_is_retried_with_a_penalizer_and_noted(features, synthetic,
     assert fitted.penalizer == 0.001
     assert any("did not converge with penalizer 0.0" in note for note in fitted.notes)
     assert any("converged with penalizer 0.001" in note for note in fitted.notes)
+
+
+def test_fits_do_not_depend_on_partitioning(spark, features, synthetic):
+    shuffled = features.repartition(5, "recency")
+    for model in ("bgnbd", "paretonbd"):
+        config = CLVConfig(model=model, seasonal=False)
+        first = clv.fit_clv(features, synthetic.place("clean"), as_of=AS_OF, config=config)
+        second = clv.fit_clv(shuffled, synthetic.place("clean"), as_of=AS_OF, config=config)
+        assert first.params == second.params and first.spend_params == second.spend_params

@@ -81,3 +81,20 @@ def test_report_before_segments_says_what_to_run(spark, tmp_path, capsys):
     status = cli.run(report.main, ["--output", str(tmp_path)])
     assert status == 2
     assert "run the segment stage (jobs.segment) first" in capsys.readouterr().err
+
+
+def test_backtest_command_with_a_calibration_end(spark, run, tmp_path, capsys):
+    config = tmp_path / "segrec.toml"
+    config.write_text('[backtest]\nmodels = ["mbgnbd"]\n')
+    status = cli.run(segment.main, ["--output", str(run), "--backtest", "--calibration-end", "2011-06-30", "--config", str(config)])
+    out = capsys.readouterr().out
+
+    assert status == 0
+    assert "calibration to 2011-06-30, hold-out 2011-07-01..2011-12-" in out
+    assert re.search(r"mbgnbd\+seasonal\s+[\d,]+\s+[\d,]+\s+[+-][\d.]+%", out)
+    assert "hold-out revenue per customer by calibration segment" in out
+    backtest = json.loads((run / "backtest" / "backtest.json").read_text())
+    assert backtest["calibration_end"] == "2011-06-30"
+    # The model the segments really use is always backtested, whatever the list says.
+    assert backtest["chosen_variant"] == "bgnbd+seasonal"
+    assert [row["variant"] for row in backtest["variants"]] == ["bgnbd", "bgnbd+seasonal", "mbgnbd", "mbgnbd+seasonal", "past spend"]
