@@ -10,13 +10,14 @@ from typing import Callable
 from jobs.config import ConfigError, parse_date
 from jobs.spark import JavaNotFoundError
 from jobs.storage import StorageError
+from segmentation.rfm import SegmentationError
 
 
 class JobError(RuntimeError):
     """A problem with the user's input or settings, reported as one line with exit status 2."""
 
 
-USER_ERRORS = (JobError, ConfigError, StorageError, JavaNotFoundError)
+USER_ERRORS = (JobError, ConfigError, StorageError, JavaNotFoundError, SegmentationError)
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:

@@ -48,3 +48,14 @@ def test_command_line_failure_is_one_line_not_a_stack_trace(tmp_path):
     assert result.returncode == 2
     assert f"error: input {tmp_path / 'missing.parquet'} does not exist" in result.stderr
     assert "Traceback" not in result.stderr and "at org.apache" not in result.stderr
+
+
+def test_too_little_data_to_segment_is_one_clear_line(spark, tmp_path, capsys):
+    source = dirty_data.write_csv(tmp_path / "dirty.csv")
+    status = cli.run(pipeline.main, ["--input", source, "--output", str(tmp_path / "out")])
+    captured = capsys.readouterr()
+
+    assert status == 2
+    assert captured.err.strip() == "error: CLV needs at least 20 customers with purchases before 2011-06-02, found 3"
+    assert "[1/4] ingest: 20 rows in" in captured.out  # the ingest output stays published
+    assert (tmp_path / "out" / "ingest" / "clean").is_dir() and not (tmp_path / "out" / "segments").exists()
