@@ -39,3 +39,13 @@ EXPECTED_SPEND = "expected_avg_spend"
 CLV = "clv"
 
 SEGMENT = "segment"
+
+# Recommendations.
+STRENGTH = "strength"  # implicit feedback per (customer, item)
+RANK = "rank"
+SCORE = "score"
+SIMILAR_ITEM_ID = "similar_item_id"
+LIST = "list"
+SOURCE = "source"
+CUSTOMER_INDEX = "customer_index"  # integer ids for ALS
+ITEM_INDEX = "item_index"

@@ -1,0 +1,117 @@
+"""Temporal split and ranking metrics, computed in Spark.
+
+A customer's relevant items are the distinct items they bought in the test
+window ("all"), or only those they had not bought before the cutoff ("new").
+Metrics are averaged over every customer with at least one relevant item; a
+customer the recommender gave nothing scores zero. Ranks start at 1.
+
+    precision@k  hits in the top k / k
+    recall@k     hits in the top k / relevant items
+    ndcg@k       sum of 1/log2(rank+1) over hits / the same for a perfect list
+    map@k        mean over hits of precision at the hit's rank, / min(relevant, k)
+    mrr          1 / rank of the first hit in the top k (0 without one)
+    hit_rate     share of customers with at least one hit
+    coverage     distinct items recommended in any top k / items in the catalogue
+
+``tests/test_evaluation.py`` checks every metric against a plain pandas version.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from cf.interactions import RecommendationError
+from segmentation import columns as C
+
+RELEVANCE_MODES = ("all", "new")
+METRICS = ("precision", "recall", "ndcg", "map", "mrr", "hit_rate", "coverage")
+
+
+def split_by_time(purchases, *, cutoff: dt.date, end: dt.date | None = None):
+    """(train, test): purchases before ``cutoff``, and from ``cutoff`` until ``end`` (exclusive)."""
+    from pyspark.sql import functions as F
+
+    at_cutoff = F.lit(cutoff).cast("timestamp")
+    train = purchases.where(F.col(C.TIMESTAMP) < at_cutoff)
+    test = purchases.where(F.col(C.TIMESTAMP) >= at_cutoff)
+    if end is not None:
+        if end <= cutoff:
+            raise RecommendationError(f"the test window {cutoff}..{end} is empty")
+        test = test.where(F.col(C.TIMESTAMP) < F.lit(end).cast("timestamp"))
+    return train, test
+
+
+def relevant_items(test, train, *, mode: str = "all"):
+    """customer_id, item_id: what each test customer bought in the test window (only new items with mode="new")."""
+    if mode not in RELEVANCE_MODES:
+        raise RecommendationError(f"relevance mode must be one of {', '.join(RELEVANCE_MODES)}, got '{mode}'")
+    bought = test.select(C.CUSTOMER_ID, C.ITEM_ID).distinct()
+    if mode == "new":
+        bought = bought.join(train.select(C.CUSTOMER_ID, C.ITEM_ID).distinct(), [C.CUSTOMER_ID, C.ITEM_ID], "left_anti")
+    return bought
+
+
+def _check_columns(frame, required: tuple[str, ...], what: str) -> None:
+    missing = [name for name in required if name not in frame.columns]
+    if missing:
+        raise RecommendationError(f"{what} lack column(s) {', '.join(missing)} (have: {', '.join(frame.columns)})")
+
+
+def per_customer_metrics(recommendations, relevant, *, k: int = 10):
+    """One row per customer with relevant items: hits and each per-customer metric at ``k``."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    if k < 1:
+        raise RecommendationError(f"k must be at least 1, got {k}")
+    _check_columns(recommendations, (C.CUSTOMER_ID, C.ITEM_ID, C.RANK), "recommendations")
+    _check_columns(relevant, (C.CUSTOMER_ID, C.ITEM_ID), "relevant items")
+    top = recommendations.where(F.col(C.RANK) <= k).select(C.CUSTOMER_ID, C.ITEM_ID, C.RANK)
+    sizes = relevant.groupBy(C.CUSTOMER_ID).agg(F.count(F.lit(1)).alias("_relevant"))
+    hits = top.join(relevant.select(C.CUSTOMER_ID, C.ITEM_ID).withColumn("_hit", F.lit(1)), [C.CUSTOMER_ID, C.ITEM_ID])
+    # Precision at each hit's rank = hits so far / rank (ranks are unique per customer).
+    hits_so_far = F.count(F.lit(1)).over(Window.partitionBy(C.CUSTOMER_ID).orderBy(C.RANK))
+    per_hit = hits.withColumn("_precision_here", hits_so_far / F.col(C.RANK)).groupBy(C.CUSTOMER_ID).agg(
+        F.count(F.lit(1)).alias("hits"),
+        F.sum(1.0 / F.log2(F.col(C.RANK) + 1)).alias("_dcg"),
+        F.sum("_precision_here").alias("_precision_sum"),
+        F.min(C.RANK).alias("_first_hit"),
+    )
+    ideal = F.aggregate(
+        F.sequence(F.lit(1), F.least(F.col("_relevant"), F.lit(k))), F.lit(0.0),
+        lambda total, position: total + 1.0 / F.log2(position + 1),
+    )
+    joined = sizes.join(per_hit, C.CUSTOMER_ID, "left").fillna({"hits": 0, "_dcg": 0.0, "_precision_sum": 0.0})
+    return joined.select(
+        C.CUSTOMER_ID,
+        F.col("_relevant").alias("relevant"),
+        "hits",
+        (F.col("hits") / k).alias("precision"),
+        (F.col("hits") / F.col("_relevant")).alias("recall"),
+        (F.col("_dcg") / ideal).alias("ndcg"),
+        (F.col("_precision_sum") / F.least(F.col("_relevant"), F.lit(k))).alias("map"),
+        F.coalesce(1.0 / F.col("_first_hit"), F.lit(0.0)).alias("mrr"),
+        (F.col("hits") > 0).cast("double").alias("hit_rate"),
+    )
+
+
+def ranking_metrics(recommendations, relevant, *, k: int = 10, catalogue_size: int, by=None) -> list[dict]:
+    """Averages of the per-customer metrics (overall, or per value of ``by`` joined on customer_id)."""
+    from pyspark.sql import functions as F
+
+    per_customer = per_customer_metrics(recommendations, relevant, k=k)
+    group_columns = []
+    if by is not None:
+        group_columns = [name for name in by.columns if name != C.CUSTOMER_ID]
+        per_customer = per_customer.join(by, C.CUSTOMER_ID, "left")
+    scored = per_customer.select(C.CUSTOMER_ID, *group_columns).distinct()
+    recommended = recommendations.where(F.col(C.RANK) <= k).join(scored, C.CUSTOMER_ID).groupBy(*group_columns).agg(
+        F.count_distinct(C.ITEM_ID).alias("_recommended_items")
+    )
+    averages = per_customer.groupBy(*group_columns).agg(
+        F.count(F.lit(1)).alias("customers"),
+        *(F.avg(name).alias(name) for name in METRICS if name != "coverage"),
+    )
+    joined = averages.join(recommended, group_columns, "left") if group_columns else averages.crossJoin(recommended)
+    rows = joined.withColumn("coverage", F.coalesce(F.col("_recommended_items"), F.lit(0)) / float(catalogue_size)).drop("_recommended_items").collect()
+    return [row.asDict() for row in rows]

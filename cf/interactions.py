@@ -1,0 +1,47 @@
+"""Implicit feedback per (customer, item) from clean purchases.
+
+Strength counts distinct orders by default, or quantity or spend; with a
+half-life, each order counts ``0.5 ** (age_days / half_life_days)`` so recent
+purchases weigh more. Only purchases before ``as_of`` count.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from segmentation import columns as C
+
+WEIGHTINGS = ("orders", "quantity", "spend")
+
+
+class RecommendationError(ValueError):
+    """Input the recommenders cannot work with, explained in one sentence."""
+
+
+@dataclass(frozen=True)
+class InteractionConfig:
+    weighting: str = "orders"
+    half_life_days: float | None = None
+
+
+def interactions(purchases, *, as_of: dt.date, config: InteractionConfig = InteractionConfig()):
+    """customer_id, item_id, strength, last_purchase: one row per pair bought before ``as_of``."""
+    from pyspark.sql import functions as F
+
+    if config.weighting not in WEIGHTINGS:
+        raise RecommendationError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got '{config.weighting}'")
+    if config.half_life_days is not None and config.half_life_days <= 0:
+        raise RecommendationError(f"half_life_days must be positive, got {config.half_life_days}")
+    orders = (
+        purchases.where(F.col(C.TIMESTAMP) < F.lit(as_of).cast("timestamp"))
+        .groupBy(C.CUSTOMER_ID, C.ITEM_ID, C.ORDER_ID)
+        .agg(F.sum(C.QUANTITY).alias("_quantity"), F.sum(C.AMOUNT).alias("_spend"), F.max(C.TIMESTAMP).alias("_when"))
+    )
+    weight = {"orders": F.lit(1.0), "quantity": F.col("_quantity"), "spend": F.col("_spend")}[config.weighting]
+    if config.half_life_days:
+        age_days = (F.lit(as_of).cast("timestamp").cast("long") - F.col("_when").cast("long")) / 86400.0
+        weight = weight * F.pow(F.lit(0.5), age_days / config.half_life_days)
+    return orders.groupBy(C.CUSTOMER_ID, C.ITEM_ID).agg(
+        F.sum(weight).alias(C.STRENGTH), F.max("_when").alias(C.LAST_PURCHASE)
+    )

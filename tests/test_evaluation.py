@@ -1,0 +1,104 @@
+import datetime as dt
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cf import evaluation
+from cf.interactions import RecommendationError
+
+
+def pandas_metrics(recommendations: pd.DataFrame, relevant: pd.DataFrame, k: int, catalogue_size: int) -> dict:
+    """The textbook definitions, one customer at a time."""
+    rows = []
+    for customer, items in relevant.groupby("customer_id").item_id:
+        wanted = set(items)
+        ranked = recommendations[(recommendations.customer_id == customer) & (recommendations["rank"] <= k)].sort_values("rank")
+        hits = [r for r, item in zip(ranked["rank"], ranked.item_id) if item in wanted]
+        ideal = sum(1 / math.log2(i + 1) for i in range(1, min(len(wanted), k) + 1))
+        rows.append({
+            "precision": len(hits) / k,
+            "recall": len(hits) / len(wanted),
+            "ndcg": sum(1 / math.log2(r + 1) for r in hits) / ideal,
+            "map": sum((i + 1) / r for i, r in enumerate(hits)) / min(len(wanted), k),
+            "mrr": 1 / hits[0] if hits else 0.0,
+            "hit_rate": float(bool(hits)),
+        })
+    evaluated = set(relevant.customer_id)
+    shown = recommendations[(recommendations["rank"] <= k) & recommendations.customer_id.isin(evaluated)].item_id.nunique()
+    return {**pd.DataFrame(rows).mean().to_dict(), "coverage": shown / catalogue_size, "customers": len(rows)}
+
+
+def random_case(seed: int):
+    rng = np.random.default_rng(seed)
+    items = [f"i{j}" for j in range(40)]
+    recommendations = pd.DataFrame([
+        (f"c{c}", rank, item)
+        for c in range(60) if c % 7 != 3  # some customers get no recommendations at all
+        for rank, item in enumerate(rng.choice(items, size=15, replace=False), start=1)
+    ], columns=["customer_id", "rank", "item_id"])
+    relevant = pd.DataFrame([
+        (f"c{c}", item) for c in range(50) for item in rng.choice(items, size=rng.integers(1, 12), replace=False)
+    ], columns=["customer_id", "item_id"])
+    return recommendations, relevant
+
+
+@pytest.mark.parametrize("seed, k", [(1, 10), (2, 5), (3, 1)])
+def test_metrics_match_the_pandas_reference(spark, seed, k):
+    recommendations, relevant = random_case(seed)
+    ours = evaluation.ranking_metrics(spark.createDataFrame(recommendations), spark.createDataFrame(relevant), k=k, catalogue_size=40)[0]
+    reference = pandas_metrics(recommendations, relevant, k, 40)
+    assert ours["customers"] == reference["customers"] == 50
+    for name in evaluation.METRICS:
+        assert ours[name] == pytest.approx(reference[name], abs=1e-12), name
+
+
+def test_a_perfect_list_scores_one(spark):
+    relevant = pd.DataFrame({"customer_id": ["a", "a", "b"], "item_id": ["x", "y", "z"]})
+    perfect = pd.DataFrame({"customer_id": ["a", "a", "b"], "rank": [1, 2, 1], "item_id": ["y", "x", "z"]})
+    scores = evaluation.ranking_metrics(spark.createDataFrame(perfect), spark.createDataFrame(relevant), k=10, catalogue_size=3)[0]
+    assert scores["ndcg"] == scores["map"] == scores["mrr"] == scores["recall"] == scores["hit_rate"] == 1.0
+    assert scores["precision"] == pytest.approx(1.5 / 10)
+
+
+def test_metrics_per_group(spark):
+    recommendations, relevant = random_case(4)
+    groups = pd.DataFrame({"customer_id": [f"c{c}" for c in range(50)], "segment": ["high" if c < 20 else "low" for c in range(50)]})
+    rows = evaluation.ranking_metrics(spark.createDataFrame(recommendations), spark.createDataFrame(relevant), k=10,
+                                      catalogue_size=40, by=spark.createDataFrame(groups))
+    by_segment = {row["segment"]: row for row in rows}
+    for segment, customers in groups.groupby("segment").customer_id:
+        reference = pandas_metrics(recommendations[recommendations.customer_id.isin(customers)],
+                                   relevant[relevant.customer_id.isin(customers)], 10, 40)
+        assert by_segment[segment]["customers"] == reference["customers"]
+        assert by_segment[segment]["ndcg"] == pytest.approx(reference["ndcg"], abs=1e-12)
+        assert by_segment[segment]["coverage"] == pytest.approx(reference["coverage"], abs=1e-12)
+
+
+def test_new_items_mode_drops_what_was_bought_before(spark):
+    def frame(rows):
+        return spark.createDataFrame(pd.DataFrame(rows, columns=["customer_id", "item_id"]))
+
+    train, test = frame([("a", "x"), ("b", "y")]), frame([("a", "x"), ("a", "z"), ("b", "x")])
+    assert sorted(map(tuple, evaluation.relevant_items(test, train, mode="new").collect())) == [("a", "z"), ("b", "x")]
+    assert evaluation.relevant_items(test, train, mode="all").count() == 3
+
+
+def test_split_leaves_nothing_of_the_test_window_in_training(spark, synthetic):
+    from pyspark.sql import functions as F
+
+    train, test = evaluation.split_by_time(synthetic.place("clean"), cutoff=dt.date(2011, 9, 9), end=dt.date(2011, 12, 10))
+    assert train.agg(F.max("timestamp")).first()[0] < dt.datetime(2011, 9, 9)
+    assert test.agg(F.min("timestamp")).first()[0] >= dt.datetime(2011, 9, 9)
+    assert train.count() + test.count() == synthetic.place("clean").where("timestamp < '2011-12-10'").count()
+
+
+def test_bad_arguments_are_clear_errors(spark):
+    frame = spark.createDataFrame(pd.DataFrame({"customer_id": ["a"], "item_id": ["x"]}))
+    with pytest.raises(RecommendationError, match="recommendations lack column"):
+        evaluation.ranking_metrics(frame, frame, k=10, catalogue_size=1)
+    with pytest.raises(RecommendationError, match="k must be at least 1"):
+        evaluation.per_customer_metrics(frame, frame, k=0)
+    with pytest.raises(RecommendationError, match="relevance mode must be one of all, new"):
+        evaluation.relevant_items(frame, frame, mode="old")
