@@ -95,12 +95,16 @@ def _table(frame: pd.DataFrame, formats: dict[str, str]) -> str:
 
 def render_html(drawn: list[charts.Chart], summary: dict, table: pd.DataFrame, backtest: dict) -> str:
     table = table.set_index("segment").loc[charts.ordered_segments(table.segment)].reset_index()
-    segment_table = _table(
-        table.rename(columns={"share_of_customers": "share of customers", "share_of_revenue": "share of revenue"}),
-        {"segment": "{}", "customers": "{:,}", "share of customers": "{:.1%}", "revenue": "£{:,.0f}", "share of revenue": "{:.1%}",
-         "median_days_since_last": "{:.0f}", "median_frequency": "{:.0f}", "median_total_spend": "£{:,.0f}",
-         "median_clv": "£{:,.0f}", "mean_p_alive": "{:.2f}"},
-    )
+    plain_names = {
+        "share_of_customers": "share of customers", "share_of_revenue": "share of revenue",
+        "median_days_since_last": "median days since last purchase", "median_frequency": "median repeat purchase days",
+        "median_total_spend": "median net spend", "median_clv": "median 12-month value", "mean_p_alive": "mean chance still active",
+    }
+    segment_table = _table(table.rename(columns=plain_names), {
+        "segment": "{}", "customers": "{:,}", "share of customers": "{:.1%}", "revenue": "£{:,.0f}", "share of revenue": "{:.1%}",
+        "median days since last purchase": "{:.0f}", "median repeat purchase days": "{:.0f}", "median net spend": "£{:,.0f}",
+        "median 12-month value": "£{:,.0f}", "mean chance still active": "{:.0%}",
+    })
     backtest_table = _backtest_table(backtest)
     sections = "".join(
         f'<section><h2>{html.escape(chart.title)}</h2><img alt="{html.escape(chart.title)}" '
@@ -112,7 +116,8 @@ def render_html(drawn: list[charts.Chart], summary: dict, table: pd.DataFrame, b
 <html lang="en"><head><meta charset="utf-8"><title>segrec segment report, {summary['as_of']}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
-table {{ border-collapse: collapse; margin: 1em 0; }} th, td {{ padding: 4px 10px; border-bottom: 1px solid #ddd; text-align: right; }}
+table {{ border-collapse: collapse; margin: 1em 0; }} th, td {{ padding: 4px 8px; border-bottom: 1px solid #ddd; text-align: right; font-size: 0.9em; }}
+th {{ max-width: 9em; }}
 th:first-child, td:first-child {{ text-align: left; }} img {{ max-width: 100%; }} section {{ margin: 2em 0; }}
 p.small {{ color: #666; font-size: 0.9em; }}
 </style></head><body>
