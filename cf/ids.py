@@ -33,6 +33,10 @@ class IdMapping:
         frame = numbered if known is None else known.unionByName(numbered)
         return cls(frame, id_column, index_column)
 
+    def cache_frame(self) -> "IdMapping":
+        self.frame = self.frame.cache()
+        return self
+
     def encode(self, frame, how: str = "inner"):
         return frame.join(self.frame, self.id_column, how)
 

@@ -1,0 +1,108 @@
+"""One small interface for every recommender, after implicit's RecommenderBase.
+
+The constructor holds settings; ``fit`` sets state from interactions
+(customer_id, item_id, strength, last_purchase); the rest reads that state:
+
+    recommend(customers, n, exclude_seen)  -> customer_id, rank, item_id, score
+    similar_items(items, n)                -> item_id, rank, similar_item_id, score
+    save(path) / load(spark, path)
+
+Ranks start at 1; ties in score are broken by item id so lists are reproducible.
+``tests/test_recommenders.py`` runs one contract suite against every model.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+
+from cf.interactions import RecommendationError
+from segmentation import columns as C
+
+# When unseen items are wanted, this many extra candidates per customer cover what
+# they already bought; customers who bought more of the top candidates than this
+# can get shorter lists (a bound on work per customer, not a correctness switch).
+SEEN_ALLOWANCE = 500
+
+
+class Recommender(ABC):
+    name = "recommender"
+
+    def __init__(self):
+        self._seen = None  # customer_id, item_id of the training interactions
+
+    @property
+    def is_fitted(self) -> bool:
+        return self._seen is not None
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise RecommendationError(f"{self.name} is not fitted: call fit(interactions) first")
+
+    def _remember(self, interactions) -> None:
+        missing = [c for c in (C.CUSTOMER_ID, C.ITEM_ID, C.STRENGTH) if c not in interactions.columns]
+        if missing:
+            raise RecommendationError(f"interactions lack column(s) {', '.join(missing)}")
+        self._seen = interactions.select(C.CUSTOMER_ID, C.ITEM_ID).distinct()
+
+    @abstractmethod
+    def fit(self, interactions) -> "Recommender": ...
+
+    @abstractmethod
+    def recommend(self, customers, n: int = 10, *, exclude_seen: bool = False): ...
+
+    @abstractmethod
+    def similar_items(self, items, n: int = 10): ...
+
+    # ------------------------------------------------------------------ persistence
+
+    def settings(self) -> dict:
+        return {}
+
+    def _save_state(self, path: str) -> None:
+        """Write fitted state besides the seen pairs (subclasses with more state extend this)."""
+
+    def _load_state(self, spark, path: str) -> None:
+        """Read what ``_save_state`` wrote."""
+
+    def save(self, path: str) -> None:
+        from pyspark.sql import SparkSession
+
+        self._check_fitted()
+        spark = SparkSession.active()
+        meta = json.dumps({"class": type(self).__name__, "settings": self.settings()})
+        spark.createDataFrame([(meta,)], "meta string").coalesce(1).write.mode("overwrite").text(f"{path}/meta")
+        self._seen.write.mode("overwrite").parquet(f"{path}/seen")
+        self._save_state(path)
+
+    @classmethod
+    def load(cls, spark, path: str) -> "Recommender":
+        meta = json.loads(spark.read.text(f"{path}/meta").first()[0])
+        if meta["class"] != cls.__name__:
+            raise RecommendationError(f"{path} holds a {meta['class']}, not a {cls.__name__}")
+        model = cls(**meta["settings"])
+        model._seen = spark.read.parquet(f"{path}/seen")
+        model._load_state(spark, path)
+        return model
+
+
+def check_n(n: int) -> None:
+    if n < 1:
+        raise RecommendationError(f"n must be at least 1, got {n}")
+
+
+def top_n(scored, n: int, key: str = C.CUSTOMER_ID, item: str = C.ITEM_ID):
+    """Keep the ``n`` best-scored rows per ``key`` and number them 1..n."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    order = Window.partitionBy(key).orderBy(F.desc(C.SCORE), F.col(item))
+    return scored.withColumn(C.RANK, F.row_number().over(order)).where(F.col(C.RANK) <= n).select(key, C.RANK, item, C.SCORE)
+
+
+def drop_seen(candidates, seen):
+    return candidates.join(seen, [C.CUSTOMER_ID, C.ITEM_ID], "left_anti")
+
+
+def candidate_depth(n: int, exclude_seen: bool) -> int:
+    return n + SEEN_ALLOWANCE if exclude_seen else n

@@ -1,0 +1,113 @@
+"""Recommenders built from who bought what: buy-again and item co-occurrence.
+
+``BuyAgainRecommender`` ranks each customer's own past items by their
+(time-decayed) strength: in retail most of next quarter's purchases are
+repeats, so this list matters. ``CooccurrenceRecommender`` is item-kNN: items
+are similar when the same customers buy them (cosine over customer sets), and a
+customer's score for an item sums its similarity to what they bought.
+"""
+
+from __future__ import annotations
+
+from cf.base import Recommender, check_n, drop_seen, top_n
+from segmentation import columns as C
+
+
+class BuyAgainRecommender(Recommender):
+    """Each customer's staples; with ``exclude_seen`` there is nothing left to recommend, by design."""
+
+    name = "buy_again"
+
+    def __init__(self):
+        super().__init__()
+        self._strength = None
+        self._cooccurrence = CooccurrenceRecommender()
+
+    def fit(self, interactions):
+        from pyspark.sql import functions as F
+
+        self._remember(interactions)
+        self._strength = interactions.select(C.CUSTOMER_ID, C.ITEM_ID, F.col(C.STRENGTH).alias(C.SCORE)).cache()
+        self._cooccurrence.fit(interactions)
+        return self
+
+    def recommend(self, customers, n: int = 10, *, exclude_seen: bool = False):
+        self._check_fitted()
+        check_n(n)
+        candidates = self._strength.join(customers.select(C.CUSTOMER_ID).distinct(), C.CUSTOMER_ID)
+        if exclude_seen:
+            candidates = drop_seen(candidates, self._seen)
+        return top_n(candidates, n)
+
+    def similar_items(self, items, n: int = 10):
+        return self._cooccurrence.similar_items(items, n)
+
+    def _save_state(self, path: str) -> None:
+        self._strength.write.mode("overwrite").parquet(f"{path}/strength")
+        self._cooccurrence.save(f"{path}/cooccurrence")
+
+    def _load_state(self, spark, path: str) -> None:
+        self._strength = spark.read.parquet(f"{path}/strength")
+        self._cooccurrence = CooccurrenceRecommender.load(spark, f"{path}/cooccurrence")
+
+
+class CooccurrenceRecommender(Recommender):
+    """Item-kNN on co-purchases: cosine similarity of the sets of customers who bought each item."""
+
+    name = "cooccurrence"
+
+    def __init__(self, *, neighbours: int = 50, min_common: int = 2):
+        super().__init__()
+        self.neighbours = neighbours
+        self.min_common = min_common
+        self._similar = None  # item_id, similar_item_id, score (top ``neighbours`` per item)
+
+    def settings(self) -> dict:
+        return {"neighbours": self.neighbours, "min_common": self.min_common}
+
+    def fit(self, interactions):
+        from pyspark.sql import functions as F
+
+        self._remember(interactions)
+        pairs = self._seen
+        buyers = pairs.groupBy(C.ITEM_ID).agg(F.count(F.lit(1)).alias("_buyers"))
+        left = pairs.alias("l")
+        right = pairs.select(C.CUSTOMER_ID, F.col(C.ITEM_ID).alias(C.SIMILAR_ITEM_ID))
+        common = (
+            left.join(right, C.CUSTOMER_ID).where(F.col(C.ITEM_ID) != F.col(C.SIMILAR_ITEM_ID))
+            .groupBy(C.ITEM_ID, C.SIMILAR_ITEM_ID).agg(F.count(F.lit(1)).alias("_common"))
+            .where(F.col("_common") >= self.min_common)
+        )
+        cosine = (
+            common.join(buyers, C.ITEM_ID)
+            .join(buyers.select(F.col(C.ITEM_ID).alias(C.SIMILAR_ITEM_ID), F.col("_buyers").alias("_other_buyers")), C.SIMILAR_ITEM_ID)
+            .select(C.ITEM_ID, C.SIMILAR_ITEM_ID, (F.col("_common") / F.sqrt(F.col("_buyers") * F.col("_other_buyers"))).alias(C.SCORE))
+        )
+        self._similar = top_n(cosine, self.neighbours, key=C.ITEM_ID, item=C.SIMILAR_ITEM_ID).drop(C.RANK).cache()
+        return self
+
+    def similar_items(self, items, n: int = 10):
+        self._check_fitted()
+        check_n(n)
+        chosen = self._similar.join(items.select(C.ITEM_ID).distinct(), C.ITEM_ID)
+        return top_n(chosen, n, key=C.ITEM_ID, item=C.SIMILAR_ITEM_ID)
+
+    def recommend(self, customers, n: int = 10, *, exclude_seen: bool = False):
+        from pyspark.sql import functions as F
+
+        self._check_fitted()
+        check_n(n)
+        history = self._seen.join(customers.select(C.CUSTOMER_ID).distinct(), C.CUSTOMER_ID)
+        candidates = (
+            history.join(self._similar, C.ITEM_ID)
+            .groupBy(C.CUSTOMER_ID, F.col(C.SIMILAR_ITEM_ID).alias(C.ITEM_ID)).agg(F.sum(C.SCORE).alias(C.SCORE))
+        )
+        if exclude_seen:
+            candidates = drop_seen(candidates, self._seen)
+        return top_n(candidates, n)
+
+    def _save_state(self, path: str) -> None:
+        self._similar.write.mode("overwrite").parquet(f"{path}/similar")
+
+    def _load_state(self, spark, path: str) -> None:
+        self._similar = spark.read.parquet(f"{path}/similar")

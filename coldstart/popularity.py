@@ -1,0 +1,151 @@
+"""Popularity and trending: what to show customers the personal models do not know.
+
+``PopularityRecommender`` ranks items by how many distinct customers bought
+them; ``TrendingRecommender`` by recent buyers (time-decayed) against the
+item's longer-term level, so items on the rise come first. Both can rank
+within a group (``by="country"`` or ``by="segment"``): a customer then gets
+their group's list, or the overall list when their group is unknown. Their
+``similar_items`` is the same list without the item itself, the baseline any
+real "also bought" list must beat.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from cf.base import Recommender, candidate_depth, check_n, drop_seen, top_n
+from cf.interactions import RecommendationError
+from segmentation import columns as C
+
+ALL = "__all__"
+
+
+class PopularityRecommender(Recommender):
+    name = "popularity"
+
+    def __init__(self, *, by: str | None = None):
+        super().__init__()
+        self.by = by
+        self._scores = None  # group, item_id, score
+
+    def settings(self) -> dict:
+        return {"by": self.by}
+
+    def _item_scores(self, interactions):
+        from pyspark.sql import functions as F
+
+        return interactions.groupBy(C.ITEM_ID).agg(F.count_distinct(C.CUSTOMER_ID).cast("double").alias(C.SCORE))
+
+    def fit(self, interactions, groups=None):
+        """``groups``: customer_id and the ``by`` column, when ranking within groups."""
+        from pyspark.sql import functions as F
+
+        self._remember(interactions)
+        overall = self._item_scores(interactions).withColumn("group", F.lit(ALL))
+        if self.by:
+            if groups is None or self.by not in groups.columns:
+                raise RecommendationError(f"{self.name} by {self.by} needs a table of customer_id and {self.by}")
+            grouped = interactions.join(groups.select(C.CUSTOMER_ID, F.col(self.by).alias("group")), C.CUSTOMER_ID)
+            per_group = self._grouped_scores(grouped)
+            overall = overall.unionByName(per_group)
+        self._scores = overall.cache()
+        return self
+
+    def _grouped_scores(self, grouped):
+        from pyspark.sql import functions as F
+
+        return grouped.groupBy("group", C.ITEM_ID).agg(F.count_distinct(C.CUSTOMER_ID).cast("double").alias(C.SCORE))
+
+    def ranked(self, n: int, group: str = ALL):
+        """The top ``n`` items of one group (or overall): rank, item_id, score."""
+        from pyspark.sql import functions as F
+
+        self._check_fitted()
+        rows = self._scores.where(F.col("group") == group).withColumn("_key", F.lit(0))
+        return top_n(rows, n, key="_key").drop("_key")
+
+    def recommend(self, customers, n: int = 10, *, exclude_seen: bool = False):
+        from pyspark.sql import functions as F
+
+        self._check_fitted()
+        check_n(n)
+        depth = candidate_depth(n, exclude_seen)
+        lists = top_n(self._scores, depth, key="group")
+        if self.by and self.by in customers.columns:
+            # A customer whose group has no list (or no group) gets the overall list.
+            known = lists.select(F.col("group").alias(self.by)).distinct().withColumn("_known", F.lit(True))
+            chosen = customers.select(C.CUSTOMER_ID, self.by).join(known, self.by, "left").select(
+                C.CUSTOMER_ID, F.when(F.col("_known"), F.col(self.by)).otherwise(F.lit(ALL)).alias("group")
+            )
+        else:
+            chosen = customers.select(C.CUSTOMER_ID).withColumn("group", F.lit(ALL))
+        candidates = chosen.join(lists, "group").select(C.CUSTOMER_ID, C.ITEM_ID, C.SCORE)
+        if exclude_seen:
+            candidates = drop_seen(candidates, self._seen)
+        return top_n(candidates, n)
+
+    def similar_items(self, items, n: int = 10):
+        from pyspark.sql import functions as F
+
+        self._check_fitted()
+        check_n(n)
+        overall = top_n(self._scores.where(F.col("group") == ALL).withColumn("_key", F.lit(0)), n + 1, key="_key")
+        pairs = items.select(C.ITEM_ID).distinct().crossJoin(
+            overall.select(F.col(C.ITEM_ID).alias(C.SIMILAR_ITEM_ID), C.SCORE)
+        ).where(F.col(C.ITEM_ID) != F.col(C.SIMILAR_ITEM_ID))
+        return top_n(pairs, n, key=C.ITEM_ID, item=C.SIMILAR_ITEM_ID)
+
+    def _save_state(self, path: str) -> None:
+        self._scores.write.mode("overwrite").parquet(f"{path}/scores")
+
+    def _load_state(self, spark, path: str) -> None:
+        self._scores = spark.read.parquet(f"{path}/scores")
+
+
+class TrendingRecommender(PopularityRecommender):
+    """Items on the rise: time-decayed recent buyers against the item's long-run level.
+
+    score = decayed buyers / (buyers per half-life over the baseline window + prior)
+
+    The prior keeps an item with two buyers in a quiet year from outranking a
+    best-seller that is also growing.
+    """
+
+    name = "trending"
+
+    def __init__(self, *, by: str | None = None, as_of: str | None = None, half_life_days: float = 14.0,
+                 baseline_days: int = 365, prior: float = 2.0):
+        super().__init__(by=by)
+        self.as_of = as_of
+        self.half_life_days = half_life_days
+        self.baseline_days = baseline_days
+        self.prior = prior
+
+    def settings(self) -> dict:
+        return {"by": self.by, "as_of": self.as_of, "half_life_days": self.half_life_days,
+                "baseline_days": self.baseline_days, "prior": self.prior}
+
+    def fit(self, interactions, groups=None):
+        if not self.as_of:
+            raise RecommendationError("trending needs the as-of date its recency is measured from")
+        if C.LAST_PURCHASE not in interactions.columns:
+            raise RecommendationError("trending needs interactions with last_purchase")
+        return super().fit(interactions, groups)
+
+    def _trend(self, frame, keys):
+        from pyspark.sql import functions as F
+
+        as_of = F.lit(dt.date.fromisoformat(self.as_of)).cast("timestamp")
+        age_days = (as_of.cast("long") - F.col(C.LAST_PURCHASE).cast("long")) / 86400.0
+        recent = F.pow(F.lit(0.5), age_days / self.half_life_days)
+        in_baseline = (age_days < self.baseline_days).cast("double")
+        per_half_life = self.half_life_days / self.baseline_days
+        return frame.groupBy(*keys).agg(
+            (F.sum(recent) / (F.sum(in_baseline) * per_half_life + self.prior)).alias(C.SCORE)
+        )
+
+    def _item_scores(self, interactions):
+        return self._trend(interactions, [C.ITEM_ID])
+
+    def _grouped_scores(self, grouped):
+        return self._trend(grouped, ["group", C.ITEM_ID])
