@@ -15,7 +15,7 @@ ALS trained on everyone.
 
 from __future__ import annotations
 
-from cf.base import Recommender, candidate_depth, check_n, drop_seen, top_n
+from cf.base import Recommender, candidate_depth, top_n
 from cf.ids import IdMapping
 from cf.interactions import RecommendationError
 from segmentation import columns as C
@@ -62,8 +62,7 @@ class ALSRecommender(Recommender):
     def recommend(self, customers, n: int = 10, *, exclude_seen: bool = False):
         from pyspark.sql import functions as F
 
-        self._check_fitted()
-        check_n(n)
+        self._ready(n)
         wanted = self._customers.encode(customers.select(C.CUSTOMER_ID).distinct()).select(C.CUSTOMER_INDEX)
         depth = candidate_depth(n, exclude_seen)
         raw = self._model.recommendForUserSubset(wanted, depth)
@@ -71,9 +70,7 @@ class ALSRecommender(Recommender):
             C.CUSTOMER_INDEX, F.col(f"_rec.{C.ITEM_INDEX}").alias(C.ITEM_INDEX), F.col("_rec.rating").cast("double").alias(C.SCORE)
         )
         candidates = self._items.decode(self._customers.decode(exploded))
-        if exclude_seen:
-            candidates = drop_seen(candidates, self._seen)
-        return top_n(candidates, n)
+        return self._ranked(candidates, n, exclude_seen)
 
     def similar_items(self, items, n: int = 10):
         """Cosine similarity of item factors; each executor block scores its items against all of them."""
@@ -81,8 +78,7 @@ class ALSRecommender(Recommender):
         from pyspark.sql import functions as F
         from pyspark.sql.types import DoubleType, IntegerType, StructField, StructType
 
-        self._check_fitted()
-        check_n(n)
+        self._ready(n)
         factors = self._model.itemFactors.select(F.col("id").alias(C.ITEM_INDEX), "features")
         matrix = factors.orderBy(C.ITEM_INDEX).toPandas()  # one row of `rank` floats per item: the catalogue, not the customers
         indexes = matrix[C.ITEM_INDEX].to_numpy()
@@ -169,8 +165,7 @@ class SegmentedALS(Recommender):
 
         from pyspark.sql import functions as F
 
-        self._check_fitted()
-        check_n(n)
+        self._ready(n)
         wanted = customers.select(C.CUSTOMER_ID).distinct().join(self._segments, C.CUSTOMER_ID, "left")
         lists = []
         for segment, model in self._by_segment.items():

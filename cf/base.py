@@ -39,6 +39,16 @@ class Recommender(ABC):
         if not self.is_fitted:
             raise RecommendationError(f"{self.name} is not fitted: call fit(interactions) first")
 
+    def _ready(self, n: int) -> None:
+        self._check_fitted()
+        check_n(n)
+
+    def _ranked(self, candidates, n: int, exclude_seen: bool):
+        """customer_id, item_id, score candidates -> the top ``n`` per customer, without bought items if asked."""
+        if exclude_seen:
+            candidates = drop_seen(candidates, self._seen)
+        return top_n(candidates, n)
+
     def _remember(self, interactions) -> None:
         missing = [c for c in (C.CUSTOMER_ID, C.ITEM_ID, C.STRENGTH) if c not in interactions.columns]
         if missing:

@@ -96,22 +96,31 @@ def per_customer_metrics(recommendations, relevant, *, k: int = 10):
 
 
 def ranking_metrics(recommendations, relevant, *, k: int = 10, catalogue_size: int, by=None) -> list[dict]:
-    """Averages of the per-customer metrics (overall, or per value of ``by`` joined on customer_id)."""
+    """Averages of the per-customer metrics: one row overall, plus one per group when ``by`` is given.
+
+    ``by``: customer_id and one group column (a segment, say). The overall row has
+    the group column set to None; all rows come from a single aggregation (rollup).
+    """
+    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     per_customer = per_customer_metrics(recommendations, relevant, k=k)
-    group_columns = []
+    groups = []
     if by is not None:
-        group_columns = [name for name in by.columns if name != C.CUSTOMER_ID]
-        per_customer = per_customer.join(by, C.CUSTOMER_ID, "left")
-    scored = per_customer.select(C.CUSTOMER_ID, *group_columns).distinct()
-    recommended = recommendations.where(F.col(C.RANK) <= k).join(scored, C.CUSTOMER_ID).groupBy(*group_columns).agg(
-        F.count_distinct(C.ITEM_ID).alias("_recommended_items")
+        groups = [name for name in by.columns if name != C.CUSTOMER_ID]
+        if len(groups) != 1:
+            raise RecommendationError(f"group customers by exactly one column besides customer_id, got {groups}")
+        # A customer missing from ``by`` is counted in a group of their own, never in the overall row's None.
+        per_customer = per_customer.join(by, C.CUSTOMER_ID, "left").withColumn(groups[0], F.coalesce(F.col(groups[0]).cast("string"), F.lit("none")))
+    top = recommendations.where(F.col(C.RANK) <= k).select(C.CUSTOMER_ID, C.ITEM_ID)
+    # Each row carries its customer's metrics and one recommended item (or none), so coverage
+    # and the averages come out of one aggregation; metrics are averaged over customers only once.
+    first_of_customer = F.row_number().over(Window.partitionBy(C.CUSTOMER_ID).orderBy(F.col(C.ITEM_ID).asc_nulls_last()))
+    rows = per_customer.join(top, C.CUSTOMER_ID, "left").withColumn("_first", first_of_customer == 1)
+    only_first = lambda name: F.when(F.col("_first"), F.col(name))  # noqa: E731
+    aggregated = rows.rollup(*groups).agg(
+        F.sum(F.col("_first").cast("int")).alias("customers"),
+        *(F.avg(only_first(name)).alias(name) for name in METRICS if name != "coverage"),
+        (F.count_distinct(C.ITEM_ID) / float(catalogue_size)).alias("coverage"),
     )
-    averages = per_customer.groupBy(*group_columns).agg(
-        F.count(F.lit(1)).alias("customers"),
-        *(F.avg(name).alias(name) for name in METRICS if name != "coverage"),
-    )
-    joined = averages.join(recommended, group_columns, "left") if group_columns else averages.crossJoin(recommended)
-    rows = joined.withColumn("coverage", F.coalesce(F.col("_recommended_items"), F.lit(0)) / float(catalogue_size)).drop("_recommended_items").collect()
-    return [row.asDict() for row in rows]
+    return [row.asDict() for row in aggregated.collect()]

@@ -9,7 +9,7 @@ customer's score for an item sums its similarity to what they bought.
 
 from __future__ import annotations
 
-from cf.base import Recommender, check_n, drop_seen, top_n
+from cf.base import Recommender, top_n
 from segmentation import columns as C
 
 
@@ -32,12 +32,9 @@ class BuyAgainRecommender(Recommender):
         return self
 
     def recommend(self, customers, n: int = 10, *, exclude_seen: bool = False):
-        self._check_fitted()
-        check_n(n)
+        self._ready(n)
         candidates = self._strength.join(customers.select(C.CUSTOMER_ID).distinct(), C.CUSTOMER_ID)
-        if exclude_seen:
-            candidates = drop_seen(candidates, self._seen)
-        return top_n(candidates, n)
+        return self._ranked(candidates, n, exclude_seen)
 
     def similar_items(self, items, n: int = 10):
         return self._cooccurrence.similar_items(items, n)
@@ -56,20 +53,28 @@ class CooccurrenceRecommender(Recommender):
 
     name = "cooccurrence"
 
-    def __init__(self, *, neighbours: int = 50, min_common: int = 2):
+    def __init__(self, *, neighbours: int = 50, min_common: int = 2, max_items_per_customer: int = 200):
         super().__init__()
         self.neighbours = neighbours
         self.min_common = min_common
+        # Pairs grow with the square of a basket: a wholesaler with 2,000 items alone makes
+        # 4 million. Their strongest, most recent items carry the signal.
+        self.max_items_per_customer = max_items_per_customer
         self._similar = None  # item_id, similar_item_id, score (top ``neighbours`` per item)
 
     def settings(self) -> dict:
-        return {"neighbours": self.neighbours, "min_common": self.min_common}
+        return {"neighbours": self.neighbours, "min_common": self.min_common, "max_items_per_customer": self.max_items_per_customer}
 
     def fit(self, interactions):
+        from pyspark.sql import Window
         from pyspark.sql import functions as F
 
         self._remember(interactions)
-        pairs = self._seen
+        recent_first = Window.partitionBy(C.CUSTOMER_ID).orderBy(F.desc(C.STRENGTH), F.desc(C.LAST_PURCHASE), C.ITEM_ID)
+        pairs = (
+            interactions.withColumn("_position", F.row_number().over(recent_first))
+            .where(F.col("_position") <= self.max_items_per_customer).select(C.CUSTOMER_ID, C.ITEM_ID)
+        )
         buyers = pairs.groupBy(C.ITEM_ID).agg(F.count(F.lit(1)).alias("_buyers"))
         left = pairs.alias("l")
         right = pairs.select(C.CUSTOMER_ID, F.col(C.ITEM_ID).alias(C.SIMILAR_ITEM_ID))
@@ -87,24 +92,20 @@ class CooccurrenceRecommender(Recommender):
         return self
 
     def similar_items(self, items, n: int = 10):
-        self._check_fitted()
-        check_n(n)
+        self._ready(n)
         chosen = self._similar.join(items.select(C.ITEM_ID).distinct(), C.ITEM_ID)
         return top_n(chosen, n, key=C.ITEM_ID, item=C.SIMILAR_ITEM_ID)
 
     def recommend(self, customers, n: int = 10, *, exclude_seen: bool = False):
         from pyspark.sql import functions as F
 
-        self._check_fitted()
-        check_n(n)
+        self._ready(n)
         history = self._seen.join(customers.select(C.CUSTOMER_ID).distinct(), C.CUSTOMER_ID)
         candidates = (
             history.join(self._similar, C.ITEM_ID)
             .groupBy(C.CUSTOMER_ID, F.col(C.SIMILAR_ITEM_ID).alias(C.ITEM_ID)).agg(F.sum(C.SCORE).alias(C.SCORE))
         )
-        if exclude_seen:
-            candidates = drop_seen(candidates, self._seen)
-        return top_n(candidates, n)
+        return self._ranked(candidates, n, exclude_seen)
 
     def _save_state(self, path: str) -> None:
         self._similar.write.mode("overwrite").parquet(f"{path}/similar")

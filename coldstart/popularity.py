@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from cf.base import Recommender, candidate_depth, check_n, drop_seen, top_n
+from cf.base import Recommender, candidate_depth, top_n
 from cf.interactions import RecommendationError
 from segmentation import columns as C
 
@@ -67,8 +67,7 @@ class PopularityRecommender(Recommender):
     def recommend(self, customers, n: int = 10, *, exclude_seen: bool = False):
         from pyspark.sql import functions as F
 
-        self._check_fitted()
-        check_n(n)
+        self._ready(n)
         depth = candidate_depth(n, exclude_seen)
         lists = top_n(self._scores, depth, key="group")
         if self.by and self.by in customers.columns:
@@ -80,15 +79,12 @@ class PopularityRecommender(Recommender):
         else:
             chosen = customers.select(C.CUSTOMER_ID).withColumn("group", F.lit(ALL))
         candidates = chosen.join(lists, "group").select(C.CUSTOMER_ID, C.ITEM_ID, C.SCORE)
-        if exclude_seen:
-            candidates = drop_seen(candidates, self._seen)
-        return top_n(candidates, n)
+        return self._ranked(candidates, n, exclude_seen)
 
     def similar_items(self, items, n: int = 10):
         from pyspark.sql import functions as F
 
-        self._check_fitted()
-        check_n(n)
+        self._ready(n)
         overall = top_n(self._scores.where(F.col("group") == ALL).withColumn("_key", F.lit(0)), n + 1, key="_key")
         pairs = items.select(C.ITEM_ID).distinct().crossJoin(
             overall.select(F.col(C.ITEM_ID).alias(C.SIMILAR_ITEM_ID), C.SCORE)

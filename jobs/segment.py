@@ -100,12 +100,14 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def segment_configs(args: argparse.Namespace, settings: dict) -> tuple[CLVConfig, SegmentConfig, BacktestConfig]:
+    """Configs from the file and the segment flags (a job without those flags just gets the file's settings)."""
+    flag = vars(args).get
     clv_config = build(CLVConfig, settings.get("clv"), {
-        "horizon_months": args.horizon_months, "discount_rate": args.discount_rate, "model": args.clv_model,
+        "horizon_months": flag("horizon_months"), "discount_rate": flag("discount_rate"), "model": flag("clv_model"),
     })
-    segment_config = build(SegmentConfig, settings.get("segments"), {"k": args.k, "seed": args.seed})
+    segment_config = build(SegmentConfig, settings.get("segments"), {"k": flag("k"), "seed": flag("seed")})
     backtest_config = build(BacktestConfig, settings.get("backtest"), {
-        "calibration_end": args.calibration_end, "holdout_days": args.holdout_days,
+        "calibration_end": flag("calibration_end"), "holdout_days": flag("holdout_days"),
     })
     return clv_config, segment_config, backtest_config
 

@@ -8,7 +8,7 @@ from jobs.spark import SparkSettings, build_session
 @pytest.fixture(scope="session")
 def spark():
     session = build_session(
-        SparkSettings(app_name="segrec-tests", master="local[2]", shuffle_partitions=2, driver_memory="2g", quiet=True)
+        SparkSettings(app_name="segrec-tests", master="local[2]", shuffle_partitions=2, driver_memory="4g", quiet=True)
     )
     yield session
     session.stop()
