@@ -9,6 +9,7 @@ from typing import Callable
 
 from jobs.config import ConfigError, parse_date
 from jobs.spark import JavaNotFoundError
+from cf.interactions import RecommendationError
 from jobs.storage import StorageError
 from segmentation.rfm import SegmentationError
 
@@ -17,7 +18,7 @@ class JobError(RuntimeError):
     """A problem with the user's input or settings, reported as one line with exit status 2."""
 
 
-USER_ERRORS = (JobError, ConfigError, StorageError, JavaNotFoundError, SegmentationError)
+USER_ERRORS = (JobError, ConfigError, StorageError, JavaNotFoundError, SegmentationError, RecommendationError)
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:

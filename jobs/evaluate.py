@@ -24,6 +24,7 @@ from jobs import cli, segment, storage
 from jobs.config import build, load_config_file
 from jobs.spark import SparkSettings, build_session
 from cf import evaluation, routing
+from cf.interactions import RecommendationError
 from cf.routing import ALL_SEGMENTS, RoutingConfig
 from segmentation import columns as C
 from segmentation import rfm
@@ -79,6 +80,8 @@ def run_evaluation(spark, output_uri: str, *, as_of: dt.date | None, config: Eva
     purchases, returns = segment.read_transactions(spark, output_uri)
     end = as_of or rfm.default_as_of(purchases)
     cutoff = config.cutoff or end - dt.timedelta(days=config.test_days)
+    if cutoff >= end:
+        raise RecommendationError(f"the test window {cutoff}..{end - dt.timedelta(days=1)} is empty: the data ends before the cutoff")
     validation_cutoff = cutoff - dt.timedelta(days=routing_config.validation_days)
     common = {"config": routing_config, "clv_config": clv_config, "segment_config": segment_config}
 

@@ -98,3 +98,11 @@ def test_backtest_command_with_a_calibration_end(spark, run, tmp_path, capsys):
     # The model the segments really use is always backtested, whatever the list says.
     assert backtest["chosen_variant"] == "bgnbd+seasonal"
     assert [row["variant"] for row in backtest["variants"]] == ["bgnbd", "bgnbd+seasonal", "mbgnbd", "mbgnbd+seasonal", "past spend"]
+
+
+def test_evaluation_with_a_cutoff_after_the_data_is_one_clear_line(spark, run, capsys):
+    from jobs import evaluate
+
+    status = cli.run(evaluate.main, ["--output", str(run), "--cutoff", "2012-01-01"])
+    assert status == 2
+    assert capsys.readouterr().err.strip() == "error: the test window 2012-01-01..2011-12-11 is empty: the data ends before the cutoff"
