@@ -151,11 +151,8 @@ class SegmentedALS(Recommender):
         self._remember(interactions)
         self._segments = segments.select(C.CUSTOMER_ID, C.SEGMENT).cache()
         self._global = ALSRecommender(**self.als_settings).fit(interactions)
-        sizes = {row[C.SEGMENT]: row["count"] for row in self._segments.groupBy(C.SEGMENT).count().collect()}
         self._by_segment = {}
-        for segment, size in sorted(sizes.items()):
-            if size < self.min_customers:
-                continue
+        for segment in self._trainable_segments():
             members = self._segments.where(F.col(C.SEGMENT) == segment).select(C.CUSTOMER_ID)
             self._by_segment[segment] = ALSRecommender(**self.als_settings).fit(interactions.join(members, C.CUSTOMER_ID))
         return self
@@ -191,8 +188,9 @@ class SegmentedALS(Recommender):
     def _load_state(self, spark, path: str) -> None:
         self._segments = spark.read.parquet(f"{path}/segments")
         self._global = ALSRecommender.load(spark, f"{path}/global")
-        sizes = {row[C.SEGMENT]: row["count"] for row in self._segments.groupBy(C.SEGMENT).count().collect()}
-        self._by_segment = {
-            segment: ALSRecommender.load(spark, f"{path}/by_segment/{segment}")
-            for segment, size in sorted(sizes.items()) if size >= self.min_customers
-        }
+        self._by_segment = {segment: ALSRecommender.load(spark, f"{path}/by_segment/{segment}") for segment in self._trainable_segments()}
+
+    def _trainable_segments(self) -> list[str]:
+        """Segments with enough customers for a model of their own; the rest are served by the global ALS."""
+        sizes = self._segments.groupBy(C.SEGMENT).count().collect()
+        return sorted(row[C.SEGMENT] for row in sizes if row["count"] >= self.min_customers)

@@ -64,8 +64,11 @@ def _average_rank(column: str):
     return lowest + (ties - 1) / 2.0
 
 
-def ranking_metrics(frame, score: str, target: str, top_share: float) -> dict:
-    """Spearman correlation of ``score`` with ``target``, and the share of ``target`` held by the top ``top_share`` by score."""
+def ranking_metrics(frame, score: str, target: str, top_share: float, rows: int | None = None) -> dict:
+    """Spearman correlation of ``score`` with ``target``, and the share of ``target`` held by the top ``top_share`` by score.
+
+    ``rows``: the number of rows of ``frame`` when the caller knows it already (saves a count).
+    """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -75,7 +78,7 @@ def ranking_metrics(frame, score: str, target: str, top_share: float) -> dict:
         F.row_number().over(Window.orderBy(F.desc(score), C.CUSTOMER_ID)).alias("_position"),
         F.col(target).alias("_target"),
     )
-    n = frame.count()
+    n = frame.count() if rows is None else rows
     top = max(1, round(top_share * n))
     row = ranked.agg(
         F.corr("_score_rank", "_target_rank").alias("spearman"),
@@ -136,9 +139,10 @@ def run_backtest(purchases, returns, *, calibration_end: dt.date, holdout_end: d
             "aggregate_error": predicted / totals["actual"] - 1 if totals["actual"] else None,
             "mae": totals[_column("mae", name)],
             "pearson": totals[_column("pearson", name)],
-            **ranking_metrics(frame, _column("clv", name), "holdout_revenue", top_share),
+            **ranking_metrics(frame, _column("clv", name), "holdout_revenue", top_share, rows=totals["customers"]),
         })
-    rows.append({"variant": NAIVE, **ranking_metrics(frame.fillna({"past_spend": 0.0}), "past_spend", "holdout_revenue", top_share)})
+    rows.append({"variant": NAIVE, **ranking_metrics(frame.fillna({"past_spend": 0.0}), "past_spend", "holdout_revenue", top_share,
+                                                     rows=totals["customers"])})
 
     chosen = variant_name(clv_config.model, clv_config.seasonal and variant_name(clv_config.model, True) in variants)
     plain = variant_name(clv_config.model, False)
