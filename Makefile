@@ -12,7 +12,11 @@ PYTEST_ARGS ?=
 # The stamp depends on the dependency declarations, so editing setup.cfg reinstalls.
 INSTALLED := $(VENV)/.installed
 
-.PHONY: setup java run test clean
+DB     ?= $(OUTPUT)/segrec.sqlite
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.PHONY: setup java chromium pipeline publish serve run test bench-web clean
 
 setup: $(INSTALLED) java
 
@@ -31,10 +35,31 @@ java: $(INSTALLED)
 	  fi; \
 	  $(PY) -m jobs.spark --check-java; }
 
-run: setup
+# The browser test drives the Debian/Ubuntu Chromium through Playwright; install it when we can.
+chromium:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Chromium not found: installing it for the browser test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null || true; \
+	  fi; \
+	  command -v chromium >/dev/null || echo "Chromium could not be installed: the browser test will be skipped"; }
+
+pipeline: setup
 	$(PY) -m jobs.pipeline --input $(INPUT) --output $(OUTPUT) $(PIPELINE_ARGS)
 
-test: setup
+publish: setup
+	$(PY) -m jobs.publish --output $(OUTPUT) --db $(DB)
+
+# Production server; a secret key is made once per output directory unless SECRET_KEY is set.
+serve: setup
+	@test -s $(OUTPUT)/secret_key || { mkdir -p $(OUTPUT); umask 077; $(PY) -c "import secrets; print(secrets.token_hex(32))" > $(OUTPUT)/secret_key; }
+	SECRET_KEY="$${SECRET_KEY:-$$(cat $(OUTPUT)/secret_key)}" SEGREC_DB=$(DB) SEGREC_STATE_DB=$(OUTPUT)/segrec-state.sqlite \
+	  $(PY) -m webapp.serve --host $(HOST) --port $(PORT)
+
+# The whole thing: pipeline, publish, then serve the app (Ctrl-C stops it).
+run: pipeline publish serve
+
+test: setup chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -132,16 +132,17 @@ class SegmentedALS(Recommender):
 
     name = "segment_als"
 
-    def __init__(self, *, min_customers: int = 50, **als_settings):
+    def __init__(self, *, min_customers: int = 50, per_segment: dict[str, dict] | None = None, **als_settings):
         super().__init__()
         self.min_customers = min_customers
-        self.als_settings = als_settings
+        self.als_settings = als_settings  # the global model's, and any segment's not in ``per_segment``
+        self.per_segment = per_segment or {}  # settings tuned for one segment's model
         self._global: ALSRecommender | None = None
         self._by_segment: dict[str, ALSRecommender] = {}
         self._segments = None  # customer_id, segment
 
     def settings(self) -> dict:
-        return {"min_customers": self.min_customers, **self.als_settings}
+        return {"min_customers": self.min_customers, "per_segment": self.per_segment, **self.als_settings}
 
     def fit(self, interactions, segments=None):
         from pyspark.sql import functions as F
@@ -154,7 +155,7 @@ class SegmentedALS(Recommender):
         self._by_segment = {}
         for segment in self._trainable_segments():
             members = self._segments.where(F.col(C.SEGMENT) == segment).select(C.CUSTOMER_ID)
-            self._by_segment[segment] = ALSRecommender(**self.als_settings).fit(interactions.join(members, C.CUSTOMER_ID))
+            self._by_segment[segment] = ALSRecommender(**self._settings_of(segment)).fit(interactions.join(members, C.CUSTOMER_ID))
         return self
 
     def recommend(self, customers, n: int = 10, *, exclude_seen: bool = False):
@@ -168,12 +169,14 @@ class SegmentedALS(Recommender):
         for segment, model in self._by_segment.items():
             members = wanted.where(F.col(C.SEGMENT) == segment).select(C.CUSTOMER_ID)
             lists.append(model.recommend(members, n, exclude_seen=exclude_seen))
-        served = reduce(lambda a, b: a.unionByName(b), lists) if lists else None
+        # The global model serves everyone no segment model knows. (Deciding that from the
+        # segment models' id mappings, not from their lists, keeps the query plan small.)
         rest = wanted.select(C.CUSTOMER_ID)
-        if served is not None:
-            rest = rest.join(served.select(C.CUSTOMER_ID).distinct(), C.CUSTOMER_ID, "left_anti")
+        for segment, model in self._by_segment.items():
+            members = wanted.where(F.col(C.SEGMENT) == segment).select(C.CUSTOMER_ID)
+            rest = rest.join(members.join(model.known_customers(), C.CUSTOMER_ID), C.CUSTOMER_ID, "left_anti")
         fallback = self._global.recommend(rest, n, exclude_seen=exclude_seen)
-        return fallback if served is None else served.unionByName(fallback)
+        return reduce(lambda a, b: a.unionByName(b), lists, fallback)
 
     def similar_items(self, items, n: int = 10):
         self._check_fitted()
@@ -189,6 +192,9 @@ class SegmentedALS(Recommender):
         self._segments = spark.read.parquet(f"{path}/segments")
         self._global = ALSRecommender.load(spark, f"{path}/global")
         self._by_segment = {segment: ALSRecommender.load(spark, f"{path}/by_segment/{segment}") for segment in self._trainable_segments()}
+
+    def _settings_of(self, segment: str) -> dict:
+        return {**self.als_settings, **self.per_segment.get(segment, {})}
 
     def _trainable_segments(self) -> list[str]:
         """Segments with enough customers for a model of their own; the rest are served by the global ALS."""

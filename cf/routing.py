@@ -21,14 +21,14 @@ from dataclasses import dataclass
 from functools import reduce
 
 from cf.als import ALSRecommender, SegmentedALS
-from cf.base import top_n
+from cf.base import drop_seen, top_n
 from cf.interactions import InteractionConfig, RecommendationError, interactions
+from cf.tuning import ALL_SEGMENTS, ALSSettings, InteractionCache
 from cf.neighbours import BuyAgainRecommender, CooccurrenceRecommender
 from coldstart.popularity import PopularityRecommender, TrendingRecommender
 from segmentation import columns as C
 
 BASELINE = "popularity"
-ALL_SEGMENTS = "all"
 CANDIDATES = {
     "discover": (BASELINE, "trending", "cooccurrence", "als", "segment_als", "trending+segment_als", "trending+als"),
     "for_you": (BASELINE, "buy_again", "buy_again+trending", "als", "segment_als", "buy_again+segment_als"),
@@ -36,6 +36,8 @@ CANDIDATES = {
     "cold": (BASELINE, "popularity_by_country", "trending", "popularity_by_country+trending"),
 }
 EXCLUDES_SEEN = {"discover": True, "for_you": False, "buy_again": False, "cold": False}
+MODELS = ("popularity_by_country", "trending", "buy_again", "cooccurrence", "als", "segment_als")
+SIMILAR_ITEM_SOURCES = ("cooccurrence", "als")
 
 
 @dataclass(frozen=True)
@@ -48,11 +50,24 @@ class RoutingConfig:
     fusion_weight: float = 0.5  # weight of the second source in a fused list
     fusion_offset: float = 10.0
     fusion_depth: int = 50  # how deep each source's list is read when fusing
-    als_rank: int = 32
-    als_reg_param: float = 0.1
-    als_alpha: float = 10.0
-    als_max_iter: int = 10
     min_segment_customers: int = 50
+    similar_items: int = 20  # length of each item's "also bought" list
+    models: tuple[str, ...] = MODELS  # the models to fit (popularity always is); fewer models, less time
+
+    def __post_init__(self):
+        unknown = sorted(set(self.models) - set(MODELS))
+        if unknown:
+            raise RecommendationError(f"unknown model(s) {', '.join(unknown)} in routing.models; models are {', '.join(MODELS)}")
+        if not set(self.models) & set(SIMILAR_ITEM_SOURCES):
+            raise RecommendationError(f"routing.models needs one of {', '.join(SIMILAR_ITEM_SOURCES)} for the \"also bought\" lists")
+
+    def candidates(self, list_name: str) -> list[str]:
+        """The list's candidate sources made only of fitted models."""
+        fitted = set(self.models) | {BASELINE}
+        return [name for name in CANDIDATES[list_name] if set(name.split("+")) <= fitted]
+
+    def similar_item_sources(self) -> list[str]:
+        return [name for name in SIMILAR_ITEM_SOURCES if name in self.models]
 
 
 @dataclass
@@ -61,27 +76,41 @@ class Sources:
     as_of: dt.date
 
 
-def fit_sources(purchases, *, as_of: dt.date, segments, config: RoutingConfig = RoutingConfig()) -> Sources:
-    """Fit every model on purchases before ``as_of`` (segments: customer_id, segment as of the same date)."""
-    counts = interactions(purchases, as_of=as_of).cache()
+def fit_sources(purchases, *, as_of: dt.date, segments, config: RoutingConfig = RoutingConfig(),
+                als_settings: dict[str, ALSSettings] | None = None) -> Sources:
+    """Fit every model on purchases before ``as_of`` (segments: customer_id, segment as of the same date).
+
+    ``als_settings``: tuned ALS settings per segment, ``ALL_SEGMENTS`` for the global model (defaults otherwise).
+    """
+    from pyspark.sql import functions as F
+
+    tuned = als_settings or {}
+    overall = tuned.get(ALL_SEGMENTS, ALSSettings())
+    cache = InteractionCache(purchases, as_of)
+    counts = cache.get(ALSSettings(half_life_days=0.0))
     staples = interactions(purchases, as_of=as_of, config=InteractionConfig(half_life_days=config.buy_again_half_life_days))
     countries = counts.select(C.CUSTOMER_ID).distinct().join(purchases.select(C.CUSTOMER_ID, C.COUNTRY).distinct(), C.CUSTOMER_ID)
-    als = {"rank": config.als_rank, "reg_param": config.als_reg_param, "alpha": config.als_alpha, "max_iter": config.als_max_iter}
-    models = {
-        BASELINE: PopularityRecommender().fit(counts),
-        "popularity_by_country": PopularityRecommender(by=C.COUNTRY).fit(counts, countries),
-        "trending": TrendingRecommender(as_of=as_of.isoformat(), half_life_days=config.trending_half_life_days).fit(counts),
-        "buy_again": BuyAgainRecommender().fit(staples.cache()),
-        "cooccurrence": CooccurrenceRecommender().fit(counts),
-        "als": ALSRecommender(**als).fit(counts),
-        "segment_als": SegmentedALS(min_customers=config.min_segment_customers, **als).fit(counts, segments),
+    # Each segment's model learns from interactions decayed with its own tuned half-life.
+    tuned_segments = sorted(name for name in tuned if name != ALL_SEGMENTS)
+    tuned_members = segments.where(F.col(C.SEGMENT).isin(tuned_segments)).select(C.CUSTOMER_ID)
+    segment_interactions = reduce(
+        lambda a, b: a.unionByName(b),
+        (cache.get(tuned[name]).join(segments.where(F.col(C.SEGMENT) == name).select(C.CUSTOMER_ID), C.CUSTOMER_ID) for name in tuned_segments),
+        cache.get(overall).join(tuned_members, C.CUSTOMER_ID, "left_anti"),
+    )
+    build = {
+        "popularity_by_country": lambda: PopularityRecommender(by=C.COUNTRY).fit(counts, countries),
+        "trending": lambda: TrendingRecommender(as_of=as_of.isoformat(), half_life_days=config.trending_half_life_days).fit(counts),
+        "buy_again": lambda: BuyAgainRecommender().fit(staples.cache()),
+        "cooccurrence": lambda: CooccurrenceRecommender().fit(counts),
+        "als": lambda: ALSRecommender(**overall.model_settings()).fit(cache.get(overall)),
+        "segment_als": lambda: SegmentedALS(
+            min_customers=config.min_segment_customers, **overall.model_settings(),
+            per_segment={name: tuned[name].model_settings() for name in tuned_segments},
+        ).fit(segment_interactions, segments),
     }
+    models = {BASELINE: PopularityRecommender().fit(counts), **{name: build[name]() for name in config.models}}
     return Sources(models=models, as_of=as_of)
-
-
-def release(lists: dict) -> None:
-    for frame in lists.values():
-        frame.unpersist()
 
 
 def fuse(first, second, *, weight: float, offset: float, n: int):
@@ -107,7 +136,7 @@ def candidate_lists(sources: Sources, customers, list_name: str, config: Routing
         return sources.models[name].recommend(customers, n, exclude_seen=exclude)
 
     lists = {}
-    for name in names or CANDIDATES[list_name]:
+    for name in names or config.candidates(list_name):
         if "+" in name:
             first, second = name.split("+")
             depth = max(config.fusion_depth, config.n)
@@ -115,9 +144,18 @@ def candidate_lists(sources: Sources, customers, list_name: str, config: Routing
                         offset=config.fusion_offset, n=config.n)
         else:
             recs = single(name, config.n)
-        # Cached because each list is scored several times (overall, per segment, routed); see release().
-        lists[name] = recs.cache()
+        lists[name] = materialize(recs)
     return lists
+
+
+def materialize(frame):
+    """Compute ``frame`` once and cut its lineage.
+
+    Each list is read several times (scored overall and per segment, fused, routed),
+    and the plans of per-segment ALS lists are large: used as they are, every later
+    query would re-plan them, which costs the driver far more memory than the rows.
+    """
+    return frame.localCheckpoint(eager=True)
 
 
 def score_lists(lists: dict, relevant, *, k: int, catalogue_size: int, segments=None) -> list[dict]:
@@ -147,8 +185,13 @@ def choose_routes(rows: list[dict], metric: str = "ndcg") -> dict[str, dict]:
     return routes
 
 
-def serve(lists: dict, routes: dict[str, dict], customers, segments=None):
-    """The routed list: each customer gets their segment's winning source (or the overall winner), with a source column."""
+def serve(lists: dict, routes: dict[str, dict], customers, segments=None, *, n: int | None = None):
+    """The routed list: each customer gets their segment's winning source (or the overall winner), with a source column.
+
+    With ``n``, a list shorter than ``n`` (buy-again for a customer with few
+    staples, say) is topped up from the popularity list, marked as its source.
+    """
+    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     overall = routes[ALL_SEGMENTS]["source"]
@@ -160,5 +203,48 @@ def serve(lists: dict, routes: dict[str, dict], customers, segments=None):
             if segment != ALL_SEGMENTS:
                 pick = F.when(F.col(C.SEGMENT) == segment, F.lit(route["source"])).otherwise(pick)
         chosen = customers.select(C.CUSTOMER_ID).distinct().join(segments, C.CUSTOMER_ID, "left").select(C.CUSTOMER_ID, pick.alias("source"))
-    served = [lists[name].join(chosen.where(F.col("source") == name), C.CUSTOMER_ID) for name in sorted(set(lists))]
-    return reduce(lambda a, b: a.unionByName(b), served)
+    served = reduce(lambda a, b: a.unionByName(b), [
+        lists[name].join(chosen.where(F.col("source") == name), C.CUSTOMER_ID) for name in sorted(set(lists)) if name in routed_sources(routes)
+    ])
+    if n is None:
+        return served
+    filler = lists[BASELINE].join(served.select(C.CUSTOMER_ID, C.ITEM_ID), [C.CUSTOMER_ID, C.ITEM_ID], "left_anti").withColumn(
+        "source", F.lit(BASELINE))
+    order = Window.partitionBy(C.CUSTOMER_ID).orderBy("_filler", C.RANK)
+    both = served.withColumn("_filler", F.lit(0)).unionByName(filler.withColumn("_filler", F.lit(1)))
+    return both.withColumn(C.RANK, F.row_number().over(order)).where(F.col(C.RANK) <= n).drop("_filler")
+
+
+def routed_sources(routes: dict[str, dict]) -> set[str]:
+    return {route["source"] for route in routes.values()}
+
+
+def last_basket_neighbours(similar, train, customers, n: int):
+    """Items "also bought" with each customer's last basket (their last purchase day), none they bought before.
+
+    This is how an "also bought" list is used on a site, so it is how the
+    item-to-item sources are compared: as a ``discover`` list.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    bought = train.join(customers.select(C.CUSTOMER_ID), C.CUSTOMER_ID).select(C.CUSTOMER_ID, C.ITEM_ID, F.to_date(C.TIMESTAMP).alias("_day"))
+    last_day = F.max("_day").over(Window.partitionBy(C.CUSTOMER_ID))
+    basket = bought.withColumn("_last", last_day).where(F.col("_day") == F.col("_last")).select(C.CUSTOMER_ID, C.ITEM_ID).distinct()
+    scored = basket.join(similar, C.ITEM_ID).groupBy(C.CUSTOMER_ID, F.col(C.SIMILAR_ITEM_ID).alias(C.ITEM_ID)).agg(
+        F.sum(C.SCORE).alias(C.SCORE))
+    return top_n(drop_seen(scored, bought.select(C.CUSTOMER_ID, C.ITEM_ID).distinct()), n)
+
+
+def similar_item_lists(sources: Sources, train, customers, config: RoutingConfig = RoutingConfig()) -> dict:
+    """Each item-to-item source's last-basket list for ``customers`` (materialized, like ``candidate_lists``)."""
+    items = train.select(C.ITEM_ID).distinct()
+    return {
+        name: materialize(last_basket_neighbours(sources.models[name].similar_items(items, config.similar_items), train, customers, config.n))
+        for name in config.similar_item_sources()
+    }
+
+
+def choose_similar_source(rows: list[dict], metric: str = "ndcg") -> str:
+    overall = [row for row in rows if row[C.SEGMENT] == ALL_SEGMENTS]
+    return max(overall, key=lambda row: (row[metric], row["source"]))["source"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import functools
 import sys
 import time
 
@@ -25,13 +26,15 @@ from jobs.config import build, load_config_file
 from jobs.spark import SparkSettings, build_session
 from cf import evaluation, routing
 from cf.interactions import RecommendationError
-from cf.routing import ALL_SEGMENTS, RoutingConfig
+from cf.routing import RoutingConfig
+from cf.tuning import ALL_SEGMENTS, ALSSettings, TuningConfig, tune
 from segmentation import columns as C
 from segmentation import rfm
 from segmentation.customers import segment_customers
 
 STAGE = "evaluation"
-RELEVANCE = {"discover": "new", "for_you": "all", "cold": "all"}
+# list -> (customers it is scored on, which test purchases count)
+RELEVANCE = {"discover": ("warm", "new"), "for_you": ("warm", "all"), "cold": ("cold", "all")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,57 +44,92 @@ class EvaluationConfig:
 
 
 def evaluate_window(purchases, returns, *, cutoff: dt.date, end: dt.date, config: RoutingConfig, clv_config, segment_config,
-                    routes: dict | None = None) -> dict:
-    """Fit on purchases before ``cutoff``, score [cutoff, end): every source, and the routed system when ``routes`` is given."""
+                    tuning: TuningConfig | None = None, als_settings: dict | None = None, routes: dict | None = None) -> dict:
+    """Fit on purchases before ``cutoff`` and score [cutoff, end): every source, and the routed system when ``routes`` is given.
+
+    With ``tuning``, ALS settings are first searched per segment on this window
+    (so only ever on a validation window) and the sources use what won;
+    otherwise they use ``als_settings`` (from an earlier tuning) or the defaults.
+    """
     from pyspark.sql import functions as F
 
     started = time.monotonic()
     train, test = evaluation.split_by_time(purchases, cutoff=cutoff, end=end)
     segments = segment_customers(train, returns, as_of=cutoff, clv_config=clv_config, segment_config=segment_config).customers.select(
         C.CUSTOMER_ID, C.SEGMENT).cache()
-    sources = routing.fit_sources(train, as_of=cutoff, segments=segments, config=config)
     known = train.select(C.CUSTOMER_ID).distinct()
     test_customers = test.groupBy(C.CUSTOMER_ID).agg(F.mode(C.COUNTRY, deterministic=True).alias(C.COUNTRY))
     groups = {
         "warm": test_customers.join(known, C.CUSTOMER_ID).cache(),
         "cold": test_customers.join(known, C.CUSTOMER_ID, "left_anti").cache(),
     }
-    catalogue = train.select(C.ITEM_ID).distinct().count()
+    relevant = {
+        list_name: evaluation.relevant_items(test.join(groups[group].select(C.CUSTOMER_ID), C.CUSTOMER_ID), train, mode=mode).cache()
+        for list_name, (group, mode) in RELEVANCE.items()
+    }
     results = {"cutoff": cutoff.isoformat(), "end": (end - dt.timedelta(days=1)).isoformat(),
                "warm_customers": groups["warm"].count(), "cold_customers": groups["cold"].count(),
-               "catalogue": catalogue, "lists": {}}
-    for list_name, mode in RELEVANCE.items():
-        customers = groups["cold" if list_name == "cold" else "warm"]
-        relevant = evaluation.relevant_items(test.join(customers.select(C.CUSTOMER_ID), C.CUSTOMER_ID), train, mode=mode).cache()
+               "catalogue": train.select(C.ITEM_ID).distinct().count(), "lists": {}}
+    if tuning is not None and tuning.budget_seconds > 0:
+        names = [ALL_SEGMENTS] + sorted(row[C.SEGMENT] for row in segments.groupBy(C.SEGMENT).count().collect()
+                                        if row["count"] >= config.min_segment_customers)
+        tuned = tune(train, relevant["discover"], segments, as_of=cutoff, config=tuning, k=config.k, segment_names=names)
+        results["tuning"] = {name: result.as_dict() for name, result in tuned.items()}
+        als_settings = {name: result.best.settings for name, result in tuned.items()}
+    elif tuning is not None:
+        results["tuning"] = {}  # no budget: every model uses the first value of each parameter
+        als_settings = {ALL_SEGMENTS: tuning.start()}
+    sources = routing.fit_sources(train, as_of=cutoff, segments=segments, config=config, als_settings=als_settings)
+    score = functools.partial(routing.score_lists, k=config.k, catalogue_size=results["catalogue"])
+    for list_name, (group, _) in RELEVANCE.items():
+        customers = groups[group]
         by_segment = None if list_name == "cold" else segments
         lists = routing.candidate_lists(sources, customers, list_name, config)
         if routes is not None:
-            lists["routed"] = routing.serve(lists, routes[list_name], customers, by_segment)
-        results["lists"][list_name] = routing.score_lists(lists, relevant, k=config.k, catalogue_size=catalogue, segments=by_segment)
-        routing.release({**lists, "relevant": relevant})
+            lists["routed"] = routing.serve(lists, routes[list_name], customers, by_segment, n=config.n)
+        results["lists"][list_name] = score(lists, relevant[list_name], segments=by_segment)
+    also_bought = routing.similar_item_lists(sources, train, groups["warm"], config)
+    results["similar_items"] = score(also_bought, relevant["discover"])
     # Models, segments and customer groups of this window are not needed any more.
     purchases.sparkSession.catalog.clearCache()
     results["seconds"] = round(time.monotonic() - started, 1)
     return results
 
 
+def chosen_settings(tuning: dict) -> dict[str, ALSSettings]:
+    """The winning ALS settings per segment, from the ``tuning`` part of a window's results."""
+    return {name: ALSSettings(**result["chosen"]) for name, result in tuning.items()}
+
+
+def validate(purchases, returns, *, cutoff: dt.date, config: RoutingConfig, tuning: TuningConfig, clv_config, segment_config) -> dict:
+    """Tune, score every source and choose the routes on the ``config.validation_days`` before ``cutoff``."""
+    validation_cutoff = cutoff - dt.timedelta(days=config.validation_days)
+    validation = evaluate_window(purchases, returns, cutoff=validation_cutoff, end=cutoff, config=config, tuning=tuning,
+                                 clv_config=clv_config, segment_config=segment_config)
+    return {
+        "window": validation,
+        "routes": {list_name: routing.choose_routes(rows) for list_name, rows in validation["lists"].items()},
+        "als_settings": chosen_settings(validation["tuning"]) or {ALL_SEGMENTS: tuning.start()},
+        "similar_items_source": routing.choose_similar_source(validation["similar_items"]),
+    }
+
+
 def run_evaluation(spark, output_uri: str, *, as_of: dt.date | None, config: EvaluationConfig, routing_config: RoutingConfig,
-                   clv_config, segment_config, echo=print) -> dict:
+                   tuning_config: TuningConfig, clv_config, segment_config, echo=print) -> dict:
     purchases, returns = segment.read_transactions(spark, output_uri)
     end = as_of or rfm.default_as_of(purchases)
     cutoff = config.cutoff or end - dt.timedelta(days=config.test_days)
     if cutoff >= end:
         raise RecommendationError(f"the test window {cutoff}..{end - dt.timedelta(days=1)} is empty: the data ends before the cutoff")
-    validation_cutoff = cutoff - dt.timedelta(days=routing_config.validation_days)
     common = {"config": routing_config, "clv_config": clv_config, "segment_config": segment_config}
 
-    echo(f"validation: fit before {validation_cutoff}, score {validation_cutoff}..{cutoff - dt.timedelta(days=1)}")
-    validation = evaluate_window(purchases, returns, cutoff=validation_cutoff, end=cutoff, **common)
-    routes = {list_name: routing.choose_routes(rows) for list_name, rows in validation["lists"].items()}
+    echo(f"validation: tune and choose routes on the {routing_config.validation_days} days before {cutoff}")
+    chosen = validate(purchases, returns, cutoff=cutoff, tuning=tuning_config, **common)
     echo(f"test: fit before {cutoff}, score {cutoff}..{end - dt.timedelta(days=1)}")
-    test = evaluate_window(purchases, returns, cutoff=cutoff, end=end, routes=routes, **common)
-    result = {"k": routing_config.k, "validation": validation, "routes": routes, "test": test,
-              "settings": dataclasses.asdict(routing_config)}
+    test = evaluate_window(purchases, returns, cutoff=cutoff, end=end, routes=chosen["routes"], als_settings=chosen["als_settings"], **common)
+    result = {"k": routing_config.k, "validation": chosen["window"], "routes": chosen["routes"],
+              "similar_items_source": chosen["similar_items_source"], "test": test,
+              "settings": {"routing": dataclasses.asdict(routing_config), "tuning": dataclasses.asdict(tuning_config)}}
     with storage.atomic_output(spark, storage.join(output_uri, STAGE)) as staging:
         storage.write_json(spark, storage.join(staging, "evaluation.json"), result)
     return result
@@ -101,16 +139,37 @@ def format_results(result: dict) -> str:
     k = result["k"]
     test = result["test"]
     lines = [f"test window {test['cutoff']}..{test['end']}: {test['warm_customers']:,} warm and {test['cold_customers']:,} cold customers"]
-    for list_name, rows in test["lists"].items():
+    tables = {**test["lists"], "also_bought": test["similar_items"]}
+    for list_name, rows in tables.items():
         overall = sorted((row for row in rows if row[C.SEGMENT] == ALL_SEGMENTS), key=lambda row: -row["ndcg"])
-        lines.append(f"\n{list_name} ({RELEVANCE[list_name]} items), NDCG@{k} on the test window:")
+        relevance = RELEVANCE.get(list_name, RELEVANCE["discover"])[1]
+        lines.append(f"\n{list_name} ({relevance} items), NDCG@{k} on the test window:")
         lines.append(f"  {'source':<34} {'ndcg':>6} {'prec':>6} {'recall':>6} {'map':>6} {'mrr':>6} {'hit':>6} {'cover':>6}")
         for row in overall:
             lines.append(f"  {row['source']:<34} {row['ndcg']:>6.3f} {row['precision']:>6.3f} {row['recall']:>6.3f} "
                          f"{row['map']:>6.3f} {row['mrr']:>6.3f} {row['hit_rate']:>6.3f} {row['coverage']:>6.3f}")
-        routes = result["routes"][list_name]
-        lines.append("  routes chosen on validation: " + ", ".join(f"{segment} -> {route['source']}" for segment, route in routes.items()))
+        if list_name in result["routes"]:
+            routes = result["routes"][list_name]
+            lines.append("  routes chosen on validation: " + ", ".join(f"{segment} -> {route['source']}" for segment, route in routes.items()))
+    lines.append(f"  item-to-item source chosen on validation: {result['similar_items_source']}")
+    lines.append("\nALS settings tuned on validation (discover NDCG, default -> chosen):")
+    for segment_name, tuned in result["validation"]["tuning"].items():
+        chosen = ", ".join(f"{key} {value}" for key, value in tuned["chosen"].items())
+        lines.append(f"  {segment_name:<6} {tuned['default_ndcg']:.3f} -> {tuned['validation_ndcg']:.3f} "
+                     f"({len(tuned['trials'])} trials): {chosen}")
     return "\n".join(lines)
+
+
+def add_recommendation_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--validation-days", type=int, help="validation window for tuning and routing (default 90)")
+    parser.add_argument("--tune-budget", type=float, help="seconds for the ALS search over all segments (default 240; 0: defaults)")
+
+
+def recommendation_configs(args: argparse.Namespace, settings: dict) -> tuple[RoutingConfig, TuningConfig]:
+    flag = vars(args).get
+    routing_config = build(RoutingConfig, settings.get("routing"), {"validation_days": flag("validation_days")})
+    tuning_config = build(TuningConfig, settings.get("tuning"), {"budget_seconds": flag("tune_budget")})
+    return routing_config, tuning_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,16 +177,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", required=True, help="pipeline output directory (reads <output>/ingest)")
     parser.add_argument("--cutoff", type=cli.as_of_date, help="first day of the test window (default: --test-days before the as-of date)")
     parser.add_argument("--test-days", type=int, help="test window length (default 92)")
-    parser.add_argument("--validation-days", type=int, help="validation window length, before the cutoff (default 90)")
+    add_recommendation_arguments(parser)
     cli.add_common_arguments(parser)
     args = parser.parse_args(argv)
     settings = load_config_file(args.config)
     config = build(EvaluationConfig, settings.get("evaluation"), {"cutoff": args.cutoff, "test_days": args.test_days})
-    routing_config = build(RoutingConfig, settings.get("routing"), {"validation_days": args.validation_days})
+    routing_config, tuning_config = recommendation_configs(args, settings)
     spark = build_session(build(SparkSettings, {"app_name": "segrec-evaluate"}, settings.get("spark"), {"master": args.master}))
     clv_config, segment_config, _ = segment.segment_configs(args, settings)
     result = run_evaluation(spark, args.output, as_of=args.as_of, config=config, routing_config=routing_config,
-                            clv_config=clv_config, segment_config=segment_config)
+                            tuning_config=tuning_config, clv_config=clv_config, segment_config=segment_config)
     print(format_results(result))
     return 0
 

@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from jobs import cli, ingest, report, segment, storage
+from jobs import cli, evaluate, ingest, report, segment, storage, train
 from jobs.config import build, load_config_file
 from jobs.spark import SparkSettings, build_session
 
@@ -39,6 +39,7 @@ class RunContext:
     as_of: dt.date | None
     args: argparse.Namespace
     settings: dict[str, dict] = field(default_factory=dict)
+    echo: Callable[[str], None] = print
 
 
 def ingest_stage(context: RunContext) -> StageResult:
@@ -70,6 +71,16 @@ def backtest_stage(context: RunContext) -> StageResult:
     return StageResult(rows_in=_clean_rows(context), rows_out=result["customers"], note=note)
 
 
+def recommendations_stage(context: RunContext) -> StageResult:
+    clv_config, segment_config, _ = segment.segment_configs(context.args, context.settings)
+    routing_config, tuning_config = evaluate.recommendation_configs(context.args, context.settings)
+    manifest = train.run_train(context.spark, context.output_uri, as_of=context.as_of, routing_config=routing_config,
+                               tuning_config=tuning_config, clv_config=clv_config, segment_config=segment_config, echo=context.echo)
+    routes = "; ".join(f"{name}: " + ", ".join(f"{segment_name} {route['source']}" for segment_name, route in routes.items())
+                       for name, routes in manifest["routes"].items())
+    return StageResult(rows_in=_clean_rows(context), rows_out=sum(manifest["rows"].values()), note=routes)
+
+
 def report_stage(context: RunContext) -> StageResult:
     charts = report.run_report(context.spark, context.output_uri)
     target = storage.join(context.output_uri, report.STAGE, "index.html")
@@ -80,6 +91,7 @@ STAGES: dict[str, Callable[[RunContext], StageResult]] = {
     ingest.STAGE: ingest_stage,
     segment.STAGE: segment_stage,
     segment.BACKTEST_STAGE: backtest_stage,
+    train.STAGE: recommendations_stage,
     report.STAGE: report_stage,
 }
 
@@ -91,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stages", help=f"comma-separated subset of: {', '.join(STAGES)} (default: all)")
     ingest.add_ingest_arguments(parser)
     segment.add_segment_arguments(parser)
+    evaluate.add_recommendation_arguments(parser)
     cli.add_common_arguments(parser)
     return parser
 
@@ -105,7 +118,8 @@ def selected_stages(text: str | None) -> list[str]:
     return [name for name in STAGES if name in chosen]
 
 
-def run_pipeline(context: RunContext, stages: list[str], echo: Callable[[str], None] = print) -> dict:
+def run_pipeline(context: RunContext, stages: list[str]) -> dict:
+    echo = context.echo
     run = {
         "run_id": uuid.uuid4().hex[:12],
         "input": context.input_uri,

@@ -86,6 +86,11 @@ def build_session(settings: SparkSettings | None = None):
     conf.setIfMissing("spark.sql.legacy.parquet.nanosAsLong", "true")
     # The jobs print their own progress per stage; Spark's bar would garble it.
     conf.setIfMissing("spark.ui.showConsoleProgress", "false")
+    # The driver keeps every finished query's plan and metrics for the UI, even with
+    # the UI off; a pipeline runs thousands of queries, so keep only recent ones.
+    conf.setIfMissing("spark.sql.ui.retainedExecutions", "50")
+    conf.setIfMissing("spark.ui.retainedJobs", "200")
+    conf.setIfMissing("spark.ui.retainedStages", "200")
     if settings.quiet:
         conf.setIfMissing("spark.ui.enabled", "false")
     for key, value in settings.extra.items():

@@ -87,12 +87,15 @@ class FileSystem:
     def write_text(self, uri: str, text: str) -> None:
         self.write_bytes(uri, text.encode("utf-8"))
 
-    def read_text(self, uri: str) -> str:
+    def read_bytes(self, uri: str) -> bytes:
         stream = self._fs(uri).open(self._path(uri))
         try:
-            return str(self._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
+            return bytes(self._jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
         finally:
             stream.close()
+
+    def read_text(self, uri: str) -> str:
+        return self.read_bytes(uri).decode("utf-8")
 
 
 def join(base: str, *parts: str) -> str:

@@ -14,6 +14,17 @@ def spark():
     session.stop()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def release_cached_frames():
+    """Each module's cached frames are dropped when it ends, so driver memory does not grow over the run."""
+    yield
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        active.catalog.clearCache()
+
+
 @pytest.fixture(scope="session")
 def synthetic(spark, tmp_path_factory):
     """A small synthetic shop (planted tiers and affinities), generated and ingested once per run."""

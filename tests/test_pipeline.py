@@ -29,7 +29,7 @@ def test_pipeline_prints_progress_and_writes_a_run_summary(spark, tmp_path, caps
 def test_unknown_stage_is_a_clear_error(spark, tmp_path, capsys):
     status = cli.run(pipeline.main, ["--input", "x.csv", "--output", str(tmp_path), "--stages", "ingest,sgement"])
     assert status == 2
-    assert "unknown stage(s) sgement; stages are: ingest, segments, backtest, report" in capsys.readouterr().err
+    assert "unknown stage(s) sgement; stages are: ingest, segments, backtest, recommendations, report" in capsys.readouterr().err
 
 
 def test_bad_as_of_date_is_rejected_by_the_parser(capsys):
@@ -57,5 +57,5 @@ def test_too_little_data_to_segment_is_one_clear_line(spark, tmp_path, capsys):
 
     assert status == 2
     assert captured.err.strip() == "error: CLV needs at least 20 customers with purchases before 2011-06-02, found 3"
-    assert "[1/4] ingest: 20 rows in" in captured.out  # the ingest output stays published
+    assert "[1/5] ingest: 20 rows in" in captured.out  # the ingest output stays published
     assert (tmp_path / "out" / "ingest" / "clean").is_dir() and not (tmp_path / "out" / "segments").exists()

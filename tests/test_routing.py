@@ -5,9 +5,11 @@ import pytest
 
 from cf import evaluation, routing
 from cf.routing import RoutingConfig
+from cf.tuning import ALL_SEGMENTS, ALSSettings
 
 CUTOFF = dt.date(2011, 9, 9)
-SMALL = RoutingConfig(als_rank=8, als_max_iter=5, fusion_depth=20)
+SMALL = RoutingConfig(fusion_depth=20)
+SMALL_ALS = {ALL_SEGMENTS: ALSSettings(rank=8, max_iter=5)}
 
 
 def row(source, segment, ndcg, customers=100):
@@ -54,7 +56,7 @@ def with_future_item(spark, synthetic):
 def test_nothing_from_the_test_window_reaches_the_models(spark, with_future_item, synthetic):
     train, _ = evaluation.split_by_time(with_future_item, cutoff=CUTOFF)
     segments = spark.createDataFrame(synthetic.truth("customers")[["customer_id", "tier"]].rename(columns={"tier": "segment"}))
-    sources = routing.fit_sources(train, as_of=CUTOFF, segments=segments, config=SMALL)
+    sources = routing.fit_sources(train, as_of=CUTOFF, segments=segments, config=SMALL, als_settings=SMALL_ALS)
     customers = train.select("customer_id", "country").dropDuplicates(["customer_id"]).limit(300)
     # Every model once; fused lists are made only of these.
     singles = {"discover": ["popularity", "trending", "cooccurrence", "als", "segment_als"], "for_you": ["buy_again"],
@@ -77,7 +79,7 @@ def test_evaluation_scores_every_candidate_and_the_routed_system(spark, syntheti
         "cold": {"all": {"source": "trending"}},
     }
     test = evaluate_window(synthetic.place("clean"), synthetic.place("returns"), cutoff=CUTOFF, end=dt.date(2011, 12, 10),
-                           routes=routes, config=SMALL, clv_config=CLVConfig(), segment_config=SegmentConfig())
+                           routes=routes, config=SMALL, als_settings=SMALL_ALS, clv_config=CLVConfig(), segment_config=SegmentConfig())
 
     assert test["warm_customers"] > 300 and test["cold_customers"] > 20
     for list_name in ("discover", "for_you", "cold"):
@@ -94,3 +96,12 @@ def test_evaluation_scores_every_candidate_and_the_routed_system(spark, syntheti
     assert cold["routed"]["ndcg"] == pytest.approx(cold["trending"]["ndcg"])
     for_you = {r["source"]: r for r in test["lists"]["for_you"] if r["segment"] == "all"}
     assert for_you["routed"]["ndcg"] == pytest.approx(for_you["buy_again"]["ndcg"])
+    # Both item-to-item sources are scored as last-basket "also bought" lists; co-purchases carry the planted affinities.
+    also_bought = {r["source"]: r["ndcg"] for r in test["similar_items"]}
+    assert set(also_bought) == set(routing.SIMILAR_ITEM_SOURCES)
+    assert min(also_bought.values()) > discover["popularity"]
+
+
+def test_the_better_item_to_item_source_is_chosen():
+    rows = [row("als", "all", 0.04), row("cooccurrence", "all", 0.06)]
+    assert routing.choose_similar_source(rows) == "cooccurrence"

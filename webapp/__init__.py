@@ -1,1 +1,65 @@
-"""The Flask app for marketers and website engineers (issue 5)."""
+"""The Flask app for marketers and website engineers.
+
+    make serve                                  # waitress on 127.0.0.1:8000, store output/segrec.sqlite
+    SEGREC_DB=/srv/segrec.sqlite SECRET_KEY=... python -m webapp.serve --host 0.0.0.0
+
+Configuration comes from the environment (``SEGREC_*``, ``SECRET_KEY``) or, in
+tests, ``create_app(test_config)``. The app reads the store ``jobs.publish``
+writes (swapping in a newer one without a restart) and keeps what it owns
+(events, campaigns, results) in a second SQLite file that publishing never
+touches. It never imports pyspark.
+"""
+
+from __future__ import annotations
+
+import os
+
+from flask import Flask
+
+DEFAULTS = {
+    "SEGREC_DB": "output/segrec.sqlite",
+    "SEGREC_STATE_DB": "output/segrec-state.sqlite",
+    "SEGREC_ENV": "production",  # "development" allows a missing SECRET_KEY
+    "SEGREC_STORE_CHECK_SECONDS": 1.0,
+    "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,  # uploads and API bodies; larger ones get 413
+    "MAX_N": 100,
+}
+
+
+class ConfigurationError(RuntimeError):
+    pass
+
+
+def _from_environment() -> dict:
+    found = {key: os.environ[key] for key in (*DEFAULTS, "SECRET_KEY") if key in os.environ}
+    for key in ("SEGREC_STORE_CHECK_SECONDS",):
+        if key in found:
+            found[key] = float(found[key])
+    for key in ("MAX_CONTENT_LENGTH", "MAX_N"):
+        if key in found:
+            found[key] = int(found[key])
+    return found
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    from webapp import api, campaigns, errors, pages, security, state
+    from webapp.store import Store
+
+    app = Flask(__name__)
+    app.config.from_mapping(DEFAULTS)
+    app.config.update(test_config if test_config is not None else _from_environment())
+    if not app.config.get("SECRET_KEY"):
+        if app.config["SEGREC_ENV"] != "development":
+            raise ConfigurationError("SECRET_KEY is not set: set it in the environment (or SEGREC_ENV=development for a local trial)")
+        app.config["SECRET_KEY"] = os.urandom(32).hex()
+    app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax", DEBUG=False)
+
+    # Resources opened once per app: the published store (watched for new versions) and the app's own schema.
+    app.extensions["segrec_store"] = Store(app.config["SEGREC_DB"], check_seconds=app.config["SEGREC_STORE_CHECK_SECONDS"])
+    state.init_app(app)
+    security.init_app(app)
+    errors.init_app(app)
+    app.register_blueprint(api.blueprint)
+    app.register_blueprint(pages.blueprint)
+    app.register_blueprint(campaigns.blueprint)
+    return app

@@ -1,0 +1,59 @@
+"""A small published store with known rows, written straight to SQLite (no Spark) for the web app tests."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+
+from webapp import schema
+
+SEGMENTS = {"high": ["c1", "c2", "c3"], "mid": ["c4", "c5", "c6", "c7"], "low": [f"c{i}" for i in range(8, 40)]}
+ITEMS = [f"I{i:03d}" for i in range(60)]
+
+
+def _customer(customer_id: str, segment: str) -> dict:
+    number = int(customer_id[1:])
+    return {"customer_id": customer_id, "segment": segment, "country": "France" if number % 2 else "United Kingdom",
+            "frequency": float(number % 7), "recency": 30.0 * (number % 5), "T": 400.0, "monetary_value": 20.0 + number,
+            "orders": number % 7 + 1, "total_spend": 100.0 * number, "first_purchase": "2010-01-05", "last_purchase": "2011-11-30",
+            "days_since_last": number, "p_alive": 0.9, "expected_purchases": 2.5, "expected_avg_spend": 40.0, "clv": 500.0 - number}
+
+
+def build(path, *, as_of: str = "2011-12-10", run_id: str = "run-a", drop_table: str | None = None) -> str:
+    """Customer c<k> is recommended items I<k>.. in order (discover skips I<k>; buy_again is I<k>..I<k+2>)."""
+    rows = {
+        "meta": [{"key": "run_id", "value": run_id}, {"key": "as_of", "value": as_of},
+                 {"key": "created_at", "value": "2026-11-22T10:00:00+00:00"}, {"key": "schema_version", "value": str(schema.VERSION)}],
+        "customers": [_customer(c, segment) for segment, members in SEGMENTS.items() for c in members],
+        "segments": [{"segment": segment, "customers": len(members), "share_of_customers": len(members) / 39, "revenue": 1000.0,
+                      "share_of_revenue": 0.3, "mean_frequency": 2.0, "mean_recency": 100.0, "mean_total_spend": 500.0,
+                      "mean_days_since_last": 50.0, "mean_p_alive": 0.9, "mean_clv": {"high": 900.0, "mid": 400.0, "low": 100.0}[segment],
+                      "median_clv": 300.0} for segment, members in SEGMENTS.items()],
+        "recommendations": [],
+        "trending": [{"country": country, "rank": rank, "item_id": ITEMS[offset + rank], "score": 1.0 / rank, "source": "trending"}
+                     for country, offset in ((schema.EVERY_COUNTRY, 0), ("France", 20)) for rank in range(1, 21)],
+        "similar_items": [{"item_id": item, "rank": rank, "similar_item_id": ITEMS[(i + rank) % len(ITEMS)], "score": 1.0 / rank}
+                          for i, item in enumerate(ITEMS) for rank in range(1, 21)],
+        "items": [{"item_id": item, "description": f"Item number {item[1:]} <b>bold</b>"} for item in ITEMS],
+        "customer_days": [{"customer_id": c, "day": day, "revenue": 10.0}
+                          for c in ("c1", "c8", "c9") for day in ("2011-11-01", "2011-12-15")],
+        "charts": [{"name": "segment_sizes", "png": b"\x89PNG\r\n\x1a\nfake"}],
+    }
+    for segment, members in SEGMENTS.items():
+        for c in members:
+            k = int(c[1:])
+            for list_name, items in (("for_you", ITEMS[k:k + 30]), ("discover", ITEMS[k + 1:k + 31]), ("buy_again", ITEMS[k:k + 3])):
+                source = "segment_als" if list_name == "discover" else list_name
+                rows["recommendations"] += [{"customer_id": c, "list": list_name, "rank": r, "item_id": item, "score": 1.0 / r, "source": source}
+                                            for r, item in enumerate(items, start=1)]
+    with closing(sqlite3.connect(path)) as connection:
+        connection.executescript(schema.DDL)
+        for table, values in rows.items():
+            if table == drop_table:
+                connection.execute(f"DROP TABLE {table}")
+                continue
+            columns = schema.columns(table)
+            connection.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
+                                   [tuple(row[c] for c in columns) for row in values])
+        connection.commit()
+    return str(path)

@@ -1,0 +1,54 @@
+import dataclasses
+import datetime as dt
+import json
+
+import pytest
+
+from cf import evaluation
+from cf.tuning import ALL_SEGMENTS, TuningConfig, tune
+from cf.interactions import RecommendationError
+
+CUTOFF = dt.date(2011, 9, 9)
+GRID = TuningConfig(budget_seconds=600, rank=(8, 4), reg_param=(0.1,), alpha=(10.0, 1.0), half_life_days=(0.0, 90.0), max_iter=(5,))
+
+
+@pytest.fixture(scope="module")
+def window(spark, synthetic):
+    from pyspark.sql import functions as F
+
+    clean = synthetic.place("clean")
+    train, validation = evaluation.split_by_time(clean, cutoff=CUTOFF, end=dt.date(2011, 12, 10))
+    warm = validation.join(train.select("customer_id").distinct(), "customer_id")
+    relevant = evaluation.relevant_items(warm, train, mode="new").cache()
+    tiers = synthetic.truth("customers")[["customer_id", "tier"]].rename(columns={"tier": "segment"})
+    segments = spark.createDataFrame(tiers).where(F.col("customer_id").isin(list(tiers.customer_id)))
+    return train, relevant, segments
+
+
+def test_the_search_records_every_trial_and_keeps_only_improvements(window):
+    train, relevant, segments = window
+    result = tune(train, relevant, segments, as_of=CUTOFF, config=GRID, segment_names=[ALL_SEGMENTS, "high"])
+    assert set(result) == {ALL_SEGMENTS, "high"}
+    for tuned in result.values():
+        assert tuned.trials[0].settings == GRID.start()
+        # One trial per distinct setting: the start, then one change per parameter with a second value.
+        assert len(tuned.trials) == len({trial.settings for trial in tuned.trials}) == 4
+        assert tuned.best.ndcg == max(trial.ndcg for trial in tuned.trials) >= tuned.trials[0].ndcg
+        assert 0 < tuned.best.ndcg <= 1 and tuned.customers > 0
+        manifest = json.loads(json.dumps(tuned.as_dict()))
+        assert manifest["chosen"] == dataclasses.asdict(tuned.best.settings) and len(manifest["trials"]) == 4
+
+
+def test_a_spent_budget_stops_the_search_after_the_starting_settings(window):
+    train, relevant, segments = window
+    ticks = iter(range(0, 10_000, 100))  # each reading of the clock is 100 s later: the budget is gone at once
+    result = tune(train, relevant, segments, as_of=CUTOFF, config=dataclasses.replace(GRID, budget_seconds=50),
+                  segment_names=["low"], clock=lambda: next(ticks))
+    assert [trial.settings for trial in result["low"].trials] == [GRID.start()]
+
+
+def test_an_empty_grid_or_negative_budget_is_a_clear_error():
+    with pytest.raises(RecommendationError, match="tuning.rank needs at least one value"):
+        TuningConfig(rank=())
+    with pytest.raises(RecommendationError, match="budget_seconds"):
+        TuningConfig(budget_seconds=-1)

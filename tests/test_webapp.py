@@ -1,0 +1,308 @@
+"""The web app through Flask's test client, on a real SQLite store and state file."""
+
+import csv
+import io
+import os
+import re
+
+import pytest
+
+from tests import store_data
+from webapp import ConfigurationError, create_app, experiments
+
+
+@pytest.fixture
+def app(tmp_path):
+    store = store_data.build(tmp_path / "segrec.sqlite")
+    return create_app({"SEGREC_DB": store, "SEGREC_STATE_DB": str(tmp_path / "state.sqlite"), "SECRET_KEY": "test",
+                       "SEGREC_STORE_CHECK_SECONDS": 0.0, "MAX_CONTENT_LENGTH": 64 * 1024})
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def csrf(client, path="/campaigns/"):
+    return re.search(r'name="csrf_token" value="([^"]+)"', client.get(path).get_data(as_text=True)).group(1)
+
+
+def error_of(response, status):
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.is_json and "Traceback" not in response.get_data(as_text=True)
+    return response.get_json()["error"]["message"]
+
+
+# ------------------------------------------------------------------ configuration
+
+def test_a_missing_secret_key_outside_development_stops_start_up(tmp_path):
+    config = {"SEGREC_DB": str(tmp_path / "none.sqlite"), "SEGREC_STATE_DB": str(tmp_path / "state.sqlite")}
+    with pytest.raises(ConfigurationError, match="SECRET_KEY is not set"):
+        create_app(config)
+    assert create_app({**config, "SEGREC_ENV": "development"}).config["SECRET_KEY"]
+    assert not create_app({**config, "SECRET_KEY": "x"}).debug
+
+
+def test_configuration_comes_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("SECRET_KEY", "from-env")
+    monkeypatch.setenv("SEGREC_DB", store_data.build(tmp_path / "env.sqlite", run_id="from-env-run"))
+    monkeypatch.setenv("SEGREC_STATE_DB", str(tmp_path / "state.sqlite"))
+    client = create_app().test_client()
+    assert client.get("/api/v1/healthz").get_json()["store"]["run_id"] == "from-env-run"
+
+
+# ------------------------------------------------------------------ API
+
+def test_a_known_customer_gets_their_segments_routed_list_with_descriptions(client):
+    body = client.get("/api/v1/customers/c5/recommendations?list=discover&n=4").get_json()
+    assert body["known"] and body["segment"] == "mid" and body["source"] == "segment_als"
+    assert [item["item_id"] for item in body["items"]] == ["I006", "I007", "I008", "I009"]
+    assert [item["rank"] for item in body["items"]] == [1, 2, 3, 4]
+    assert body["items"][0]["description"] == "Item number 006 <b>bold</b>"
+    default = client.get("/api/v1/customers/c5/recommendations").get_json()
+    assert default["list"] == "for_you" and len(default["items"]) == 10
+
+
+def test_an_unknown_customer_gets_trending_for_their_country_or_everyone(client):
+    everyone = client.get("/api/v1/customers/new-1/recommendations?n=3").get_json()
+    assert not everyone["known"] and everyone["segment"] is None and everyone["source"] == "trending"
+    assert [item["item_id"] for item in everyone["items"]] == ["I001", "I002", "I003"] and everyone["country"] is None
+    france = client.get("/api/v1/customers/new-1/recommendations?n=3&country=France").get_json()
+    assert [item["item_id"] for item in france["items"]] == ["I021", "I022", "I023"] and france["country"] == "France"
+    elsewhere = client.get("/api/v1/customers/new-1/recommendations?n=3&country=Atlantis").get_json()
+    assert [item["item_id"] for item in elsewhere["items"]] == ["I001", "I002", "I003"] and elsewhere["country"] is None
+
+
+@pytest.mark.parametrize("query, message", [
+    ("n=0", "n must be from 1 to 100, got 0"),
+    ("n=101", "n must be from 1 to 100, got 101"),
+    ("n=ten", "n must be a whole number from 1 to 100"),
+    ("list=popular", "list must be one of for_you, discover, buy_again"),
+    ("country=%3Cscript%3E", "country must be a country name"),
+])
+def test_bad_parameters_are_400_with_a_message(client, query, message):
+    assert message in error_of(client.get(f"/api/v1/customers/c5/recommendations?{query}"), 400)
+
+
+@pytest.mark.parametrize("path", ["/api/v1/customers/c%3B%20DROP/recommendations", "/api/v1/customers/" + "x" * 65,
+                                  "/api/v1/items/I%2A1/similar", "/api/v1/customers/%20c1"])
+def test_malformed_ids_are_400(client, path):
+    assert "must be 1-64 letters" in error_of(client.get(path), 400)
+
+
+def test_a_slash_in_an_id_matches_no_route(client):
+    error_of(client.get("/api/v1/items/..%2Fetc/similar"), 404)
+
+
+def test_similar_items_and_unknown_items(client):
+    body = client.get("/api/v1/items/I010/similar?n=5").get_json()
+    assert body["description"].startswith("Item number 010")
+    assert [item["item_id"] for item in body["items"]] == ["I011", "I012", "I013", "I014", "I015"]
+    assert "item NOPE is not in the store" in error_of(client.get("/api/v1/items/NOPE/similar"), 404)
+
+
+def test_customer_profile_segments_and_health(client):
+    profile = client.get("/api/v1/customers/c2").get_json()
+    assert profile["segment"] == "high" and profile["clv"] == 498.0 and profile["p_alive"] == 0.9
+    assert "customer zz is not in the store" in error_of(client.get("/api/v1/customers/zz"), 404)
+    segments = client.get("/api/v1/segments").get_json()["segments"]
+    assert [s["segment"] for s in segments] == ["high", "mid", "low"]
+    health = client.get("/api/v1/healthz").get_json()
+    assert health["status"] == "ok" and health["store"]["run_id"] == "run-a" and health["store"]["age_seconds"] >= 0
+
+
+def test_a_purchase_event_leaves_the_discover_list_at_once(client):
+    before = [item["item_id"] for item in client.get("/api/v1/customers/c5/recommendations?list=discover&n=5").get_json()["items"]]
+    response = client.post("/api/v1/events", json={"customer_id": "c5", "item_id": before[1], "type": "purchase",
+                                                    "timestamp": "2011-12-11T10:00:00Z"})
+    assert response.status_code == 201 and response.get_json()["id"] >= 1
+    client.post("/api/v1/events", json={"customer_id": "c5", "item_id": before[2], "type": "view", "timestamp": "2011-12-11T10:01:00"})
+    after = [item["item_id"] for item in client.get("/api/v1/customers/c5/recommendations?list=discover&n=5").get_json()["items"]]
+    assert after == [before[0], *before[2:], "I011"]  # the viewed item stays; the list is still 5 long
+    for_you = [item["item_id"] for item in client.get("/api/v1/customers/c5/recommendations?list=for_you&n=5").get_json()["items"]]
+    assert before[1] in for_you  # repeats are allowed outside discover
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"customer_id": "c5", "item_id": "I001", "type": "purchase"}, "timestamp must be an ISO 8601 date-time"),
+    ({"customer_id": "c5", "item_id": "I001", "type": "click", "timestamp": "2011-12-11T10:00:00"}, "type must be one of purchase, view"),
+    ({"customer_id": "", "item_id": "I001", "type": "view", "timestamp": "2011-12-11"}, "customer_id must be 1-64"),
+    ({"customer_id": "c5", "item_id": "I001", "type": "view", "timestamp": "2011-12-11", "price": 3}, "unknown field(s) price"),
+    (["c5", "I001"], "the body must be a JSON object"),
+])
+def test_bad_events_are_400_and_not_stored(client, app, body, message):
+    assert message in error_of(client.post("/api/v1/events", json=body), 400)
+    with app.app_context():
+        from webapp.state import get_state
+        assert get_state().query("SELECT COUNT(*) AS n FROM events")[0]["n"] == 0
+
+
+def test_non_json_oversized_and_unknown_requests_get_json_errors(client):
+    assert "send the event as JSON" in error_of(client.post("/api/v1/events", data="customer_id=c5"), 400)
+    assert "not valid JSON" in error_of(client.post("/api/v1/events", data="{nope", content_type="application/json"), 400)
+    error_of(client.post("/api/v1/events", data="x" * (65 * 1024), content_type="application/json"), 413)
+    error_of(client.get("/api/v1/nothing-here"), 404)
+    error_of(client.delete("/api/v1/segments"), 405)
+
+
+def test_the_openapi_document_lists_every_route(client):
+    document = client.get("/api/v1/openapi.json").get_json()
+    assert document["openapi"].startswith("3.")
+    assert set(document["paths"]) == {"/api/v1/customers/{customer_id}/recommendations", "/api/v1/customers/{customer_id}",
+                                      "/api/v1/items/{item_id}/similar", "/api/v1/segments", "/api/v1/healthz", "/api/v1/events"}
+
+
+# ------------------------------------------------------------------ store versions
+
+def test_a_new_store_is_picked_up_and_a_broken_one_is_not(client, tmp_path, app):
+    target = app.config["SEGREC_DB"]
+    os.replace(store_data.build(tmp_path / "next.sqlite", run_id="run-b", as_of="2012-01-01"), target)
+    assert client.get("/api/v1/healthz").get_json()["store"]["run_id"] == "run-b"
+    os.replace(store_data.build(tmp_path / "broken.sqlite", run_id="run-c", drop_table="trending"), target)
+    health = client.get("/api/v1/healthz").get_json()
+    assert health["store"]["run_id"] == "run-b" and "missing table(s) trending" in health["problem_with_newer_file"]
+    assert len(client.get("/api/v1/customers/new-9/recommendations").get_json()["items"]) == 10  # still served from run-b
+
+
+def test_no_store_at_all_is_a_503_not_a_crash(tmp_path):
+    app = create_app({"SEGREC_DB": str(tmp_path / "missing.sqlite"), "SEGREC_STATE_DB": str(tmp_path / "s.sqlite"), "SECRET_KEY": "k"})
+    assert "publish one with jobs.publish" in error_of(app.test_client().get("/api/v1/segments"), 503)
+    page = app.test_client().get("/")
+    assert page.status_code == 503 and b"Traceback" not in page.data
+
+
+# ------------------------------------------------------------------ pages
+
+def test_dashboard_shows_segments_and_charts_with_security_headers(client):
+    page = client.get("/")
+    text = page.get_data(as_text=True)
+    assert page.status_code == 200 and "high" in text and 'src="/charts/segment_sizes.png"' in text
+    assert page.headers["X-Frame-Options"] == "DENY" and "default-src 'self'" in page.headers["Content-Security-Policy"]
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    chart = client.get("/charts/segment_sizes.png")
+    assert chart.status_code == 200 and chart.mimetype == "image/png"
+
+
+@pytest.mark.parametrize("path", ["/charts/../../etc/passwd.png", "/charts/..%2F..%2Fetc%2Fpasswd.png", "/charts/Segment-Sizes.png",
+                                  "/charts/unknown.png"])
+def test_chart_routes_never_reach_the_file_system(client, path):
+    response = client.get(path)
+    assert response.status_code == 404 and b"root:" not in response.data
+
+
+def test_customer_lookup_escapes_what_it_shows(client):
+    text = client.get("/customers?id=c5").get_data(as_text=True)
+    assert "mid" in text and "&lt;b&gt;bold&lt;/b&gt;" in text and "<b>bold</b>" not in text
+    assert "unknown customers are served trending" in client.get("/customers?id=zz").get_data(as_text=True)
+    assert "must be 1-64 letters" in client.get("/customers?id=%3Cscript%3E").get_data(as_text=True)
+
+
+# ------------------------------------------------------------------ campaigns
+
+def create_campaign(client, **fields):
+    form = {"name": "Winter", "segments": ["mid", "low"], "list": "discover", "n": "3", "control_share": "25", **fields}
+    return client.post("/campaigns/", data={**form, "csrf_token": csrf(client)})
+
+
+def read_export(client, campaign_path):
+    return list(csv.DictReader(io.StringIO(client.get(f"{campaign_path}/export.csv").get_data(as_text=True))))
+
+
+def test_forms_without_a_valid_csrf_token_are_refused(client):
+    response = client.post("/campaigns/", data={"name": "x", "segments": "mid", "list": "discover", "n": "3", "control_share": "10"})
+    assert response.status_code == 400 and b"form has expired" in response.data
+    assert client.post("/campaigns/", data={"name": "x", "csrf_token": "forged"}).status_code == 400
+
+
+def test_a_campaign_is_built_previewed_and_exported_deterministically(client):
+    response = create_campaign(client)
+    assert response.status_code == 302
+    path = response.headers["Location"]
+    page = client.get(path).get_data(as_text=True)
+    assert "Winter" in page and 'id="preview"' in page
+    rows = read_export(client, path)
+    assert list(rows[0]) == ["customer_id", "segment", "variant", "item_1", "item_1_description", "item_2", "item_2_description",
+                             "item_3", "item_3_description"]
+    assert {row["customer_id"] for row in rows} == set(store_data.SEGMENTS["mid"] + store_data.SEGMENTS["low"])
+    assert rows == read_export(client, path)  # the same split and lists on every export
+    personal = [row for row in rows if row["variant"] == "personalised"]
+    control = [row for row in rows if row["variant"] == "control"]
+    assert personal and control
+    c = personal[0]
+    k = int(c["customer_id"][1:])
+    assert [c["item_1"], c["item_2"], c["item_3"]] == store_data.ITEMS[k + 1:k + 4]  # their discover list
+    assert all(row["item_1"] in ("I001", "I021") for row in control)  # trending for their country
+
+
+def test_bad_campaign_forms_say_everything_that_is_wrong(client):
+    response = create_campaign(client, name="", segments=["vip"], n="99", control_share="80")
+    text = response.get_data(as_text=True)
+    assert response.status_code == 400
+    for message in ("give the campaign a name", "choose one or more of the segments", "from 1 to 20", "percentage from 1 to 50"):
+        assert message in text
+
+
+def test_results_from_an_uploaded_csv(client):
+    path = create_campaign(client).headers["Location"]
+    rows = read_export(client, path)
+    buyers = [row["customer_id"] for row in rows if row["variant"] == "personalised"][:4]
+    lines = ["customer_id,date,revenue"] + [f"{c},2011-12-20,50" for c in buyers] + ["c999,2011-12-20,70", "c1,2011-12-20,30"]
+    token = csrf(client, path)
+    response = client.post(f"{path}/results", data={"csrf_token": token, "purchases": (io.BytesIO("\n".join(lines).encode()), "p.csv")},
+                           content_type="multipart/form-data")
+    assert response.status_code == 302
+    page = client.get(path).get_data(as_text=True)
+    personalised = sum(row["variant"] == "personalised" for row in rows)
+    assert f"{4 / personalised * 100:.1f}%" in page and 'id="uplift"' in page
+    assert client.get(f"{path}/results.png").mimetype == "image/png"
+
+
+def test_bad_uploads_list_their_rows_and_change_nothing(client):
+    path = create_campaign(client).headers["Location"]
+    text = "customer_id,revenue,date\nc8,abc,2011-12-20\n,5,2011-12-20\nc9,5,20/12/2011\nc10,-3,\n"
+    token = csrf(client, path)
+    response = client.post(f"{path}/results", data={"csrf_token": token, "purchases": (io.BytesIO(text.encode()), "bad.csv")},
+                           content_type="multipart/form-data")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 400
+    for message in ("line 2: revenue must be a number", "line 3: customer_id is empty", "line 4: date must be YYYY-MM-DD",
+                    "line 5: revenue must be a number of 0 or more"):
+        assert message in page
+    assert "No results yet" in client.get(path).get_data(as_text=True)
+    big = client.post(f"{path}/results", data={"csrf_token": token, "purchases": (io.BytesIO(b"x" * (70 * 1024)), "big.csv")},
+                      content_type="multipart/form-data")
+    assert big.status_code == 413
+
+
+def test_results_from_the_stores_own_later_transactions(client, app, tmp_path):
+    path = create_campaign(client).headers["Location"]  # created on data as of 2011-12-10
+    assert "Use the transactions after" not in client.get(path).get_data(as_text=True)
+    os.replace(store_data.build(tmp_path / "later.sqlite", run_id="run-later", as_of="2012-01-10"), app.config["SEGREC_DB"])
+    assert "Use the transactions after 2011-12-10" in client.get(path).get_data(as_text=True)
+    response = client.post(f"{path}/results", data={"csrf_token": csrf(client, path), "use": "transactions"})
+    assert response.status_code == 302
+    page = client.get(path).get_data(as_text=True)
+    assert "From transactions" in page and "2 purchases by the audience" in page  # c8 and c9 on 2011-12-15; c1 is not targeted
+
+
+# ------------------------------------------------------------------ experiment arithmetic
+
+def test_assignment_is_deterministic_and_close_to_the_share():
+    customers = [f"c{i}" for i in range(20000)]
+    first = [experiments.variant(c, "salt", 0.2) for c in customers]
+    assert first == [experiments.variant(c, "salt", 0.2) for c in customers]
+    assert abs(first.count(experiments.CONTROL) / len(customers) - 0.2) < 0.01
+    assert first != [experiments.variant(c, "other", 0.2) for c in customers]
+
+
+def test_uplift_and_its_interval_match_the_textbook_formula():
+    import math
+
+    audience = {f"t{i}": experiments.TREATMENT for i in range(200)} | {f"k{i}": experiments.CONTROL for i in range(100)}
+    purchases = [(f"t{i}", None, 10.0) for i in range(40)] + [(f"k{i}", None, 10.0) for i in range(10)]
+    summary = experiments.results(audience, purchases)
+    uplift = summary["uplift"]
+    assert uplift["conversion"] == pytest.approx(0.2 - 0.1)
+    se = math.sqrt(0.2 * 0.8 / 200 + 0.1 * 0.9 / 100)
+    assert uplift["conversion_ci95"] == pytest.approx([0.1 - 1.96 * se, 0.1 + 1.96 * se], abs=1e-3)
+    assert uplift["significant"] and summary["variants"]["personalised"]["revenue_per_customer"] == pytest.approx(2.0)

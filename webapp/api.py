@@ -1,0 +1,117 @@
+"""JSON API under /api/v1, described by /api/v1/openapi.json. Views are thin: validate, ask ``serving``, answer."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, request
+
+from webapp import serving
+from webapp.errors import BadRequest
+
+blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+@blueprint.errorhandler(serving.NotFound)
+def not_found(error):
+    return jsonify({"error": {"status": 404, "message": str(error)}}), 404
+
+
+def _n() -> int:
+    return serving.check_n(request.args.get("n"), current_app.config["MAX_N"])
+
+
+@blueprint.get("/customers/<customer_id>/recommendations")
+def recommendations(customer_id: str):
+    customer_id = serving.check_id(customer_id, "customer id")
+    list_name = serving.check_choice(request.args.get("list"), serving.LISTS, "list", default="for_you")
+    country = serving.check_country(request.args.get("country"))
+    return jsonify(serving.recommendations(customer_id, list_name, _n(), country))
+
+
+@blueprint.get("/customers/<customer_id>")
+def customer(customer_id: str):
+    return jsonify(serving.customer(serving.check_id(customer_id, "customer id")))
+
+
+@blueprint.get("/items/<item_id>/similar")
+def similar(item_id: str):
+    return jsonify(serving.similar(serving.check_id(item_id, "item id"), _n()))
+
+
+@blueprint.get("/segments")
+def segments():
+    return jsonify({"segments": serving.segments()})
+
+
+@blueprint.get("/healthz")
+def healthz():
+    return jsonify(serving.health())
+
+
+@blueprint.post("/events")
+def events():
+    if not request.is_json:
+        raise BadRequest("send the event as JSON (Content-Type: application/json)")
+    body = request.get_json(silent=True)
+    if body is None:
+        raise BadRequest("the body is not valid JSON")
+    event_id = serving.record_event(body)
+    return jsonify({"id": event_id, "status": "stored"}), 201
+
+
+@blueprint.get("/openapi.json")
+def openapi():
+    return jsonify(OPENAPI)
+
+
+def _error(description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+_ID = {"type": "string", "pattern": serving.ID_PATTERN.pattern}
+_N = {"name": "n", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}}
+_ITEMS = {"type": "array", "items": {"type": "object", "properties": {
+    "rank": {"type": "integer"}, "item_id": {"type": "string"}, "description": {"type": "string", "nullable": True},
+    "score": {"type": "number"}}}}
+OPENAPI = {
+    "openapi": "3.0.3",
+    "info": {"title": "segrec", "version": "1", "description": "Routed recommendations per value segment, and the data behind them."},
+    "paths": {
+        "/api/v1/customers/{customer_id}/recommendations": {"get": {
+            "summary": "A customer's list: their segment's routed source; trending (per country when given) for unknown customers",
+            "parameters": [
+                {"name": "customer_id", "in": "path", "required": True, "schema": _ID},
+                {"name": "list", "in": "query", "schema": {"type": "string", "enum": list(serving.LISTS), "default": "for_you"}},
+                _N,
+                {"name": "country", "in": "query", "schema": {"type": "string"}, "description": "used for unknown customers"},
+            ],
+            "responses": {"200": {"description": "the list", "content": {"application/json": {"schema": {"type": "object", "properties": {
+                "customer_id": {"type": "string"}, "known": {"type": "boolean"}, "segment": {"type": "string", "nullable": True},
+                "list": {"type": "string"}, "country": {"type": "string", "nullable": True},
+                "source": {"type": "string", "description": "the model(s) that produced the list"}, "items": _ITEMS}}}}},
+                "400": _error("a malformed id, unknown list, or n outside 1..100")},
+        }},
+        "/api/v1/customers/{customer_id}": {"get": {
+            "summary": "RFM, CLV, probability alive and segment of a customer",
+            "parameters": [{"name": "customer_id", "in": "path", "required": True, "schema": _ID}],
+            "responses": {"200": {"description": "the customer"}, "400": _error("malformed id"), "404": _error("unknown customer")},
+        }},
+        "/api/v1/items/{item_id}/similar": {"get": {
+            "summary": "Customers who bought this item also bought",
+            "parameters": [{"name": "item_id", "in": "path", "required": True, "schema": _ID}, _N],
+            "responses": {"200": {"description": "similar items"}, "400": _error("malformed id or n"), "404": _error("unknown item")},
+        }},
+        "/api/v1/segments": {"get": {"summary": "The value segments with their sizes and means", "responses": {"200": {"description": "segments"}}}},
+        "/api/v1/healthz": {"get": {"summary": "The store being served: run id, as-of date, age", "responses": {
+            "200": {"description": "healthy"}, "503": _error("no store can be served")}}},
+        "/api/v1/events": {"post": {
+            "summary": "Record a purchase or view; a purchase leaves the customer's discover list at once",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object", "required": [
+                "customer_id", "item_id", "type", "timestamp"], "additionalProperties": False, "properties": {
+                "customer_id": _ID, "item_id": _ID, "type": {"type": "string", "enum": list(serving.EVENT_TYPES)},
+                "timestamp": {"type": "string", "format": "date-time"}}}}}},
+            "responses": {"201": {"description": "stored"}, "400": _error("invalid event"), "413": _error("body too large")},
+        }},
+    },
+    "components": {"schemas": {"Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
+        "status": {"type": "integer"}, "message": {"type": "string"}}}}}}},
+}

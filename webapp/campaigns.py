@@ -1,0 +1,205 @@
+"""Campaign builder, CSV export and results for marketers.
+
+A campaign targets value segments; each customer is assigned by a salted hash
+to the personalised variant (their routed list) or the control (trending for
+their country), so a re-export gives the same split. Results come from an
+uploaded CSV of purchases after the send, or from the store's own
+transactions once a newer run has them.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import secrets
+
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, stream_with_context, url_for
+
+from webapp import experiments, serving
+from webapp.errors import BadRequest
+from webapp.state import get_state, get_store
+
+blueprint = Blueprint("campaigns", __name__, url_prefix="/campaigns")
+PREVIEW_ROWS = 20
+MAX_LIST = 20
+
+
+def _campaign(campaign_id: int):
+    rows = get_state().query("SELECT * FROM campaigns WHERE id = ?", (campaign_id,))
+    if not rows:
+        abort(404, description=f"there is no campaign {campaign_id}")
+    campaign = dict(rows[0])
+    campaign["segments"] = json.loads(campaign["segments"])
+    return campaign
+
+
+def _read_form(form) -> dict:
+    """The builder's fields, checked; every problem is reported at once."""
+    problems = []
+    name = form.get("name", "").strip()
+    if not 1 <= len(name) <= 100:
+        problems.append("give the campaign a name of 1 to 100 characters")
+    known = [row["segment"] for row in get_store().query("SELECT segment FROM segments")]
+    chosen = form.getlist("segments")
+    if not chosen or any(segment not in known for segment in chosen):
+        problems.append(f"choose one or more of the segments {', '.join(sorted(known))}")
+    list_name = form.get("list", "")
+    if list_name not in serving.LISTS:
+        problems.append(f"the list must be one of {', '.join(serving.LISTS)}")
+    try:
+        n = int(form.get("n", ""))
+        if not 1 <= n <= MAX_LIST:
+            raise ValueError
+    except ValueError:
+        problems.append(f"the number of items must be a whole number from 1 to {MAX_LIST}")
+        n = 0
+    try:
+        control_share = float(form.get("control_share", "")) / 100
+        if not 0.01 <= control_share <= 0.5:
+            raise ValueError
+    except ValueError:
+        problems.append("the control share must be a percentage from 1 to 50")
+        control_share = 0.0
+    if problems:
+        raise BadRequest("; ".join(problems))
+    return {"name": name, "segments": chosen, "list": list_name, "n": n, "control_share": control_share}
+
+
+def audience(campaign: dict) -> dict[str, tuple[str, str | None, str]]:
+    """customer_id -> (segment, country, variant) for the campaign's target segments."""
+    placeholders = ", ".join("?" for _ in campaign["segments"])
+    rows = get_store().query(f"SELECT customer_id, segment, country FROM customers WHERE segment IN ({placeholders}) ORDER BY customer_id",
+                             campaign["segments"])
+    return {row["customer_id"]: (row["segment"], row["country"],
+                                 experiments.variant(row["customer_id"], campaign["salt"], campaign["control_share"])) for row in rows}
+
+
+def export_rows(campaign: dict, limit: int | None = None):
+    """Rows of the export: customer_id, segment, variant, then item_k and item_k_description for k = 1..n."""
+    n = campaign["n"]
+    yield ["customer_id", "segment", "variant"] + [column for k in range(1, n + 1) for column in (f"item_{k}", f"item_{k}_description")]
+    trending_by_country: dict = {}
+    for count, (customer_id, (segment, country, variant)) in enumerate(audience(campaign).items()):
+        if limit is not None and count >= limit:
+            return
+        if variant == experiments.CONTROL:
+            if country not in trending_by_country:
+                trending_by_country[country] = serving.trending(n, country)[0]
+            items = trending_by_country[country]
+        else:
+            items = serving.recommendations(customer_id, campaign["list"], n, None)["items"]
+        cells = [value for item in items for value in (item["item_id"], item["description"] or "")]
+        yield [customer_id, segment, variant] + cells + [""] * (2 * n - len(cells))
+
+
+def _builder_page(form, selected: list[str], error: str | None = None) -> str:
+    campaigns = [dict(row) for row in get_state().query("SELECT * FROM campaigns ORDER BY id DESC")]
+    return render_template("campaigns.html", campaigns=campaigns, segments=serving.segments(), lists=serving.LISTS,
+                           max_list=MAX_LIST, form=form, selected=selected, error=error)
+
+
+@blueprint.get("/")
+def index():
+    return _builder_page({}, [])
+
+
+@blueprint.post("/")
+def create():
+    try:
+        fields = _read_form(request.form)
+    except BadRequest as error:
+        return _builder_page(request.form, request.form.getlist("segments"), error=str(error)), 400
+    meta = get_store().version().meta
+    campaign_id = get_state().write(
+        "INSERT INTO campaigns (name, segments, list, n, control_share, salt, store_run, as_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (fields["name"], json.dumps(fields["segments"]), fields["list"], fields["n"], fields["control_share"],
+         secrets.token_hex(8), meta["run_id"], meta["as_of"]))
+    return redirect(url_for("campaigns.show", campaign_id=campaign_id))
+
+
+@blueprint.get("/<int:campaign_id>")
+def show(campaign_id: int):
+    campaign = _campaign(campaign_id)
+    members = audience(campaign)
+    sizes = {name: sum(1 for _, _, v in members.values() if v == name) for name in (experiments.TREATMENT, experiments.CONTROL)}
+    preview = list(export_rows(campaign, limit=PREVIEW_ROWS))
+    stored = get_state().query("SELECT * FROM campaign_results WHERE campaign_id = ? ORDER BY id DESC LIMIT 1", (campaign_id,))
+    result = dict(stored[0]) if stored else None
+    if result:
+        result["summary"] = json.loads(result["summary"])
+    newer = get_store().version().meta["as_of"] > campaign["as_of"]
+    return render_template("campaign.html", campaign=campaign, sizes=sizes, header=preview[0], preview=preview[1:],
+                           result=result, newer_data=newer)
+
+
+@blueprint.get("/<int:campaign_id>/export.csv")
+def export(campaign_id: int):
+    campaign = _campaign(campaign_id)
+
+    def generate():
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        for row in export_rows(campaign):
+            writer.writerow(row)
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+
+    filename = f"campaign-{campaign_id}.csv"
+    return Response(stream_with_context(generate()), mimetype="text/csv", headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+def _store_result(campaign: dict, source: str, purchases, rows: int, since: dt.date | None):
+    members = {customer_id: variant for customer_id, (_, _, variant) in audience(campaign).items()}
+    summary = experiments.results(members, purchases, since=since)
+    get_state().write("INSERT INTO campaign_results (campaign_id, source, rows, summary) VALUES (?, ?, ?, ?)",
+                      (campaign["id"], source, rows, json.dumps(summary)))
+
+
+@blueprint.post("/<int:campaign_id>/results")
+def upload_results(campaign_id: int):
+    campaign = _campaign(campaign_id)
+    if request.form.get("use") == "transactions":
+        since = dt.date.fromisoformat(campaign["as_of"])
+        rows = get_store().query("SELECT customer_id, day, revenue FROM customer_days WHERE day >= ?", (since.isoformat(),))
+        purchases = [(row["customer_id"], dt.date.fromisoformat(row["day"]), row["revenue"]) for row in rows]
+        if not purchases:
+            flash("the store has no transactions after the campaign's date yet; publish a newer run or upload a CSV")
+            return redirect(url_for("campaigns.show", campaign_id=campaign_id))
+        _store_result(campaign, "transactions", purchases, len(purchases), since)
+        return redirect(url_for("campaigns.show", campaign_id=campaign_id))
+    upload = request.files.get("purchases")
+    if upload is None or not upload.filename:
+        raise BadRequest("choose a CSV file of purchases to upload")
+    try:
+        text = upload.read().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BadRequest("the file is not UTF-8 text; export it as CSV (UTF-8)") from None
+    parsed = experiments.parse_purchases(text)
+    if parsed.errors:
+        shown = parsed.errors[:experiments.MAX_ERRORS_SHOWN]
+        more = len(parsed.errors) - len(shown)
+        return render_template("upload_errors.html", campaign=campaign, errors=shown, more=more, rows=parsed.rows), 400
+    _store_result(campaign, f"upload {upload.filename[:80]}", parsed.purchases, parsed.rows, dt.date.fromisoformat(campaign["as_of"]))
+    return redirect(url_for("campaigns.show", campaign_id=campaign_id))
+
+
+@blueprint.get("/<int:campaign_id>/results.png")
+def results_chart(campaign_id: int):
+    _campaign(campaign_id)
+    stored = get_state().query("SELECT summary FROM campaign_results WHERE campaign_id = ? ORDER BY id DESC LIMIT 1", (campaign_id,))
+    if not stored:
+        abort(404, description="this campaign has no results yet")
+    return Response(experiments.chart_png(json.loads(stored[0]["summary"])), mimetype="image/png")
+
+
+@blueprint.app_template_filter("percent")
+def percent(value) -> str:
+    return "" if value is None else f"{100 * value:.1f}%"
+
+
+@blueprint.app_template_filter("money")
+def money(value) -> str:
+    return "" if value is None else f"{value:,.2f}"

@@ -1,0 +1,46 @@
+"""Errors: JSON with a message under /api, a plain page elsewhere; never a stack trace."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from webapp.store import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class BadRequest(ValueError):
+    """A parameter that fails validation; the message is shown to the caller."""
+
+
+def _wants_json() -> bool:
+    return request.path.startswith("/api/")
+
+
+def _respond(status: int, message: str):
+    if _wants_json():
+        return jsonify({"error": {"status": status, "message": message}}), status
+    return render_template("error.html", status=status, message=message), status
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(BadRequest)
+    def bad_request(error):
+        return _respond(400, str(error))
+
+    @app.errorhandler(StoreUnavailable)
+    def unavailable(error):
+        log.error("store unavailable: %s", error)
+        return _respond(503, "the recommendation store is not available yet; publish one with jobs.publish")
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        return _respond(error.code or 500, error.description or error.name)
+
+    @app.errorhandler(Exception)
+    def unexpected(error):
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return _respond(500, InternalServerError.description)

@@ -1,0 +1,56 @@
+"""Marketer pages: the segment dashboard with the report charts, and customer lookup."""
+
+from __future__ import annotations
+
+import re
+
+from flask import Blueprint, Response, abort, render_template, request
+
+from webapp import serving
+from webapp.errors import BadRequest
+from webapp.state import get_store
+
+blueprint = Blueprint("pages", __name__)
+CHART_NAME = re.compile(r"^[a-z0-9_]{1,64}$")
+CHART_TITLES = {
+    "segment_sizes": "Customers and revenue per segment",
+    "distributions": "Recency, frequency, spend and CLV by segment",
+    "frequency_vs_spend": "Frequency against spend",
+    "top_items": "Top items per segment",
+    "clv_backtest": "CLV backtest: predicted against actual",
+}
+
+
+@blueprint.get("/")
+def dashboard():
+    store = get_store()
+    names = [row["name"] for row in store.query("SELECT name FROM charts ORDER BY name")]
+    charts = [(name, CHART_TITLES.get(name, name.replace("_", " ").capitalize())) for name in names]
+    return render_template("dashboard.html", segments=serving.segments(), charts=charts, meta=store.version().meta)
+
+
+@blueprint.get("/charts/<name>.png")
+def chart(name: str):
+    # Charts come from the store by name, never from the file system, and names are checked.
+    if not CHART_NAME.match(name):
+        abort(404)
+    rows = get_store().query("SELECT png FROM charts WHERE name = ?", (name,))
+    if not rows:
+        abort(404)
+    return Response(rows[0]["png"], mimetype="image/png", headers={"Cache-Control": "max-age=300"})
+
+
+@blueprint.get("/customers")
+def customer_lookup():
+    customer_id = request.args.get("id", "").strip()
+    context = {"customer_id": customer_id, "customer": None, "lists": {}, "error": None}
+    if customer_id:
+        try:
+            serving.check_id(customer_id, "customer id")
+            context["customer"] = serving.customer(customer_id)
+            context["lists"] = {name: serving.recommendations(customer_id, name, 10, None) for name in serving.LISTS}
+        except BadRequest as error:
+            context["error"] = str(error)
+        except serving.NotFound as error:
+            context["error"] = f"{error}; unknown customers are served trending items"
+    return render_template("customer.html", **context)

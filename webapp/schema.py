@@ -1,0 +1,59 @@
+"""The published store's tables: written by ``jobs.publish``, read by the web app.
+
+Plain Python and SQL only, so both sides share it without the app importing Spark.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+VERSION = 1
+EVERY_COUNTRY = ""  # the trending rows for visitors of any country
+
+# table -> (columns with their SQL types, primary key)
+TABLES = {
+    "meta": ({"key": "TEXT", "value": "TEXT NOT NULL"}, ("key",)),
+    "customers": ({
+        "customer_id": "TEXT", "segment": "TEXT NOT NULL", "country": "TEXT", "frequency": "REAL", "recency": "REAL", "T": "REAL",
+        "monetary_value": "REAL", "orders": "INTEGER", "total_spend": "REAL", "first_purchase": "TEXT", "last_purchase": "TEXT",
+        "days_since_last": "INTEGER", "p_alive": "REAL", "expected_purchases": "REAL", "expected_avg_spend": "REAL", "clv": "REAL",
+    }, ("customer_id",)),
+    "segments": ({
+        "segment": "TEXT", "customers": "INTEGER", "share_of_customers": "REAL", "revenue": "REAL", "share_of_revenue": "REAL",
+        "mean_frequency": "REAL", "mean_recency": "REAL", "mean_total_spend": "REAL", "mean_days_since_last": "REAL",
+        "mean_p_alive": "REAL", "mean_clv": "REAL", "median_clv": "REAL",
+    }, ("segment",)),
+    "recommendations": ({"customer_id": "TEXT", "list": "TEXT", "rank": "INTEGER", "item_id": "TEXT NOT NULL", "score": "REAL",
+                         "source": "TEXT NOT NULL"}, ("customer_id", "list", "rank")),
+    "trending": ({"country": "TEXT", "rank": "INTEGER", "item_id": "TEXT NOT NULL", "score": "REAL", "source": "TEXT"}, ("country", "rank")),
+    "similar_items": ({"item_id": "TEXT", "rank": "INTEGER", "similar_item_id": "TEXT NOT NULL", "score": "REAL"}, ("item_id", "rank")),
+    "items": ({"item_id": "TEXT", "description": "TEXT"}, ("item_id",)),
+    "customer_days": ({"customer_id": "TEXT", "day": "TEXT", "revenue": "REAL"}, ("customer_id", "day")),
+    "charts": ({"name": "TEXT", "png": "BLOB NOT NULL"}, ("name",)),
+}
+# WITHOUT ROWID keeps each table clustered on its key: one B-tree lookup per request.
+DDL = "\n".join(
+    f"CREATE TABLE {name} ({', '.join(f'{column} {kind}' for column, kind in columns.items())}, PRIMARY KEY ({', '.join(key)})) WITHOUT ROWID;"
+    for name, (columns, key) in TABLES.items()
+)
+# Tables that must have rows for the store to be served.
+NON_EMPTY = ("meta", "customers", "segments", "recommendations", "trending", "items")
+META_KEYS = ("run_id", "as_of", "created_at", "schema_version")
+
+
+def columns(table: str) -> list[str]:
+    return list(TABLES[table][0])
+
+
+def problems(connection: sqlite3.Connection) -> list[str]:
+    """What is wrong with a store, as short sentences; empty when it can be served."""
+    present = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    missing = [name for name in TABLES if name not in present]
+    if missing:
+        return [f"missing table(s) {', '.join(missing)}"]
+    found = [f"table {name} is empty" for name in NON_EMPTY if connection.execute(f"SELECT 1 FROM {name} LIMIT 1").fetchone() is None]
+    meta = dict(connection.execute("SELECT key, value FROM meta").fetchall())
+    found += [f"meta lacks {key}" for key in META_KEYS if key not in meta]
+    if meta.get("schema_version") not in (None, str(VERSION)):
+        found.append(f"schema version {meta['schema_version']} is not {VERSION}")
+    return found

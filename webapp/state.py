@@ -1,0 +1,72 @@
+"""What the app owns: events, campaigns and campaign results, in their own SQLite file.
+
+One connection per thread (WAL journal, so readers never wait for a writer);
+every statement is parameterised.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+from flask import Flask, current_app
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY, customer_id TEXT NOT NULL, item_id TEXT NOT NULL, type TEXT NOT NULL,
+    timestamp TEXT NOT NULL, received_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
+);
+CREATE INDEX IF NOT EXISTS events_by_customer ON events (customer_id, type);
+CREATE TABLE IF NOT EXISTS campaigns (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL, segments TEXT NOT NULL, list TEXT NOT NULL, n INTEGER NOT NULL,
+    control_share REAL NOT NULL, salt TEXT NOT NULL, store_run TEXT NOT NULL, as_of TEXT NOT NULL,
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
+);
+CREATE TABLE IF NOT EXISTS campaign_results (
+    id INTEGER PRIMARY KEY, campaign_id INTEGER NOT NULL REFERENCES campaigns (id), source TEXT NOT NULL,
+    rows INTEGER NOT NULL, summary TEXT NOT NULL,
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
+);
+"""
+
+
+class State:
+    def __init__(self, path: str):
+        self.path = path
+        self._local = threading.local()
+        with sqlite3.connect(path) as connection:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.executescript(SCHEMA)
+
+    def connection(self) -> sqlite3.Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(self.path, timeout=10)
+            connection.row_factory = sqlite3.Row
+            self._local.connection = connection
+        return connection
+
+    def query(self, sql: str, parameters=()) -> list[sqlite3.Row]:
+        return self.connection().execute(sql, parameters).fetchall()
+
+    def write(self, sql: str, parameters=()) -> int:
+        """Run one statement in its own transaction; the new row's id."""
+        connection = self.connection()
+        with connection:
+            return connection.execute(sql, parameters).lastrowid
+
+
+def init_app(app: Flask) -> None:
+    import os
+
+    directory = os.path.dirname(os.path.abspath(app.config["SEGREC_STATE_DB"]))
+    os.makedirs(directory, exist_ok=True)
+    app.extensions["segrec_state"] = State(app.config["SEGREC_STATE_DB"])
+
+
+def get_state() -> State:
+    return current_app.extensions["segrec_state"]
+
+
+def get_store():
+    return current_app.extensions["segrec_store"]
