@@ -62,5 +62,10 @@ run: pipeline publish serve
 test: setup chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Load benchmark of the API on loopback (needs a published store: make run or make publish).
+bench-web: setup
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+	$(PY) -m webapp.bench --db $(DB) --report $(OUTPUT)/bench-web.json
+
 clean:
 	rm -rf $(OUTPUT) .pytest_cache build *.egg-info

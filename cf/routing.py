@@ -42,8 +42,9 @@ SIMILAR_ITEM_SOURCES = ("cooccurrence", "als")
 
 @dataclass(frozen=True)
 class RoutingConfig:
-    n: int = 10
+    n: int = 10  # list length while evaluating (metrics look at the top k)
     k: int = 10
+    served_n: int = 30  # list length written for serving
     validation_days: int = 90
     buy_again_half_life_days: float = 180.0
     trending_half_life_days: float = 14.0

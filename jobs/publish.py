@@ -102,7 +102,8 @@ def build_store(spark, output_uri: str, path: str, *, run: dict) -> dict:
 def publish(spark, output_uri: str, db_path: str) -> dict:
     """Build the store under a temporary name next to ``db_path`` and rename it into place."""
     fs = storage.FileSystem(spark)
-    manifest = storage.read_json(spark, storage.join(output_uri, train.STAGE, "manifest.json"))
+    recs_stage = storage.open_stage(spark, storage.join(output_uri, train.STAGE), produced_by="the recommendations stage (jobs.train)")
+    manifest = storage.read_json(spark, storage.join(recs_stage, "manifest.json"))
     run_file = storage.join(output_uri, "run.json")
     run = storage.read_json(spark, run_file) if fs.exists(run_file) else {}
     directory = os.path.dirname(os.path.abspath(db_path))

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 
 MIN_JAVA_MAJOR = 17
@@ -75,6 +76,9 @@ def build_session(settings: SparkSettings | None = None):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         conf.setIfMissing("spark.driver.memory", settings.driver_memory)
         conf.setIfMissing("spark.driver.host", "127.0.0.1")
+        # ALS checkpoints its factors every 10 iterations when there is a checkpoint directory,
+        # which keeps lineage short; on a cluster point this at HDFS or object storage.
+        conf.setIfMissing("spark.checkpoint.dir", os.path.join(tempfile.gettempdir(), "segrec-checkpoints"))
     conf.setIfMissing("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
     conf.setIfMissing("spark.sql.adaptive.enabled", "true")
     # All date arithmetic (as-of cut-offs, day periods) is done in UTC so results

@@ -111,9 +111,10 @@ def run_train(spark, output_uri: str, *, as_of: dt.date | None, routing_config: 
     cold_route = chosen["routes"]["cold"][routing.ALL_SEGMENTS]["source"]
     used = sorted({part for routes in chosen["routes"].values() for route in routes.values() for part in route["source"].split("+")}
                   | {"buy_again", similar_source})
+    serving = dataclasses.replace(routing_config, n=routing_config.served_n)
     with storage.atomic_output(spark, storage.join(output_uri, STAGE)) as staging:
-        served_lists(sources, customers, segments, chosen["routes"], routing_config).write.parquet(storage.join(staging, "recommendations"))
-        cold_lists(sources, purchases, cold_route, routing_config).write.parquet(storage.join(staging, "trending"))
+        served_lists(sources, customers, segments, chosen["routes"], serving).write.parquet(storage.join(staging, "recommendations"))
+        cold_lists(sources, purchases, cold_route, serving).write.parquet(storage.join(staging, "trending"))
         items = purchases.where(purchases[C.TIMESTAMP] < dt.datetime.combine(as_of, dt.time())).select(C.ITEM_ID).distinct()
         sources.models[similar_source].similar_items(items, routing_config.similar_items).write.parquet(storage.join(staging, "similar_items"))
         for name in used:

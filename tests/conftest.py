@@ -51,3 +51,65 @@ def synthetic(spark, tmp_path_factory):
             return pd.read_parquet(root / "raw" / "truth" / name)
 
     return Synthetic(root=root, config=config)
+
+
+# The whole pipeline on the synthetic shop, kept short: one CLV model in the backtest, fewer
+# recommenders than the default (no per-segment ALS, no popularity by country), small ALS, no tuning.
+PIPELINE_CONFIG = """
+[backtest]
+models = ["bgnbd"]
+
+[routing]
+served_n = 10
+fusion_depth = 20
+similar_items = 5
+models = ["trending", "buy_again", "als", "cooccurrence"]
+
+[tuning]
+budget_seconds = 0
+rank = [8]
+max_iter = [5]
+"""
+
+
+@pytest.fixture(scope="session")
+def train_settings() -> dict:
+    import argparse
+    import tomllib
+
+    from jobs.evaluate import recommendation_configs
+    from segmentation.clv import CLVConfig
+    from segmentation.segments import SegmentConfig
+
+    settings = tomllib.loads(PIPELINE_CONFIG)
+    routing, tuning = recommendation_configs(argparse.Namespace(), settings)
+    return {"routing_config": routing, "tuning_config": tuning, "clv_config": CLVConfig(), "segment_config": SegmentConfig()}
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(spark, synthetic, tmp_path_factory):
+    """Every stage of ``jobs.pipeline`` on the synthetic shop's raw transactions; the output directory."""
+    from jobs import cli, pipeline
+
+    output = tmp_path_factory.mktemp("pipeline") / "out"
+    config = tmp_path_factory.mktemp("config") / "segrec.toml"
+    config.write_text(PIPELINE_CONFIG)
+    status = cli.run(pipeline.main, ["--input", str(synthetic.root / "raw" / "transactions"), "--output", str(output),
+                                     "--config", str(config)])
+    assert status == 0
+    return output
+
+
+@pytest.fixture(scope="session")
+def trained(pipeline_run, synthetic):
+    """The pipeline's recommendations: output dir, manifest, written tables (pandas), purchases."""
+    import json
+
+    import pandas as pd
+
+    from jobs import train
+
+    stage = pipeline_run / train.STAGE
+    tables = {name: pd.read_parquet(stage / name) for name in ("recommendations", "trending", "similar_items")}
+    manifest = json.loads((stage / "manifest.json").read_text())
+    return pipeline_run, manifest, tables, synthetic.place("clean").toPandas()

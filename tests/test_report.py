@@ -15,20 +15,14 @@ CHART_NAMES = ["segment_sizes", "distributions", "frequency_vs_spend", "clv_back
 
 
 @pytest.fixture(scope="module")
-def run(spark, synthetic, tmp_path_factory):
-    output = tmp_path_factory.mktemp("pipeline") / "out"
-    config = tmp_path_factory.mktemp("config") / "segrec.toml"
-    config.write_text('[backtest]\nmodels = ["bgnbd"]\n')
-    status = cli.run(pipeline.main, ["--input", str(synthetic.root / "raw" / "transactions"), "--output", str(output),
-                                     "--config", str(config)])
-    assert status == 0
-    return output
+def run(pipeline_run):
+    return pipeline_run
 
 
 def test_every_stage_ran_and_published(run):
     record = json.loads((run / "run.json").read_text())
-    assert [stage["stage"] for stage in record["stages"]] == ["ingest", "segments", "backtest", "report"]
-    assert sorted(p.name for p in run.iterdir()) == ["backtest", "ingest", "report", "run.json", "segments"]
+    assert [stage["stage"] for stage in record["stages"]] == ["ingest", "segments", "backtest", "recommendations", "report"]
+    assert sorted(p.name for p in run.iterdir()) == ["backtest", "ingest", "recommendations", "report", "run.json", "segments"]
     segments = json.loads((run / "segments" / "summary.json").read_text())
     assert set(segments["segments"]) == {"high", "mid", "low"}
     assert sorted(p.name for p in (run / "segments").iterdir()) == ["clv.json", "customers", "model", "segments", "summary.json"]

@@ -95,7 +95,9 @@ def test_evaluation_scores_every_candidate_and_the_routed_system(spark, syntheti
     cold = {r["source"]: r for r in test["lists"]["cold"] if r["segment"] == "all"}
     assert cold["routed"]["ndcg"] == pytest.approx(cold["trending"]["ndcg"])
     for_you = {r["source"]: r for r in test["lists"]["for_you"] if r["segment"] == "all"}
-    assert for_you["routed"]["ndcg"] == pytest.approx(for_you["buy_again"]["ndcg"])
+    # Buy-again lists shorter than n are topped up from popularity: the same hits, and maybe more.
+    assert for_you["routed"]["ndcg"] >= for_you["buy_again"]["ndcg"] - 1e-12
+    assert for_you["routed"]["hit_rate"] >= for_you["buy_again"]["hit_rate"]
     # Both item-to-item sources are scored as last-basket "also bought" lists; co-purchases carry the planted affinities.
     also_bought = {r["source"]: r["ndcg"] for r in test["similar_items"]}
     assert set(also_bought) == set(routing.SIMILAR_ITEM_SOURCES)

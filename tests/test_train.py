@@ -1,34 +1,13 @@
 """The train stage on synthetic data: the lists written are the ones a customer must be served."""
 
-import shutil
-
 import pandas as pd
 import pytest
 
 from cf.interactions import RecommendationError
-from cf.routing import CANDIDATES, RoutingConfig
-from cf.tuning import TuningConfig
-from jobs import segment, train
-from segmentation.clv import CLVConfig
-from segmentation.segments import SegmentConfig
+from cf.routing import CANDIDATES
+from jobs import train
 
 N = 10
-# Fewer models than the default (no per-segment ALS, no popularity by country) keep the test short.
-COMMON = {"routing_config": RoutingConfig(n=N, fusion_depth=20, similar_items=5, models=("trending", "buy_again", "als", "cooccurrence")),
-          "tuning_config": TuningConfig(budget_seconds=0, rank=(8,), max_iter=(5,)),
-          "clv_config": CLVConfig(), "segment_config": SegmentConfig()}
-
-
-@pytest.fixture(scope="module")
-def trained(spark, synthetic, tmp_path_factory):
-    output = tmp_path_factory.mktemp("train")
-    shutil.copytree(synthetic.root / "out" / "ingest", output / "ingest")
-    segment.run_segment(spark, str(output), as_of=None, clv_config=COMMON["clv_config"], segment_config=COMMON["segment_config"])
-    manifest = train.run_train(spark, str(output), as_of=None, echo=lambda _: None, **COMMON)
-    stage = output / train.STAGE
-    tables = {name: pd.read_parquet(stage / name) for name in ("recommendations", "trending", "similar_items")}
-    purchases = synthetic.place("clean").toPandas()
-    return output, manifest, tables, purchases
 
 
 def test_every_known_customer_gets_each_list(trained):
@@ -99,10 +78,10 @@ def test_the_saved_models_and_manifest_reproduce_the_lists(spark, trained):
     assert list(again.item_id) == list(expected.item_id)
 
 
-def test_segments_of_another_date_are_a_clear_error_and_the_lists_stay(spark, trained):
+def test_segments_of_another_date_are_a_clear_error_and_the_lists_stay(spark, trained, train_settings):
     import datetime as dt
 
     output, manifest, tables, _ = trained
     with pytest.raises(RecommendationError, match="segments were computed as of"):
-        train.run_train(spark, str(output), as_of=dt.date(2011, 6, 1), **COMMON)
+        train.run_train(spark, str(output), as_of=dt.date(2011, 6, 1), **train_settings)
     assert len(pd.read_parquet(output / train.STAGE / "recommendations")) == len(tables["recommendations"])

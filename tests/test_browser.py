@@ -1,0 +1,107 @@
+"""A real browser (headless Chromium through Playwright) against the production server.
+
+Opens the dashboard, builds a campaign, downloads its export and checks the
+rows; screenshots go to build/screenshots/. Chromium comes from the system
+(``make chromium`` installs the Debian package); without it the test is skipped
+and says why.
+"""
+
+import csv
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests import store_data
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "build" / "screenshots"
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed and `make chromium` could not install it "
+                                                          "(needs root and apt-get)")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("browser")
+    port = free_port()
+    env = {**os.environ, "SEGREC_DB": store_data.build(root / "segrec.sqlite"), "SEGREC_STATE_DB": str(root / "state.sqlite"),
+           "SECRET_KEY": "browser-test"}
+    process = subprocess.Popen([sys.executable, "-m", "webapp.serve", "--port", str(port)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/api/v1/healthz", timeout=1)
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"the server did not start: {process.stdout.read()}")
+            time.sleep(0.2)
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def page():
+    from playwright.sync_api import sync_playwright
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        context = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
+        yield context.new_page()
+        browser.close()
+
+
+def test_a_marketer_builds_a_campaign_and_downloads_its_export(server, page, tmp_path):
+    page.goto(server)
+    assert page.locator("#segments tbody tr").count() == 3
+    assert page.locator("img[alt='Customers and revenue per segment']").count() == 1
+    page.screenshot(path=str(SCREENSHOTS / "dashboard.png"), full_page=True)
+
+    page.click("text=Campaigns")
+    page.fill("#name", "Browser winter campaign")
+    page.check("input[name=segments][value=mid]")
+    page.check("input[name=segments][value=low]")
+    page.select_option("#list", "discover")
+    page.fill("#n", "4")
+    page.fill("#control_share", "20")
+    page.screenshot(path=str(SCREENSHOTS / "campaign_builder.png"), full_page=True)
+    page.click("#builder button[type=submit]")
+    page.wait_for_selector("#preview")
+    assert "Browser winter campaign" in page.inner_text("h1")
+    page.screenshot(path=str(SCREENSHOTS / "campaign.png"), full_page=True)
+
+    with page.expect_download() as download_info:
+        page.click("#export")
+    path = tmp_path / "export.csv"
+    download_info.value.save_as(path)
+    rows = list(csv.DictReader(path.open()))
+    assert {row["customer_id"] for row in rows} == set(store_data.SEGMENTS["mid"] + store_data.SEGMENTS["low"])
+    assert {row["variant"] for row in rows} == {"personalised", "control"}
+    assert all(row["item_4"] and row["item_4_description"].startswith("Item number") for row in rows)
+
+
+def test_customer_lookup_in_the_browser(server, page):
+    page.goto(f"{server}/customers")
+    page.fill("#id", "c5")
+    page.click("form button[type=submit]")
+    page.wait_for_selector(".lists")
+    assert "mid" in page.inner_text("h2")
+    assert page.locator(".lists ol").first.locator("li").count() == 10
+    page.screenshot(path=str(SCREENSHOTS / "customer.png"), full_page=True)

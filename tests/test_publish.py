@@ -1,0 +1,55 @@
+"""From Spark outputs to the SQLite store, and the app serving exactly what the train stage wrote."""
+
+import sqlite3
+from contextlib import closing
+
+import pytest
+
+from jobs import cli, publish
+from webapp import create_app, schema
+
+
+@pytest.fixture(scope="module")
+def published(spark, trained, tmp_path_factory):
+    output = trained[0]
+    db = tmp_path_factory.mktemp("store") / "segrec.sqlite"
+    return publish.publish(spark, str(output), str(db)), db
+
+
+def test_the_store_holds_every_table_and_passes_its_check(published, trained):
+    result, db = published
+    _, manifest, tables, purchases = trained
+    with closing(sqlite3.connect(db)) as connection:
+        assert schema.problems(connection) == []
+        meta = dict(connection.execute("SELECT key, value FROM meta"))
+    assert meta["as_of"] == manifest["as_of"]
+    assert result["rows"]["recommendations"] == len(tables["recommendations"])
+    assert result["rows"]["similar_items"] == len(tables["similar_items"])
+    assert result["rows"]["items"] == purchases.item_id.nunique()
+    assert result["rows"]["customers"] == purchases.customer_id.nunique()
+    assert not list(db.parent.glob(".segrec-*"))  # no temporary file left behind
+
+
+def test_the_app_serves_the_written_lists_and_trending_to_cold_customers(published, trained, tmp_path):
+    _, db = published
+    _, _, tables, _ = trained
+    client = create_app({"SEGREC_DB": str(db), "SEGREC_STATE_DB": str(tmp_path / "state.sqlite"), "SECRET_KEY": "k"}).test_client()
+    recs = tables["recommendations"]
+    customer = recs.customer_id.iloc[0]
+    for list_name in ("for_you", "discover", "buy_again"):
+        expected = list(recs[(recs.customer_id == customer) & (recs.list == list_name)].sort_values("rank").item_id)
+        body = client.get(f"/api/v1/customers/{customer}/recommendations?list={list_name}&n=10").get_json()
+        assert body["known"] and [item["item_id"] for item in body["items"]] == expected
+    trending = tables["trending"]
+    everyone = list(trending[trending.country.isna()].sort_values("rank").item_id)
+    cold = client.get("/api/v1/customers/first-time-visitor/recommendations?n=10").get_json()
+    assert not cold["known"] and [item["item_id"] for item in cold["items"]] == everyone
+    assert all(item["description"] for item in cold["items"])
+
+
+def test_a_failed_publish_keeps_the_previous_store(spark, published, tmp_path, capsys):
+    _, db = published
+    before = db.read_bytes()
+    status = cli.run(publish.main, ["--output", str(tmp_path / "no-run-here"), "--db", str(db)])
+    assert status == 2 and "error:" in capsys.readouterr().err
+    assert db.read_bytes() == before
