@@ -15,7 +15,7 @@ ALS trained on everyone.
 
 from __future__ import annotations
 
-from cf.base import Recommender, candidate_depth, top_n
+from cf.base import Recommender, top_n
 from cf.ids import IdMapping
 from cf.interactions import RecommendationError
 from segmentation import columns as C
@@ -32,6 +32,7 @@ class ALSRecommender(Recommender):
         self._model = None
         self._customers: IdMapping | None = None
         self._items: IdMapping | None = None
+        self._shared_items = None  # broadcast item factors, see _item_matrix
 
     def settings(self) -> dict:
         return {"rank": self.rank, "reg_param": self.reg_param, "alpha": self.alpha, "max_iter": self.max_iter,
@@ -53,24 +54,75 @@ class ALSRecommender(Recommender):
             numUserBlocks=blocks, numItemBlocks=blocks, coldStartStrategy="drop",
         )
         self._model = als.fit(encoded)
+        self._shared_items = None
         return self
 
     def known_customers(self):
         self._check_fitted()
         return self._customers.frame.select(C.CUSTOMER_ID)
 
-    def recommend(self, customers, n: int = 10, *, exclude_seen: bool = False):
+    def _item_matrix(self):
+        """A broadcast of (item indexes, item factor matrix): the catalogue, never the customers; made once per model."""
+        import numpy as np
         from pyspark.sql import functions as F
 
+        if self._shared_items is None:
+            factors = self._model.itemFactors.select(F.col("id").alias(C.ITEM_INDEX), "features").orderBy(C.ITEM_INDEX).toPandas()
+            vectors = np.vstack(factors["features"].to_numpy()).astype(np.float32) if len(factors) else np.zeros((0, self.rank), np.float32)
+            self._shared_items = self._model.itemFactors.sparkSession.sparkContext.broadcast((factors[C.ITEM_INDEX].to_numpy(), vectors))
+        return self._shared_items
+
+    def recommend(self, customers, n: int = 10, *, exclude_seen: bool = False):
+        """Each customer's factors against the broadcast item matrix, on the executors, bought items masked out.
+
+        Scoring every item per customer and masking what they bought before taking
+        the top n replaces recommendForUserSubset's over-fetch (n + the seen
+        allowance), its explode and the join that drops bought items: one pass, n
+        rows per customer out.
+        """
+        import numpy as np
+        from pyspark.sql import functions as F
+        from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
+
         self._ready(n)
-        wanted = self._customers.encode(customers.select(C.CUSTOMER_ID).distinct()).select(C.CUSTOMER_INDEX)
-        depth = candidate_depth(n, exclude_seen)
-        raw = self._model.recommendForUserSubset(wanted, depth)
-        exploded = raw.select(C.CUSTOMER_INDEX, F.explode("recommendations").alias("_rec")).select(
-            C.CUSTOMER_INDEX, F.col(f"_rec.{C.ITEM_INDEX}").alias(C.ITEM_INDEX), F.col("_rec.rating").cast("double").alias(C.SCORE)
-        )
-        candidates = self._items.decode(self._customers.decode(exploded))
-        return self._ranked(candidates, n, exclude_seen)
+        shared = self._item_matrix()
+        wanted = self._customers.encode(customers.select(C.CUSTOMER_ID).distinct())
+        users = wanted.join(self._model.userFactors.select(F.col("id").alias(C.CUSTOMER_INDEX), "features"), C.CUSTOMER_INDEX)
+        if exclude_seen:
+            seen = self._items.encode(self._seen).groupBy(C.CUSTOMER_ID).agg(F.collect_list(C.ITEM_INDEX).alias("_seen"))
+            users = users.join(seen, C.CUSTOMER_ID, "left")
+        else:
+            users = users.withColumn("_seen", F.lit(None).cast("array<int>"))
+
+        def score_blocks(batches):
+            import pandas as pd
+
+            indexes, vectors = shared.value
+            position = {index: i for i, index in enumerate(indexes)}
+            depth = min(n, len(indexes))
+            rows_per_chunk = max(1, 4_000_000 // max(len(indexes), 1))  # about 16 MB of scores at a time
+            for batch in batches:
+                for start in range(0, len(batch), rows_per_chunk):
+                    chunk = batch.iloc[start:start + rows_per_chunk]
+                    if depth == 0 or chunk.empty:
+                        continue
+                    scores = np.vstack(chunk["features"].to_numpy()).astype(np.float32) @ vectors.T
+                    for row, bought in enumerate(chunk["_seen"]):
+                        if bought is not None and len(bought):
+                            scores[row, [position[i] for i in bought if i in position]] = -np.inf
+                    best = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
+                    top = np.take_along_axis(scores, best, axis=1)
+                    keep = np.isfinite(top).ravel()
+                    yield pd.DataFrame({
+                        C.CUSTOMER_ID: np.repeat(chunk[C.CUSTOMER_ID].to_numpy(), depth)[keep],
+                        C.ITEM_INDEX: indexes[best].ravel()[keep],
+                        C.SCORE: top.ravel()[keep].astype(np.float64),
+                    })
+
+        schema = StructType([StructField(C.CUSTOMER_ID, StringType()), StructField(C.ITEM_INDEX, IntegerType()),
+                             StructField(C.SCORE, DoubleType())])
+        scored = users.select(C.CUSTOMER_ID, "features", "_seen").mapInPandas(score_blocks, schema=schema)
+        return top_n(self._items.decode(scored), n)
 
     def similar_items(self, items, n: int = 10):
         """Cosine similarity of item factors; each executor block scores its items against all of them."""
@@ -79,19 +131,15 @@ class ALSRecommender(Recommender):
         from pyspark.sql.types import DoubleType, IntegerType, StructField, StructType
 
         self._ready(n)
-        factors = self._model.itemFactors.select(F.col("id").alias(C.ITEM_INDEX), "features")
-        matrix = factors.orderBy(C.ITEM_INDEX).toPandas()  # one row of `rank` floats per item: the catalogue, not the customers
-        indexes = matrix[C.ITEM_INDEX].to_numpy()
-        vectors = np.vstack(matrix["features"].to_numpy()) if len(matrix) else np.zeros((0, self.rank))
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        unit = vectors / np.where(norms == 0, 1, norms)
-        shared = items.sparkSession.sparkContext.broadcast((indexes, unit))
-        depth = min(n, max(len(indexes) - 1, 0))
+        shared = self._item_matrix()
+        depth = min(n, max(len(shared.value[0]) - 1, 0))
 
         def score_blocks(batches):
             import pandas as pd
 
-            all_indexes, all_unit = shared.value
+            all_indexes, vectors = shared.value
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            all_unit = vectors / np.where(norms == 0, 1, norms)
             position = {index: i for i, index in enumerate(all_indexes)}
             for batch in batches:
                 rows = [position[i] for i in batch[C.ITEM_INDEX] if i in position]
@@ -103,7 +151,7 @@ class ALSRecommender(Recommender):
                 yield pd.DataFrame({
                     C.ITEM_INDEX: np.repeat(all_indexes[rows], depth),
                     "_similar_index": all_indexes[best].ravel(),
-                    C.SCORE: np.take_along_axis(similarity, best, axis=1).ravel(),
+                    C.SCORE: np.take_along_axis(similarity, best, axis=1).ravel().astype(np.float64),
                 })
 
         schema = StructType([StructField(C.ITEM_INDEX, IntegerType()), StructField("_similar_index", IntegerType()),

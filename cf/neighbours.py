@@ -20,32 +20,31 @@ class BuyAgainRecommender(Recommender):
 
     def __init__(self):
         super().__init__()
-        self._strength = None
-        self._cooccurrence = CooccurrenceRecommender()
+        self._interactions = None  # customer_id, item_id, strength, last_purchase
 
     def fit(self, interactions):
-        from pyspark.sql import functions as F
-
         self._remember(interactions)
-        self._strength = interactions.select(C.CUSTOMER_ID, C.ITEM_ID, F.col(C.STRENGTH).alias(C.SCORE)).cache()
-        self._cooccurrence.fit(interactions)
+        self._interactions = interactions.select(C.CUSTOMER_ID, C.ITEM_ID, C.STRENGTH, C.LAST_PURCHASE).cache()
         return self
 
     def recommend(self, customers, n: int = 10, *, exclude_seen: bool = False):
+        from pyspark.sql import functions as F
+
         self._ready(n)
-        candidates = self._strength.join(customers.select(C.CUSTOMER_ID).distinct(), C.CUSTOMER_ID)
+        candidates = self._interactions.join(customers.select(C.CUSTOMER_ID).distinct(), C.CUSTOMER_ID).select(
+            C.CUSTOMER_ID, C.ITEM_ID, F.col(C.STRENGTH).alias(C.SCORE))
         return self._ranked(candidates, n, exclude_seen)
 
     def similar_items(self, items, n: int = 10):
-        return self._cooccurrence.similar_items(items, n)
+        """Co-occurrence on the same interactions, computed only when asked for (it costs far more than the lists)."""
+        self._check_fitted()
+        return CooccurrenceRecommender().fit(self._interactions).similar_items(items, n)
 
     def _save_state(self, path: str) -> None:
-        self._strength.write.mode("overwrite").parquet(f"{path}/strength")
-        self._cooccurrence.save(f"{path}/cooccurrence")
+        self._interactions.write.mode("overwrite").parquet(f"{path}/interactions")
 
     def _load_state(self, spark, path: str) -> None:
-        self._strength = spark.read.parquet(f"{path}/strength")
-        self._cooccurrence = CooccurrenceRecommender.load(spark, f"{path}/cooccurrence")
+        self._interactions = spark.read.parquet(f"{path}/interactions")
 
 
 class CooccurrenceRecommender(Recommender):

@@ -112,6 +112,7 @@ def publish(spark, output_uri: str, db_path: str) -> dict:
     os.close(handle)
     try:
         counts = build_store(spark, output_uri, temporary, run={**run, "as_of": manifest["as_of"]})
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; the web server may run as another user
         os.replace(temporary, db_path)
     finally:
         if os.path.exists(temporary):

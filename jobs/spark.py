@@ -102,7 +102,27 @@ def build_session(settings: SparkSettings | None = None):
 
     session = SparkSession.builder.config(conf=conf).getOrCreate()
     session.sparkContext.setLogLevel("ERROR" if settings.quiet else "WARN")
+    _silence_known_warnings(session)
     return session
+
+
+# Warnings Spark prints hundreds of times per run that say nothing actionable here: ALS and
+# per-segment plans make task binaries over 1 MB; refits ask to cache identical id mappings;
+# stable id numbering and the backtest's global ranks use windows without a partition on
+# small, catalogue- or customer-sized frames.
+QUIET_LOGGERS = (
+    "org.apache.spark.scheduler.DAGScheduler",
+    "org.apache.spark.sql.execution.CacheManager",
+    "org.apache.spark.sql.execution.window.WindowExec",
+    "org.apache.spark.sql.catalyst.util.SparkStringUtils",
+)
+
+
+def _silence_known_warnings(session) -> None:
+    jvm = session.sparkContext._jvm
+    level = jvm.org.apache.logging.log4j.Level.ERROR
+    for name in QUIET_LOGGERS:
+        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, level)
 
 
 def main(argv: list[str] | None = None) -> int:
