@@ -3,9 +3,11 @@
     python -m jobs.evaluate --output output          # reads output/ingest, writes output/evaluation
 
 Test window: the last ``--test-days`` (92) days before the as-of date; training
-is everything before it. Routes are chosen on a validation window carved from
-the end of the training period (``--validation-days``, 90), with models fitted
-on what came before it, so nothing from the test window is seen when choosing.
+is everything before it. ALS settings are tuned (within ``--tune-budget``
+seconds) and routes chosen on a validation window carved from the end of the
+training period (``--validation-days``, 90), with models fitted on what came
+before it, so nothing from the test window is seen when choosing. The train
+stage (``jobs.train``) runs the same validation before the as-of date.
 Warm customers (bought before the cutoff) are scored on ``discover`` (new items
 only) and ``for_you`` (all purchases); cold customers (first purchase after the
 cutoff) on ``cold``. Every source and the routed system are reported, overall
