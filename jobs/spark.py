@@ -108,13 +108,13 @@ def build_session(settings: SparkSettings | None = None):
 
 # Warnings Spark prints hundreds of times per run that say nothing actionable here: ALS and
 # per-segment plans make task binaries over 1 MB; refits ask to cache identical id mappings;
-# stable id numbering and the backtest's global ranks use windows without a partition on
-# small, catalogue- or customer-sized frames.
+# the backtest's global ranks use a window without a partition on a customer-sized frame;
+# long plans are truncated in messages.
 QUIET_LOGGERS = (
     "org.apache.spark.scheduler.DAGScheduler",
     "org.apache.spark.sql.execution.CacheManager",
     "org.apache.spark.sql.execution.window.WindowExec",
-    "org.apache.spark.sql.catalyst.util.SparkStringUtils",
+    "org.apache.spark.util.SparkStringUtils",
 )
 
 
