@@ -59,6 +59,8 @@ class RoutingConfig:
         unknown = sorted(set(self.models) - set(MODELS))
         if unknown:
             raise RecommendationError(f"unknown model(s) {', '.join(unknown)} in routing.models; models are {', '.join(MODELS)}")
+        if "buy_again" not in self.models:
+            raise RecommendationError("routing.models must include buy_again: the buy_again list is always served")
         if not set(self.models) & set(SIMILAR_ITEM_SOURCES):
             raise RecommendationError(f"routing.models needs one of {', '.join(SIMILAR_ITEM_SOURCES)} for the \"also bought\" lists")
 

@@ -1,4 +1,5 @@
 import datetime as dt
+import re
 
 import pandas as pd
 import pytest
@@ -107,3 +108,21 @@ def test_evaluation_scores_every_candidate_and_the_routed_system(spark, syntheti
 def test_the_better_item_to_item_source_is_chosen():
     rows = [row("als", "all", 0.04), row("cooccurrence", "all", 0.06)]
     assert routing.choose_similar_source(rows) == "cooccurrence"
+
+
+@pytest.mark.parametrize("models, message", [
+    (("als", "buy_again", "neural"), "unknown model(s) neural"),
+    (("als", "cooccurrence"), "must include buy_again"),
+    (("buy_again", "trending"), "needs one of cooccurrence, als"),
+])
+def test_a_model_selection_that_cannot_serve_every_list_is_a_clear_error(models, message):
+    from cf.interactions import RecommendationError
+
+    with pytest.raises(RecommendationError, match=re.escape(message)):
+        RoutingConfig(models=models)
+
+
+def test_candidates_are_made_only_of_fitted_models():
+    config = RoutingConfig(models=("buy_again", "trending", "als"))
+    assert config.candidates("discover") == ["popularity", "trending", "als", "trending+als"]
+    assert config.similar_item_sources() == ["als"]
