@@ -42,7 +42,7 @@ def _from_environment() -> dict:
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    from webapp import api, campaigns, errors, pages, security, state
+    from webapp import api, campaigns, errors, reports, security, state
     from webapp.store import Store
 
     app = Flask(__name__)
@@ -60,6 +60,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     security.init_app(app)
     errors.init_app(app)
     app.register_blueprint(api.blueprint)
-    app.register_blueprint(pages.blueprint)
+    app.register_blueprint(reports.blueprint)
     app.register_blueprint(campaigns.blueprint)
     return app

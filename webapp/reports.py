@@ -10,7 +10,7 @@ from webapp import serving
 from webapp.errors import BadRequest
 from webapp.state import get_store
 
-blueprint = Blueprint("pages", __name__)
+blueprint = Blueprint("reports", __name__)
 CHART_NAME = re.compile(r"^[a-z0-9_]{1,64}$")
 CHART_TITLES = {
     "segment_sizes": "Customers and revenue per segment",
