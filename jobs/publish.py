@@ -58,12 +58,11 @@ def customer_days(purchases):
         F.round(F.sum(C.AMOUNT), 2).alias("revenue"))
 
 
-def build_store(spark, output_uri: str, path: str, *, run: dict) -> dict:
+def build_store(spark, output_uri: str, recs_stage: str, path: str, *, run: dict) -> dict:
     """Write every table of ``webapp.schema`` into a new SQLite file at ``path``; return the row counts."""
     from pyspark.sql import functions as F
 
     segments_stage = storage.open_stage(spark, storage.join(output_uri, segment.STAGE), produced_by="the segments stage")
-    recs_stage = storage.open_stage(spark, storage.join(output_uri, train.STAGE), produced_by="the recommendations stage (jobs.train)")
     purchases, _ = segment.read_transactions(spark, output_uri)
     customers = spark.read.parquet(storage.join(segments_stage, "customers"))
     frames = {
@@ -111,7 +110,7 @@ def publish(spark, output_uri: str, db_path: str) -> dict:
     handle, temporary = tempfile.mkstemp(prefix=".segrec-", suffix=".sqlite.tmp", dir=directory)
     os.close(handle)
     try:
-        counts = build_store(spark, output_uri, temporary, run={**run, "as_of": manifest["as_of"]})
+        counts = build_store(spark, output_uri, recs_stage, temporary, run={**run, "as_of": manifest["as_of"]})
         os.chmod(temporary, 0o644)  # mkstemp makes it private; the web server may run as another user
         os.replace(temporary, db_path)
     finally:

@@ -76,12 +76,15 @@ def audience(campaign: dict) -> dict[str, tuple[str, str | None, str]]:
                                  experiments.variant(row["customer_id"], campaign["salt"], campaign["control_share"])) for row in rows}
 
 
-def export_rows(campaign: dict, limit: int | None = None):
-    """Rows of the export: customer_id, segment, variant, then item_k and item_k_description for k = 1..n."""
+def export_rows(campaign: dict, members: dict | None = None, limit: int | None = None):
+    """Rows of the export: customer_id, segment, variant, then item_k and item_k_description for k = 1..n.
+
+    ``members``: the campaign's ``audience``, when the caller already has it.
+    """
     n = campaign["n"]
     yield ["customer_id", "segment", "variant"] + [column for k in range(1, n + 1) for column in (f"item_{k}", f"item_{k}_description")]
     trending_by_country: dict = {}
-    for count, (customer_id, (segment, country, variant)) in enumerate(audience(campaign).items()):
+    for count, (customer_id, (segment, country, variant)) in enumerate((members or audience(campaign)).items()):
         if limit is not None and count >= limit:
             return
         if variant == experiments.CONTROL:
@@ -124,7 +127,7 @@ def show(campaign_id: int):
     campaign = _campaign(campaign_id)
     members = audience(campaign)
     sizes = {name: sum(1 for _, _, v in members.values() if v == name) for name in (experiments.TREATMENT, experiments.CONTROL)}
-    preview = list(export_rows(campaign, limit=PREVIEW_ROWS))
+    preview = list(export_rows(campaign, members, limit=PREVIEW_ROWS))
     stored = get_state().query("SELECT * FROM campaign_results WHERE campaign_id = ? ORDER BY id DESC LIMIT 1", (campaign_id,))
     result = dict(stored[0]) if stored else None
     if result:
