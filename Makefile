@@ -16,7 +16,7 @@ DB     ?= $(OUTPUT)/segrec.sqlite
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: setup java chromium pipeline publish serve run test bench-web clean
+.PHONY: setup java chromium pipeline publish serve run test bench bench-web cluster-test clean
 
 setup: $(INSTALLED) java
 
@@ -61,6 +61,14 @@ run: pipeline publish serve
 
 test: setup chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The pipeline on a Spark standalone master + worker on 127.0.0.1 (spark-submit, project zipped for
+# --py-files), compared table by table with a local-mode run on the same small synthetic input.
+# The test suite runs the same check (tests/test_cluster.py) against its own local run.
+CLUSTER_DIR ?= $(OUTPUT)/cluster-test
+cluster-test: setup
+	$(PY) -m jobs.synth --output $(CLUSTER_DIR)/input --customers 400 --seed 3
+	$(PY) -m jobs.cluster_test --input $(CLUSTER_DIR)/input/transactions --work-dir $(CLUSTER_DIR) --config jobs/profiles/quick.toml
 
 # Load benchmark of the API on loopback (needs a published store: make run or make publish).
 bench-web: setup

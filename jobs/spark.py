@@ -60,7 +60,7 @@ class SparkSettings:
 
 def build_session(settings: SparkSettings | None = None):
     """Return the active SparkSession, creating it with ``settings`` as defaults."""
-    from pyspark import SparkConf
+    from pyspark import SparkConf, SparkContext
     from pyspark.sql import SparkSession
 
     settings = settings or SparkSettings()
@@ -69,7 +69,12 @@ def build_session(settings: SparkSettings | None = None):
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 
-    conf = SparkConf()  # picks up whatever spark-submit passed
+    if os.environ.get("PYSPARK_GATEWAY_PORT"):
+        # Under spark-submit the JVM is already up with the submitter's settings. A SparkConf made
+        # before Python connects to it is an empty Python dict, and whatever we set there would
+        # override the submitter (--master included); connected, SparkConf loads those settings.
+        SparkContext._ensure_initialized()
+    conf = SparkConf()
     conf.setIfMissing("spark.master", settings.master)
     conf.setIfMissing("spark.app.name", settings.app_name)
     if conf.get("spark.master").startswith("local"):

@@ -1,5 +1,7 @@
 """One local SparkSession for the whole test run (small shuffles, no UI)."""
 
+from pathlib import Path
+
 import pytest
 
 from jobs.spark import SparkSettings, build_session
@@ -53,23 +55,8 @@ def synthetic(spark, tmp_path_factory):
     return Synthetic(root=root, config=config)
 
 
-# The whole pipeline on the synthetic shop, kept short: one CLV model in the backtest, fewer
-# recommenders than the default (no per-segment ALS, no popularity by country), small ALS, no tuning.
-PIPELINE_CONFIG = """
-[backtest]
-models = ["bgnbd"]
-
-[routing]
-served_n = 10
-fusion_depth = 20
-similar_items = 5
-models = ["trending", "buy_again", "als", "cooccurrence"]
-
-[tuning]
-budget_seconds = 0
-rank = [8]
-max_iter = [5]
-"""
+# The whole pipeline on the synthetic shop, kept short (the same profile `make cluster-test` uses).
+PIPELINE_CONFIG = Path(__file__).resolve().parent.parent / "jobs" / "profiles" / "quick.toml"
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +68,7 @@ def train_settings() -> dict:
     from segmentation.clv import CLVConfig
     from segmentation.segments import SegmentConfig
 
-    settings = tomllib.loads(PIPELINE_CONFIG)
+    settings = tomllib.loads(PIPELINE_CONFIG.read_text())
     routing, tuning = recommendation_configs(argparse.Namespace(), settings)
     return {"routing_config": routing, "tuning_config": tuning, "clv_config": CLVConfig(), "segment_config": SegmentConfig()}
 
@@ -92,10 +79,8 @@ def pipeline_run(spark, synthetic, tmp_path_factory):
     from jobs import cli, pipeline
 
     output = tmp_path_factory.mktemp("pipeline") / "out"
-    config = tmp_path_factory.mktemp("config") / "segrec.toml"
-    config.write_text(PIPELINE_CONFIG)
     status = cli.run(pipeline.main, ["--input", str(synthetic.root / "raw" / "transactions"), "--output", str(output),
-                                     "--config", str(config)])
+                                     "--config", str(PIPELINE_CONFIG)])
     assert status == 0
     return output
 

@@ -1,0 +1,309 @@
+"""Run the pipeline on a real Spark standalone cluster and check it matches local mode.
+
+    python -m jobs.cluster_test --input data/online_retail_ii.parquet --work-dir output/cluster-test
+
+Starts a standalone master and one worker on 127.0.0.1 from the installed
+pyspark (``spark-class …Master`` / ``…Worker``), ships the project to the
+executors as a zip for ``--py-files``, runs ``jobs/pipeline.py`` through
+``spark-submit --master spark://127.0.0.1:7077``, runs the same pipeline in
+local mode on the same input (or takes an existing local run with
+``--local-output``), compares every table both wrote, and stops the worker
+and the master by their PIDs whatever happened.
+
+The comparison reads both outputs into pandas, so it is meant for a small
+input; the cluster run itself is the same code that runs at any size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# What the executors import; the web app never runs on Spark.
+SHIPPED_PACKAGES = ("jobs", "cf", "coldstart", "segmentation")
+# Model scores are sums of floating-point products; a cluster adds them up in another order.
+RELATIVE_TOLERANCE = 1e-6
+REGISTRATION_TIMEOUT_SECONDS = 90
+APP_NAME = "segrec-pipeline"
+# Saved Spark ML stages are named <index>_<Class>_<random uid>: compare them by index and class.
+STAGE_UID = re.compile(r"(\d+_[A-Za-z]+)_[0-9a-f]{12}")
+# Summary fields that differ between any two runs: when and where they ran, how long they took.
+RUN_SPECIFIC_KEYS = frozenset({"created_at", "started_at", "run_id", "input", "output", "seconds"})
+
+
+class ClusterTestError(RuntimeError):
+    pass
+
+
+def spark_home() -> Path:
+    from pyspark.find_spark_home import _find_spark_home
+
+    return Path(_find_spark_home())
+
+
+def package_project(target: Path) -> Path:
+    """The project's Spark-side packages as one zip for ``--py-files``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+        for package in SHIPPED_PACKAGES:
+            for source in sorted((PROJECT_ROOT / package).rglob("*.py")):
+                archive.write(source, source.relative_to(PROJECT_ROOT).as_posix())
+    return target
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex((host, port)) == 0
+
+
+def _wait_for_line(log: Path, text: str, process: subprocess.Popen, what: str) -> None:
+    deadline = time.monotonic() + REGISTRATION_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if log.exists() and text in log.read_text(errors="replace"):
+            return
+        if process.poll() is not None:
+            raise ClusterTestError(f"the {what} exited with status {process.returncode}; see {log}")
+        time.sleep(0.5)
+    raise ClusterTestError(f"the {what} did not report '{text}' within {REGISTRATION_TIMEOUT_SECONDS}s; see {log}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@dataclass(frozen=True)
+class Cluster:
+    url: str
+    master_pid: int
+    worker_pid: int
+
+
+@contextlib.contextmanager
+def standalone_cluster(work_dir: Path, *, host: str = "127.0.0.1", port: int = 7077, cores: int = 2,
+                       memory: str = "3g") -> Iterator[Cluster]:
+    """A master and one worker, started from this pyspark and stopped by PID on the way out."""
+    if _port_open(host, port):
+        raise ClusterTestError(f"{host}:{port} is already in use; is another Spark master running? (--port picks another)")
+    spark_class = str(spark_home() / "bin" / "spark-class")
+    logs = work_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "SPARK_LOCAL_IP": host, "SPARK_NO_DAEMONIZE": "1"}
+    started: list[subprocess.Popen] = []
+    try:
+        # spark-class execs java, so these PIDs are the JVMs themselves.
+        master = subprocess.Popen(
+            [spark_class, "org.apache.spark.deploy.master.Master", "--host", host, "--port", str(port), "--webui-port", "0"],
+            stdout=(logs / "master.log").open("w"), stderr=subprocess.STDOUT, env=env)
+        started.append(master)
+        _wait_for_line(logs / "master.log", "I have been elected leader", master, "master")
+        url = f"spark://{host}:{port}"
+        worker = subprocess.Popen(
+            [spark_class, "org.apache.spark.deploy.worker.Worker", url, "--host", host, "--cores", str(cores),
+             "--memory", memory, "--webui-port", "0", "--work-dir", str(work_dir / "worker")],
+            stdout=(logs / "worker.log").open("w"), stderr=subprocess.STDOUT, env=env)
+        started.append(worker)
+        _wait_for_line(logs / "worker.log", "Successfully registered with master", worker, "worker")
+        yield Cluster(url=url, master_pid=master.pid, worker_pid=worker.pid)
+    finally:
+        for process in reversed(started):
+            _stop(process)
+
+
+def submit(cluster: Cluster, zip_path: Path, pipeline_args: list[str], *, log: Path,
+           executor_memory: str = "2g", driver_memory: str = "2g") -> None:
+    """``spark-submit jobs/pipeline.py`` in client mode against the cluster."""
+    python = sys.executable  # the worker is on this machine; elsewhere executors need their own Python
+    command = [
+        str(spark_home() / "bin" / "spark-submit"), "--master", cluster.url, "--deploy-mode", "client", "--name", APP_NAME,
+        "--py-files", str(zip_path), "--driver-memory", driver_memory, "--executor-memory", executor_memory,
+        "--conf", f"spark.pyspark.python={python}", "--conf", f"spark.pyspark.driver.python={python}",
+        "--conf", "spark.ui.enabled=false",
+    ]
+    command += [str(PROJECT_ROOT / "jobs" / "pipeline.py"), *pipeline_args]
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": python}
+    with log.open("w") as out:
+        status = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=log.parent).returncode
+    if status != 0:
+        raise ClusterTestError(f"spark-submit on {cluster.url} failed with status {status}; see {log}")
+
+
+def run_local(pipeline_args: list[str], *, log: Path, cores: int = 2) -> None:
+    """The same pipeline in local mode, in its own process (its own SparkSession)."""
+    command = [sys.executable, "-m", "jobs.pipeline", "--master", f"local[{cores}]", *pipeline_args]
+    with log.open("w") as out:
+        status = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT).returncode
+    if status != 0:
+        raise ClusterTestError(f"the local run failed with status {status}; see {log}")
+
+
+def _published(root: Path, pattern: str) -> dict[str, Path]:
+    """Published files matching ``pattern`` under ``root`` (no staging or hidden ones), by their uid-free relative path."""
+    return {STAGE_UID.sub(r"\1", found.relative_to(root).as_posix()): found for found in sorted(root.rglob(pattern))
+            if not any(piece.startswith(".") for piece in found.relative_to(root).parts)}
+
+
+def parquet_tables(root: Path) -> dict[str, Path]:
+    """Every directory under ``root`` that holds Parquet part files."""
+    return {Path(name).parent.as_posix(): part.parent for name, part in _published(root, "part-*.parquet").items()}
+
+
+def compare_json(expected, actual, where: str = "") -> str | None:
+    """None when two JSON documents agree (floats to a relative tolerance, run-specific keys ignored), else the first difference."""
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        keys = (set(expected) | set(actual)) - RUN_SPECIFIC_KEYS
+        for key in sorted(keys, key=str):
+            if key not in expected or key not in actual:
+                return f"{where}/{key} is only in the {'local' if key in expected else 'cluster'} run"
+            problem = compare_json(expected[key], actual[key], f"{where}/{key}")
+            if problem:
+                return problem
+        return None
+    if isinstance(expected, list) and isinstance(actual, list):
+        if len(expected) != len(actual):
+            return f"{where}: {len(expected)} entries vs {len(actual)}"
+        return next(filter(None, (compare_json(e, a, f"{where}[{i}]") for i, (e, a) in enumerate(zip(expected, actual)))), None)
+    if isinstance(expected, float) or isinstance(actual, float):
+        if isinstance(expected, (int, float)) and isinstance(actual, (int, float)) and math.isclose(expected, actual, rel_tol=RELATIVE_TOLERANCE, abs_tol=1e-9):
+            return None
+    elif expected == actual:
+        return None
+    return f"{where or '/'}: {expected!r} vs {actual!r}"
+
+
+def _canonical(value):
+    """Nested values (Spark ML vectors and matrices) as text, floats to 6 significant digits, so they sort and compare."""
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{key}:{_canonical(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_canonical(item) for item in value) + "]"
+    return f"{value:.6g}" if isinstance(value, float) else repr(value)
+
+
+def compare_tables(expected, actual) -> str | None:
+    """None when two frames hold the same rows in any order (floats to a relative tolerance), else why not."""
+    import numpy as np
+    import pandas as pd
+
+    nested = [c for c in expected.columns if expected[c].map(lambda v: isinstance(v, (dict, list, np.ndarray))).any()]
+    expected = expected.assign(**{c: expected[c].map(_canonical) for c in nested})
+    actual = actual.assign(**{c: actual[c].map(_canonical) for c in nested if c in actual})
+    if sorted(expected.columns) != sorted(actual.columns):
+        return f"columns differ: {sorted(expected.columns)} vs {sorted(actual.columns)}"
+    if len(expected) != len(actual):
+        return f"{len(expected):,} rows vs {len(actual):,}"
+    floats = [c for c in expected.columns if pd.api.types.is_float_dtype(expected[c])]
+    keys = [c for c in expected.columns if c not in floats]
+    order = keys + floats
+    expected = expected[order].sort_values(order, ignore_index=True, na_position="last")
+    actual = actual[order].sort_values(order, ignore_index=True, na_position="last")
+    for column in keys:
+        unequal = ~((expected[column] == actual[column]) | (expected[column].isna() & actual[column].isna()))
+        if unequal.any():
+            first = int(np.flatnonzero(unequal.to_numpy())[0])
+            return f"column {column} differs in {int(unequal.sum()):,} rows, first: {expected[column][first]!r} vs {actual[column][first]!r}"
+    for column in floats:
+        close = np.isclose(expected[column].to_numpy(), actual[column].to_numpy(), rtol=RELATIVE_TOLERANCE, atol=1e-9, equal_nan=True)
+        if not close.all():
+            return f"column {column} differs beyond {RELATIVE_TOLERANCE:g} in {int((~close).sum()):,} rows"
+    return None
+
+
+def _summaries(root: Path) -> dict[str, Path]:
+    # run.json is the log of the run itself (timings, where it wrote), not an output to compare.
+    return {name: path for name, path in _published(root, "*.json").items() if name != "run.json"}
+
+
+def _compare_each(local: dict[str, Path], cluster: dict[str, Path], compare) -> dict[str, str | None]:
+    results: dict[str, str | None] = {}
+    for name in sorted(set(local) | set(cluster)):
+        if name not in cluster or name not in local:
+            results[name] = f"only in the {'local' if name in local else 'cluster'} run"
+        else:
+            results[name] = compare(local[name], cluster[name])
+    return results
+
+
+def compare_outputs(local: Path, cluster: Path) -> dict[str, str | None]:
+    """Each table and JSON summary either run wrote, mapped to None (equal) or what differs."""
+    import pandas as pd
+
+    tables = _compare_each(parquet_tables(local), parquet_tables(cluster),
+                           lambda expected, actual: compare_tables(pd.read_parquet(expected), pd.read_parquet(actual)))
+    summaries = _compare_each(_summaries(local), _summaries(cluster),
+                              lambda expected, actual: compare_json(json.loads(expected.read_text()), json.loads(actual.read_text())))
+    return {**tables, **summaries}
+
+
+def run_cluster_test(input_uri: str, work_dir: Path, *, config: str | None = None, local_output: Path | None = None,
+                     port: int = 7077, cores: int = 2, echo=print) -> dict:
+    work_dir.mkdir(parents=True, exist_ok=True)
+    common = ["--input", input_uri] + (["--config", config] if config else [])
+    zip_path = package_project(work_dir / "segrec.zip")
+    echo(f"packaged {', '.join(SHIPPED_PACKAGES)} into {zip_path}")
+    if local_output is None:
+        local_output = work_dir / "local"
+        started = time.monotonic()
+        run_local([*common, "--output", str(local_output)], log=work_dir / "local.log", cores=cores)
+        echo(f"local[{cores}] run: {time.monotonic() - started:.0f}s -> {local_output}")
+    cluster_output = work_dir / "cluster"
+    with standalone_cluster(work_dir, port=port, cores=cores) as cluster:
+        echo(f"standalone cluster {cluster.url}: master pid {cluster.master_pid}, worker pid {cluster.worker_pid}")
+        started = time.monotonic()
+        submit(cluster, zip_path, [*common, "--output", str(cluster_output)], log=work_dir / "cluster.log")
+        echo(f"cluster run: {time.monotonic() - started:.0f}s -> {cluster_output}")
+    # A session that quietly fell back to local mode would pass every comparison below.
+    if f"Registered app {APP_NAME}" not in (work_dir / "logs" / "master.log").read_text(errors="replace"):
+        raise ClusterTestError(f"the master never saw the application {APP_NAME}: the pipeline did not run on the cluster")
+    echo("master and worker stopped")
+    results = compare_outputs(local_output, cluster_output)
+    for table, problem in results.items():
+        echo(f"  {table}: {'equal' if problem is None else 'DIFFERENT: ' + problem}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--input", required=True, help="raw transactions (path or URI), small enough to compare in pandas")
+    parser.add_argument("--work-dir", required=True, type=Path, help="where the outputs, logs and the zip go")
+    parser.add_argument("--config", help="settings file passed to both pipeline runs")
+    parser.add_argument("--local-output", type=Path, help="an existing local-mode output of the same input and config")
+    parser.add_argument("--port", type=int, default=7077, help="master port (default 7077)")
+    parser.add_argument("--cores", type=int, default=2, help="worker cores, and local[N] for the local run")
+    args = parser.parse_args(argv)
+    try:
+        results = run_cluster_test(args.input, args.work_dir.resolve(), config=args.config, local_output=args.local_output,
+                                   port=args.port, cores=args.cores)
+    except ClusterTestError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    different = [table for table, problem in results.items() if problem is not None]
+    print(f"{len(results) - len(different)} of {len(results)} tables equal" + (f"; different: {', '.join(different)}" if different else ""))
+    return 1 if different or not results else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
