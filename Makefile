@@ -62,6 +62,16 @@ run: pipeline publish serve
 test: setup chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Scale benchmark: the pipeline at 1M, 10M and 50M synthetic rows next to a pandas + lifetimes +
+# implicit reference; writes BENCHMARKS.md and BENCHMARKS.png. SIZES=1e6,1e7 for fewer sizes.
+SIZES ?= 1e6,1e7,5e7
+BENCH_ARGS ?=
+$(VENV)/.installed-bench: $(INSTALLED)
+	$(PY) -m pip install --quiet -e ".[test,bench]"
+	@touch $@
+bench: setup $(VENV)/.installed-bench
+	$(PY) -m jobs.bench --sizes $(SIZES) $(BENCH_ARGS)
+
 # The pipeline on a Spark standalone master + worker on 127.0.0.1 (spark-submit, project zipped for
 # --py-files), compared table by table with a local-mode run on the same small synthetic input.
 # The test suite runs the same check (tests/test_cluster.py) against its own local run.

@@ -187,7 +187,7 @@ def resolve_columns(available: list[str], config: IngestConfig) -> dict[str, str
 # --------------------------------------------------------------------------- classifying
 
 
-def _glob_regex(patterns: tuple[str, ...]) -> str:
+def glob_regex(patterns: tuple[str, ...]) -> str:
     alternatives = (re.escape(p.upper()).replace(r"\*", ".*") for p in patterns)
     return "^(?:" + "|".join(alternatives) + ")$"
 
@@ -292,7 +292,7 @@ def classify(raw, resolved: dict[str, str], config: IngestConfig, as_of: dt.date
         checks.append((F.col(C.TIMESTAMP) >= F.lit(as_of).cast("timestamp"), AFTER_AS_OF,
                        F.lit(f"on or after the as-of date {as_of.isoformat()}")))
     if config.non_product_codes:
-        checks.append((F.col(C.ITEM_ID).rlike(_glob_regex(config.non_product_codes)), NON_PRODUCT,
+        checks.append((F.col(C.ITEM_ID).rlike(glob_regex(config.non_product_codes)), NON_PRODUCT,
                        F.concat(F.lit("item "), F.col(C.ITEM_ID), F.lit(" is a service code, not a product"))))
     checks.append((F.col(C.UNIT_PRICE) <= 0, NON_POSITIVE_PRICE,
                    F.concat(F.lit("unit price "), F.col(C.UNIT_PRICE).cast("string"), F.lit(" is not positive"))))
