@@ -66,10 +66,7 @@ test: setup chromium
 # implicit reference; writes BENCHMARKS.md and BENCHMARKS.png. SIZES=1e6,1e7 for fewer sizes.
 SIZES ?= 1e6,1e7,5e7
 BENCH_ARGS ?=
-$(VENV)/.installed-bench: $(INSTALLED)
-	$(PY) -m pip install --quiet -e ".[test,bench]"
-	@touch $@
-bench: setup $(VENV)/.installed-bench
+bench: setup
 	$(PY) -m jobs.bench --sizes $(SIZES) $(BENCH_ARGS)
 
 # The pipeline on a Spark standalone master + worker on 127.0.0.1 (spark-submit, project zipped for

@@ -52,13 +52,15 @@ class CooccurrenceRecommender(Recommender):
 
     name = "cooccurrence"
 
-    def __init__(self, *, neighbours: int = 50, min_common: int = 2, max_items_per_customer: int = 200):
+    def __init__(self, *, neighbours: int = 50, min_common: int = 2, max_items_per_customer: int = 50):
         super().__init__()
         self.neighbours = neighbours
         self.min_common = min_common
         # Pairs grow with the square of a basket: a wholesaler with 2,000 items alone makes
-        # 4 million. Their strongest, most recent items carry the signal.
+        # 4 million. Their strongest, most recent items carry the signal, both for the
+        # similarities and for scoring the customer's candidates.
         self.max_items_per_customer = max_items_per_customer
+        self._history = None  # customer_id, item_id: each customer's strongest items, at most max_items_per_customer
         self._similar = None  # item_id, similar_item_id, score (top ``neighbours`` per item)
 
     def settings(self) -> dict:
@@ -70,9 +72,9 @@ class CooccurrenceRecommender(Recommender):
 
         self._remember(interactions)
         recent_first = Window.partitionBy(C.CUSTOMER_ID).orderBy(F.desc(C.STRENGTH), F.desc(C.LAST_PURCHASE), C.ITEM_ID)
-        pairs = (
+        pairs = self._history = (
             interactions.withColumn("_position", F.row_number().over(recent_first))
-            .where(F.col("_position") <= self.max_items_per_customer).select(C.CUSTOMER_ID, C.ITEM_ID)
+            .where(F.col("_position") <= self.max_items_per_customer).select(C.CUSTOMER_ID, C.ITEM_ID).cache()
         )
         buyers = pairs.groupBy(C.ITEM_ID).agg(F.count(F.lit(1)).alias("_buyers"))
         left = pairs.alias("l")
@@ -99,7 +101,7 @@ class CooccurrenceRecommender(Recommender):
         from pyspark.sql import functions as F
 
         self._ready(n)
-        history = self._seen.join(customers.select(C.CUSTOMER_ID).distinct(), C.CUSTOMER_ID)
+        history = self._history.join(customers.select(C.CUSTOMER_ID).distinct(), C.CUSTOMER_ID)
         candidates = (
             history.join(self._similar, C.ITEM_ID)
             .groupBy(C.CUSTOMER_ID, F.col(C.SIMILAR_ITEM_ID).alias(C.ITEM_ID)).agg(F.sum(C.SCORE).alias(C.SCORE))
@@ -108,6 +110,8 @@ class CooccurrenceRecommender(Recommender):
 
     def _save_state(self, path: str) -> None:
         self._similar.write.mode("overwrite").parquet(f"{path}/similar")
+        self._history.write.mode("overwrite").parquet(f"{path}/history")
 
     def _load_state(self, spark, path: str) -> None:
         self._similar = spark.read.parquet(f"{path}/similar")
+        self._history = spark.read.parquet(f"{path}/history")

@@ -46,6 +46,7 @@ class RoutingConfig:
     k: int = 10
     served_n: int = 30  # list length written for serving
     validation_days: int = 90
+    validation_customers: int = 50_000  # beyond this, validation uses a hash sample of customers
     buy_again_half_life_days: float = 180.0
     trending_half_life_days: float = 14.0
     fusion_weight: float = 0.5  # weight of the second source in a fused list
@@ -53,9 +54,12 @@ class RoutingConfig:
     fusion_depth: int = 50  # how deep each source's list is read when fusing
     min_segment_customers: int = 50
     similar_items: int = 20  # length of each item's "also bought" list
+    cooccurrence_max_items: int = 50  # per customer; co-occurrence costs grow with its square
     models: tuple[str, ...] = MODELS  # the models to fit (popularity always is); fewer models, less time
 
     def __post_init__(self):
+        if self.validation_customers < 1 or self.cooccurrence_max_items < 1:
+            raise RecommendationError("routing.validation_customers and routing.cooccurrence_max_items must be 1 or more")
         unknown = sorted(set(self.models) - set(MODELS))
         if unknown:
             raise RecommendationError(f"unknown model(s) {', '.join(unknown)} in routing.models; models are {', '.join(MODELS)}")
@@ -105,7 +109,7 @@ def fit_sources(purchases, *, as_of: dt.date, segments, config: RoutingConfig = 
         "popularity_by_country": lambda: PopularityRecommender(by=C.COUNTRY).fit(counts, countries),
         "trending": lambda: TrendingRecommender(as_of=as_of.isoformat(), half_life_days=config.trending_half_life_days).fit(counts),
         "buy_again": lambda: BuyAgainRecommender().fit(staples.cache()),
-        "cooccurrence": lambda: CooccurrenceRecommender().fit(counts),
+        "cooccurrence": lambda: CooccurrenceRecommender(max_items_per_customer=config.cooccurrence_max_items).fit(counts),
         "als": lambda: ALSRecommender(**overall.model_settings()).fit(cache.get(overall)),
         "segment_als": lambda: SegmentedALS(
             min_customers=config.min_segment_customers, **overall.model_settings(),

@@ -17,15 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 from jobs.ingest import DEFAULT_NON_PRODUCT_CODES, glob_regex
-
-# implicit's ALS runs its own threads; a BLAS thread pool under them slows it down.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 HORIZON_MONTHS = 12
 SEGMENTS = 3
@@ -94,23 +90,26 @@ def segment_recommendations(purchases, segments, steps: Steps) -> dict:
     import numpy as np
     import scipy.sparse as sparse
     from implicit.als import AlternatingLeastSquares
+    from threadpoolctl import threadpool_limits
 
     pairs = purchases.groupby(["customer_id", "item_id"], as_index=False)["Quantity"].sum()
     pairs = pairs.join(segments["segment"], on="customer_id")
     counts = {"recommendations": 0, "similar_items": 0}
-    for segment, part in pairs.groupby("segment"):
-        customers = part["customer_id"].astype("category")
-        items = part["item_id"].astype("category")
-        matrix = sparse.csr_matrix((1.0 + ALPHA * np.log1p(part["Quantity"].to_numpy(dtype=np.float32)),
-                                    (customers.cat.codes.to_numpy(), items.cat.codes.to_numpy())),
-                                   shape=(len(customers.cat.categories), len(items.cat.categories)), dtype=np.float32)
-        model = AlternatingLeastSquares(factors=RANK, iterations=ITERATIONS, regularization=REGULARIZATION, random_state=42)
-        steps.time(f"als fit segment {segment}", lambda: model.fit(matrix, show_progress=False))
-        users = np.arange(matrix.shape[0])
-        ids, _ = steps.time(f"als recommend segment {segment}", lambda: model.recommend(users, matrix, N=10, filter_already_liked_items=True))
-        similar, _ = steps.time(f"als similar items segment {segment}", lambda: model.similar_items(np.arange(matrix.shape[1]), N=21))
-        counts["recommendations"] += int((ids >= 0).sum())
-        counts["similar_items"] += int(similar.size)
+    # implicit's ALS runs its own threads; a BLAS thread pool under them slows it down (its advice).
+    with threadpool_limits(1, "blas"):
+        for segment, part in pairs.groupby("segment"):
+            customers = part["customer_id"].astype("category")
+            items = part["item_id"].astype("category")
+            matrix = sparse.csr_matrix((1.0 + ALPHA * np.log1p(part["Quantity"].to_numpy(dtype=np.float32)),
+                                        (customers.cat.codes.to_numpy(), items.cat.codes.to_numpy())),
+                                       shape=(len(customers.cat.categories), len(items.cat.categories)), dtype=np.float32)
+            model = AlternatingLeastSquares(factors=RANK, iterations=ITERATIONS, regularization=REGULARIZATION, random_state=42)
+            steps.time(f"als fit segment {segment}", lambda: model.fit(matrix, show_progress=False))
+            users = np.arange(matrix.shape[0])
+            ids, _ = steps.time(f"als recommend segment {segment}", lambda: model.recommend(users, matrix, N=10, filter_already_liked_items=True))
+            similar, _ = steps.time(f"als similar items segment {segment}", lambda: model.similar_items(np.arange(matrix.shape[1]), N=21))
+            counts["recommendations"] += int((ids >= 0).sum())
+            counts["similar_items"] += int(similar.size)
     return counts
 
 

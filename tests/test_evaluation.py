@@ -102,3 +102,24 @@ def test_bad_arguments_are_clear_errors(spark):
         evaluation.per_customer_metrics(frame, frame, k=0)
     with pytest.raises(RecommendationError, match="relevance mode must be one of all, new"):
         evaluation.relevant_items(frame, frame, mode="old")
+
+
+def test_validation_samples_whole_customers_beyond_its_limit_and_keeps_everyone_below(synthetic):
+    from jobs.evaluate import customer_sample
+
+    purchases, returns = synthetic.place("clean"), synthetic.place("returns")
+    everyone = purchases.select("customer_id").distinct().count()
+    assert customer_sample(purchases, returns, everyone)[2] == 1.0
+
+    sampled, sampled_returns, share = customer_sample(purchases, returns, everyone // 4)
+    kept = sampled.select("customer_id").distinct()
+    assert 0.18 < kept.count() / everyone < 0.32
+    assert share == pytest.approx(0.25, rel=0.01)
+    # Whole customers: every purchase and return of a kept customer, nothing of the others.
+    assert sampled.count() == purchases.join(kept, "customer_id").count()
+    buyers = purchases.select("customer_id").distinct()
+    assert sampled_returns.join(buyers, "customer_id").join(kept, "customer_id", "left_anti").count() == 0
+    assert sampled_returns.join(buyers, "customer_id").count() == returns.join(kept, "customer_id").count()
+    # The same customers every time.
+    again = customer_sample(purchases, returns, everyone // 4)[0].select("customer_id").distinct()
+    assert again.exceptAll(kept).count() == 0

@@ -1,0 +1,85 @@
+"""The benchmark's own machinery: process-tree memory sampling, limits, and the write-up."""
+
+import sys
+
+import pytest
+
+from jobs import bench
+
+ALLOCATE = "import time; block = bytearray({mb} * 1024 * 1024); block[::4096] = b'x' * len(block[::4096]); time.sleep({seconds})"
+
+
+def test_peak_memory_of_a_child_process_is_measured(tmp_path):
+    measured = bench.run_measured([sys.executable, "-c", ALLOCATE.format(mb=300, seconds=1.5)], log=tmp_path / "log")
+    assert measured.status == 0
+    assert 280 * 2**20 < measured.peak_bytes["python_driver"] < 600 * 2**20
+
+
+def test_a_process_past_its_memory_cap_is_stopped_and_reported(tmp_path):
+    measured = bench.run_measured([sys.executable, "-c", ALLOCATE.format(mb=400, seconds=30)], log=tmp_path / "log",
+                                  memory_cap_bytes=200 * 2**20)
+    assert measured.status is None
+    assert measured.stopped_because.startswith("out of memory")
+    assert measured.seconds < 20
+
+
+def test_a_process_past_its_time_limit_is_stopped_and_reported(tmp_path):
+    measured = bench.run_measured([sys.executable, "-c", "import time; time.sleep(30)"], log=tmp_path / "log", timeout=1)
+    assert measured.status is None
+    assert measured.stopped_because.startswith("out of time")
+
+
+@pytest.mark.parametrize("text, sizes", [("1e6,1e7", [1_000_000, 10_000_000]), ("50000", [50_000])])
+def test_sizes_are_read_in_plain_or_scientific_notation(text, sizes):
+    assert bench.parse_sizes(text) == sizes
+
+
+@pytest.mark.parametrize("text", ["", "ten", "500"])
+def test_bad_sizes_are_refused(text):
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError):
+        bench.parse_sizes(text)
+
+
+def result(rows: int, seconds: float, reference: dict | None) -> dict:
+    return {"rows_requested": rows, "rows": rows - 10, "clean_rows": rows // 2, "customers": rows // 100,
+            "stage_seconds": {"ingest": 6.0, "segments": 12.0, "backtest": 6.0, "recommendations": seconds - 30, "report": 6.0},
+            "pipeline_seconds": seconds, "peak_bytes": {"jvm": 3 * bench.GB, "python_workers": bench.GB // 2},
+            **({"reference": reference} if reference else {})}
+
+
+def test_report_has_a_row_per_size_with_target_verdicts_ratios_and_the_plot(tmp_path):
+    results = [
+        result(1_000_000, 100.0, {"seconds": 10.0, "peak_bytes": bench.GB, "result": "completed", "step_seconds": {}}),
+        result(10_000_000, 900.0, {"seconds": 600.0, "peak_bytes": 20 * bench.GB, "result": "out of memory (passed the 20 GB cap)",
+                                   "step_seconds": {}}),
+    ]
+    about = {"cpu": "test cpu", "cores": 2, "memory_gb": 24, "os": "linux", "python": "3.11", "java": "java 17", "pyspark": "4"}
+    bench.write_plot(results, tmp_path / "BENCHMARKS.png")
+    bench.write_report(results, tmp_path / "BENCHMARKS.md", tmp_path / "BENCHMARKS.png", about=about, items=5000)
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "| 999,990 | 500,000 | 10,000 | 0.1 | 0.2 | 0.1 | 1.2 | 0.1 | **1.7** | 2.0 ✓ | 3.0 | 0.5 |" in text
+    assert "| 9,999,990 | 5,000,000 | 100,000 |" in text and "| **15.0** | 12.0 ✗ |" in text
+    assert "| 999,990 | completed | 0.2 | 1.0 | 1.7 | 10.0× |" in text
+    assert "out of memory (passed the 20 GB cap) | 10.0 | 20.0 | 15.0 | reference did not finish |" in text
+    assert (tmp_path / "BENCHMARKS.png").stat().st_size > 10_000
+
+
+def test_results_of_separate_runs_are_merged_by_size(tmp_path):
+    path = tmp_path / "results.json"
+    bench.merge_results(path, [result(1_000_000, 100.0, None), result(10_000_000, 900.0, None)])
+    merged = bench.merge_results(path, [result(1_000_000, 80.0, None)])
+    assert [(r["rows_requested"], r["pipeline_seconds"]) for r in merged] == [(1_000_000, 80.0), (10_000_000, 900.0)]
+
+
+def test_the_reference_cleans_like_the_ingest_and_recommends_for_every_segment(synthetic, tmp_path):
+    pytest.importorskip("implicit")
+    from jobs import reference
+
+    outcome = reference.run_reference(str(synthetic.root / "raw" / "transactions"))
+    assert outcome["clean_rows"] == synthetic.place("clean").count()
+    assert outcome["customers"] == synthetic.place("clean").select("customer_id").distinct().count()
+    # Ten unseen items for nearly every customer, and "also bought" lists for every item of every segment.
+    assert outcome["recommendations"] >= 9 * outcome["customers"]
+    assert {f"als fit segment {segment}" for segment in range(reference.SEGMENTS)} <= set(outcome["seconds"])
