@@ -62,6 +62,7 @@ class CooccurrenceRecommender(Recommender):
         self.max_items_per_customer = max_items_per_customer
         self._history = None  # customer_id, item_id: each customer's strongest items, at most max_items_per_customer
         self._similar = None  # item_id, similar_item_id, score (top ``neighbours`` per item)
+        self._shared_similarity = None  # broadcast of the similarities as a sparse matrix, made on first use
 
     def settings(self) -> dict:
         return {"neighbours": self.neighbours, "min_common": self.min_common, "max_items_per_customer": self.max_items_per_customer}
@@ -90,6 +91,7 @@ class CooccurrenceRecommender(Recommender):
             .select(C.ITEM_ID, C.SIMILAR_ITEM_ID, (F.col("_common") / F.sqrt(F.col("_buyers") * F.col("_other_buyers"))).alias(C.SCORE))
         )
         self._similar = top_n(cosine, self.neighbours, key=C.ITEM_ID, item=C.SIMILAR_ITEM_ID).drop(C.RANK).cache()
+        self._shared_similarity = None
         return self
 
     def similar_items(self, items, n: int = 10):
@@ -97,16 +99,73 @@ class CooccurrenceRecommender(Recommender):
         chosen = self._similar.join(items.select(C.ITEM_ID).distinct(), C.ITEM_ID)
         return top_n(chosen, n, key=C.ITEM_ID, item=C.SIMILAR_ITEM_ID)
 
+    def _similarity_matrix(self):
+        """A broadcast of (item ids, sparse item x item similarity): catalogue-sized (neighbours per item), made once per model."""
+        import numpy as np
+        import pandas as pd
+        from scipy import sparse
+
+        if self._shared_similarity is None:
+            pairs = self._similar.toPandas()
+            items = np.array(sorted(set(pairs[C.ITEM_ID]) | set(pairs[C.SIMILAR_ITEM_ID])), dtype=object)
+            index = pd.Index(items)
+            matrix = sparse.csr_matrix((pairs[C.SCORE].to_numpy(np.float64),
+                                        (index.get_indexer(pairs[C.ITEM_ID]), index.get_indexer(pairs[C.SIMILAR_ITEM_ID]))),
+                                       shape=(len(items), len(items)))
+            self._shared_similarity = self._similar.sparkSession.sparkContext.broadcast((items, matrix))
+        return self._shared_similarity
+
     def recommend(self, customers, n: int = 10, *, exclude_seen: bool = False):
+        """A customer's score for an item sums its similarity to the customer's strongest items.
+
+        Computed on the executors as one sparse product per block of customers (their
+        histories times the broadcast similarity matrix), instead of a join that makes
+        history x neighbours rows and shuffles them; ties go to the smaller item id.
+        """
         from pyspark.sql import functions as F
+        from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
 
         self._ready(n)
-        history = self._history.join(customers.select(C.CUSTOMER_ID).distinct(), C.CUSTOMER_ID)
-        candidates = (
-            history.join(self._similar, C.ITEM_ID)
-            .groupBy(C.CUSTOMER_ID, F.col(C.SIMILAR_ITEM_ID).alias(C.ITEM_ID)).agg(F.sum(C.SCORE).alias(C.SCORE))
-        )
-        return self._ranked(candidates, n, exclude_seen)
+        shared = self._similarity_matrix()
+        wanted = customers.select(C.CUSTOMER_ID).distinct()
+        history = self._history.join(wanted, C.CUSTOMER_ID).groupBy(C.CUSTOMER_ID).agg(F.collect_list(C.ITEM_ID).alias("_history"))
+        if exclude_seen:
+            seen = self._seen.join(wanted, C.CUSTOMER_ID).groupBy(C.CUSTOMER_ID).agg(F.collect_list(C.ITEM_ID).alias("_seen"))
+            history = history.join(seen, C.CUSTOMER_ID, "left")
+        else:
+            history = history.withColumn("_seen", F.lit(None).cast("array<string>"))
+
+        def score_blocks(batches):
+            import numpy as np
+            import pandas as pd
+            from scipy import sparse
+
+            items, similarity = shared.value
+            index = pd.Index(items)
+            for batch in batches:
+                rows = [positions[positions >= 0] for positions in (index.get_indexer(list(h)) for h in batch["_history"])]
+                pointers = np.concatenate([[0], np.cumsum([len(r) for r in rows])])
+                columns = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+                bought = sparse.csr_matrix((np.ones(len(columns)), columns, pointers), shape=(len(batch), len(items)))
+                scores = (bought @ similarity).tocsr()
+                out = {C.CUSTOMER_ID: [], C.RANK: [], C.ITEM_ID: [], C.SCORE: []}
+                for row, (customer, seen) in enumerate(zip(batch[C.CUSTOMER_ID], batch["_seen"])):
+                    candidates = scores.indices[scores.indptr[row]:scores.indptr[row + 1]]
+                    values = scores.data[scores.indptr[row]:scores.indptr[row + 1]]
+                    if seen is not None and len(seen):
+                        fresh = ~np.isin(candidates, index.get_indexer(list(seen)))
+                        candidates, values = candidates[fresh], values[fresh]
+                    # Items are indexed in id order, so the position breaks ties like the item id.
+                    best = np.lexsort((candidates, -values))[:n]
+                    out[C.CUSTOMER_ID] += [customer] * len(best)
+                    out[C.RANK] += list(range(1, len(best) + 1))
+                    out[C.ITEM_ID] += list(items[candidates[best]])
+                    out[C.SCORE] += list(values[best])
+                yield pd.DataFrame(out)
+
+        schema = StructType([StructField(C.CUSTOMER_ID, StringType()), StructField(C.RANK, IntegerType()),
+                             StructField(C.ITEM_ID, StringType()), StructField(C.SCORE, DoubleType())])
+        return history.select(C.CUSTOMER_ID, "_history", "_seen").mapInPandas(score_blocks, schema=schema)
 
     def _save_state(self, path: str) -> None:
         self._similar.write.mode("overwrite").parquet(f"{path}/similar")
@@ -114,4 +173,5 @@ class CooccurrenceRecommender(Recommender):
 
     def _load_state(self, spark, path: str) -> None:
         self._similar = spark.read.parquet(f"{path}/similar")
+        self._shared_similarity = None
         self._history = spark.read.parquet(f"{path}/history")
