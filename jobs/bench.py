@@ -239,12 +239,13 @@ def write_plot(results: list[dict], target: Path) -> None:
     plt.close(figure)
 
 
-def write_report(results: list[dict], target: Path, plot: Path, *, about: dict, items: int) -> None:
+def write_report(results: list[dict], target: Path, plot: Path, *, about: dict, items: int, command: str = "make bench") -> None:
     stages = ["ingest", "segments", "backtest", "recommendations", "report"]
     lines = [
         "# Benchmarks",
         "",
-        "Written by `make bench` (`python -m jobs.bench`); re-run it to reproduce. Synthetic data from `jobs/synth.py` "
+        f"Written by `{command}` (`jobs/bench.py`); re-run it to reproduce. What the figures mean and where the time goes: "
+        "README, section \"Scale\". Synthetic data from `jobs/synth.py` "
         f"(planted value tiers, {items:,} items, Online Retail II dirt), pipeline settings `jobs/profiles/scale.toml`, "
         "Spark in local mode with its defaults (`local[*]`, driver memory 4 GB).",
         "",
@@ -253,7 +254,7 @@ def write_report(results: list[dict], target: Path, plot: Path, *, about: dict, 
         "",
         f"![time against rows]({plot.name})",
         "",
-        "## segrec pipeline (minutes per stage)",
+        "## segrec pipeline (seconds per stage, total in minutes)",
         "",
         "| rows | clean rows | customers | " + " | ".join(stages) + " | **total** | target | JVM peak (GB) | Python workers peak (GB) |",
         "|" + "---:|" * (len(stages) + 7),
@@ -263,7 +264,7 @@ def write_report(results: list[dict], target: Path, plot: Path, *, about: dict, 
         verdict = "" if target_seconds is None else (" ✓" if r["pipeline_seconds"] <= target_seconds else " ✗")
         lines.append(
             f"| {r['rows']:,} | {r['clean_rows']:,} | {r['customers']:,} | "
-            + " | ".join(_minutes(r["stage_seconds"].get(stage)) for stage in stages)
+            + " | ".join(f"{r['stage_seconds'][stage]:.0f}" if stage in r["stage_seconds"] else "–" for stage in stages)
             + f" | **{_minutes(r['pipeline_seconds'])}** | {_minutes(target_seconds)}{verdict} | {_gb(r['peak_bytes'].get('jvm'))} | "
             f"{_gb(r['peak_bytes'].get('python_workers'))} |")
     lines += [
@@ -293,6 +294,10 @@ def write_report(results: list[dict], target: Path, plot: Path, *, about: dict, 
 # --------------------------------------------------------------------------- the job
 
 
+def make_command(sizes) -> str:
+    return f"make bench SIZES={','.join(str(size) for size in sizes)}"
+
+
 def merge_results(path: Path, new: list[dict]) -> list[dict]:
     old = json.loads(path.read_text()) if path.exists() else []
     by_size = {r["rows_requested"]: r for r in old} | {r["rows_requested"]: r for r in new}
@@ -320,17 +325,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-reference", dest="reference", action="store_false", help="skip the pandas reference")
     parser.add_argument("--reference-timeout-minutes", type=float, default=60.0)
     parser.add_argument("--reference-memory-gb", type=float, default=20.0, help="stop the reference past this resident memory")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the report from <work-dir>/results.json, run nothing")
     args = parser.parse_args(argv)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     plot, about = args.report.with_suffix(".png"), machine()
     items = build(SynthConfig, load_config_file(str(args.profile)).get("synth")).items
+    if args.report_only:
+        merged = merge_results(args.work_dir / "results.json", [])
+        write_plot(merged, plot)
+        write_report(merged, args.report, plot, about=about, items=items, command=make_command(r["rows_requested"] for r in merged))
+        print(f"wrote {args.report} and {plot} from {len(merged)} measured size(s)")
+        return 0
     for rows in args.sizes:
         result = bench_size(rows, args.work_dir, profile=args.profile, reference=args.reference,
                             reference_timeout=args.reference_timeout_minutes * 60, reference_memory_cap=int(args.reference_memory_gb * GB))
         # Written after every size, so a long run that is stopped keeps what it measured.
         merged = merge_results(args.work_dir / "results.json", [result])
         write_plot(merged, plot)
-        write_report(merged, args.report, plot, about=about, items=items)
+        write_report(merged, args.report, plot, about=about, items=items, command=make_command(args.sizes))
         print(f"wrote {args.report} and {plot}")
     return 0
 

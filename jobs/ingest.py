@@ -241,17 +241,15 @@ def _as_timestamp(raw, name: str, formats: tuple[str, ...]):
 
 def classify(raw, resolved: dict[str, str], config: IngestConfig, as_of: dt.date | None = None):
     """Add canonical columns plus ``_place``, ``reason`` and ``detail`` to every raw row (pure transform)."""
+    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     # Source columns get positional names, so that no source name can clash with a
     # canonical one (Spark matches names case-insensitively: Quantity is quantity).
     source = raw.toDF(*_internal_names(raw.columns))
     resolved = {canonical: _internal_names(raw.columns)[raw.columns.index(name)] for canonical, name in resolved.items()}
-    # Exact copies are found by hashing whole rows (an aggregate: no sort of the whole input, and
-    # copies collapse before the shuffle); each distinct row then comes back as often as it was
-    # read, numbered from 1, so every copy after the first can be quarantined.
-    copies = source.groupBy(*source.columns).agg(F.count(F.lit(1)).alias("_copies"))
-    df = copies.withColumn("_copy", F.explode(F.sequence(F.lit(1), F.col("_copies").cast("int")))).drop("_copies")
+    every_column = [F.col(name) for name in source.columns]
+    copy_number = F.row_number().over(Window.partitionBy(*every_column).orderBy(*every_column))
 
     def raw_text(canonical):
         return F.coalesce(F.col(resolved[canonical]).cast("string"), F.lit("<empty>"))
@@ -259,6 +257,7 @@ def classify(raw, resolved: dict[str, str], config: IngestConfig, as_of: dt.date
     def optional_text(canonical):
         return _as_text(source, resolved[canonical]) if canonical in resolved else F.lit(None).cast("string")
 
+    df = source.withColumn("_copy", copy_number)
     df = df.withColumns({
         C.CUSTOMER_ID: _as_text(source, resolved[C.CUSTOMER_ID]),
         C.ITEM_ID: F.upper(_as_text(source, resolved[C.ITEM_ID])),
