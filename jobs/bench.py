@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobs.config import build, load_config_file
+from jobs.spark import project_env
 from jobs.synth import SynthConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -131,11 +132,6 @@ def run_measured(command: list[str], *, log: Path, env: dict | None = None, time
 # --------------------------------------------------------------------------- one size
 
 
-def _python_env() -> dict:
-    # The Spark workers import the project from wherever this bench runs (a worktree, a clone).
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
-
-
 def _checked(measured: Measured, what: str, log: Path) -> Measured:
     if measured.status != 0:
         raise RuntimeError(f"{what} failed (status {measured.status}); see {log}")
@@ -146,7 +142,7 @@ def bench_size(rows: int, work_dir: Path, *, profile: Path, reference: bool, ref
                reference_memory_cap: int, echo=print) -> dict:
     base = work_dir / f"rows-{rows}"
     data, output = base / "input", base / "output"
-    env = _python_env()
+    env = project_env()
     python = sys.executable
     result: dict = {"rows_requested": rows, "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from jobs.spark import project_env
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # What the executors import; the web app never runs on Spark.
 SHIPPED_PACKAGES = ("jobs", "cf", "coldstart", "segmentation")
@@ -142,16 +144,19 @@ def submit(cluster: Cluster, zip_path: Path, pipeline_args: list[str], *, log: P
     command += [str(PROJECT_ROOT / "jobs" / "pipeline.py"), *pipeline_args]
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": python}
     with log.open("w") as out:
-        status = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=log.parent).returncode
+        status = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
     if status != 0:
         raise ClusterTestError(f"spark-submit on {cluster.url} failed with status {status}; see {log}")
 
 
 def run_local(pipeline_args: list[str], *, log: Path, cores: int = 2) -> None:
-    """The same pipeline in local mode, in its own process (its own SparkSession)."""
+    """The same pipeline in local mode, in its own process (its own SparkSession).
+
+    Both runs start in the caller's directory, so relative paths mean what they meant on the command line.
+    """
     command = [sys.executable, "-m", "jobs.pipeline", "--master", f"local[{cores}]", *pipeline_args]
     with log.open("w") as out:
-        status = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT).returncode
+        status = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=project_env()).returncode
     if status != 0:
         raise ClusterTestError(f"the local run failed with status {status}; see {log}")
 

@@ -130,6 +130,13 @@ def _silence_known_warnings(session) -> None:
         jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, level)
 
 
+def project_env() -> dict[str, str]:
+    """This environment with the project's root first on PYTHONPATH, for child jobs and the Spark
+    workers they start: they import the code being run (a clone, a worktree), whatever is installed."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Check that this machine can run segrec's Spark jobs.")
     parser.add_argument("--check-java", action="store_true", help="check for Java 17+ and exit")
