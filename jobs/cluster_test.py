@@ -111,19 +111,20 @@ def standalone_cluster(work_dir: Path, *, host: str = "127.0.0.1", port: int = 7
     logs.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "SPARK_LOCAL_IP": host, "SPARK_NO_DAEMONIZE": "1"}
     started: list[subprocess.Popen] = []
+
+    def launch(role: str, *arguments: str) -> subprocess.Popen:
+        # spark-class execs java, so the PID is the JVM itself; the child keeps the log open, we need not.
+        with (logs / f"{role}.log").open("w") as log:
+            process = subprocess.Popen([spark_class, *arguments], stdout=log, stderr=subprocess.STDOUT, env=env)
+        started.append(process)
+        return process
+
     try:
-        # spark-class execs java, so these PIDs are the JVMs themselves.
-        master = subprocess.Popen(
-            [spark_class, "org.apache.spark.deploy.master.Master", "--host", host, "--port", str(port), "--webui-port", "0"],
-            stdout=(logs / "master.log").open("w"), stderr=subprocess.STDOUT, env=env)
-        started.append(master)
+        master = launch("master", "org.apache.spark.deploy.master.Master", "--host", host, "--port", str(port), "--webui-port", "0")
         _wait_for_line(logs / "master.log", "I have been elected leader", master, "master")
         url = f"spark://{host}:{port}"
-        worker = subprocess.Popen(
-            [spark_class, "org.apache.spark.deploy.worker.Worker", url, "--host", host, "--cores", str(cores),
-             "--memory", memory, "--webui-port", "0", "--work-dir", str(work_dir / "worker")],
-            stdout=(logs / "worker.log").open("w"), stderr=subprocess.STDOUT, env=env)
-        started.append(worker)
+        worker = launch("worker", "org.apache.spark.deploy.worker.Worker", url, "--host", host, "--cores", str(cores),
+                        "--memory", memory, "--webui-port", "0", "--work-dir", str(work_dir / "worker"))
         _wait_for_line(logs / "worker.log", "Successfully registered with master", worker, "worker")
         yield Cluster(url=url, master_pid=master.pid, worker_pid=worker.pid)
     finally:
