@@ -9,8 +9,13 @@ customer's score for an item sums its similarity to what they bought.
 
 from __future__ import annotations
 
+import functools
+
 from cf.base import Recommender, top_n
+from cf.ids import IdMapping
 from segmentation import columns as C
+
+PAIRS_PER_FLUSH = 20_000_000  # item pairs a Python worker holds before handing its counts to Spark
 
 
 class BuyAgainRecommender(Recommender):
@@ -68,25 +73,42 @@ class CooccurrenceRecommender(Recommender):
         return {"neighbours": self.neighbours, "min_common": self.min_common, "max_items_per_customer": self.max_items_per_customer}
 
     def fit(self, interactions):
+        """Cosine of co-purchase counts; the counts are a sparse XᵀX per partition of customer baskets, summed by Spark.
+
+        A self-join of the histories would make a row per pair of items in every
+        basket (up to ``max_items_per_customer`` squared per customer) and shuffle
+        them all; the sparse product counts those pairs in C and shuffles at most one
+        row per item pair and partition.
+        """
         from pyspark.sql import Window
         from pyspark.sql import functions as F
+        from pyspark.sql.types import IntegerType, LongType, StructField, StructType
 
         self._remember(interactions)
         recent_first = Window.partitionBy(C.CUSTOMER_ID).orderBy(F.desc(C.STRENGTH), F.desc(C.LAST_PURCHASE), C.ITEM_ID)
-        pairs = self._history = (
+        self._history = (
             interactions.withColumn("_position", F.row_number().over(recent_first))
             .where(F.col("_position") <= self.max_items_per_customer).select(C.CUSTOMER_ID, C.ITEM_ID).cache()
         )
-        buyers = pairs.groupBy(C.ITEM_ID).agg(F.count(F.lit(1)).alias("_buyers"))
-        left = pairs.alias("l")
-        right = pairs.select(C.CUSTOMER_ID, F.col(C.ITEM_ID).alias(C.SIMILAR_ITEM_ID))
-        common = (
-            left.join(right, C.CUSTOMER_ID).where(F.col(C.ITEM_ID) != F.col(C.SIMILAR_ITEM_ID))
-            .groupBy(C.ITEM_ID, C.SIMILAR_ITEM_ID).agg(F.count(F.lit(1)).alias("_common"))
-            .where(F.col("_common") >= self.min_common)
-        )
+        items = IdMapping.build(self._history, C.ITEM_ID, C.ITEM_INDEX).cache_frame()
+        catalogue = items.frame.count()
+        # One partition of baskets per core: each partition hands Spark its own copy of the pairs it counted.
+        baskets = items.encode(self._history).groupBy(C.CUSTOMER_ID).agg(F.collect_list(C.ITEM_INDEX).alias("_basket")).coalesce(
+            interactions.sparkSession.sparkContext.defaultParallelism)
+        schema = StructType([StructField(C.ITEM_INDEX, IntegerType()), StructField("_similar_index", IntegerType()),
+                             StructField("_common", LongType())])
+        counts = baskets.select("_basket").mapInPandas(functools.partial(co_purchase_counts, catalogue=catalogue), schema=schema)
+        upper = counts.groupBy(C.ITEM_INDEX, "_similar_index").agg(F.sum("_common").alias("_common")).where(
+            F.col("_common") >= self.min_common)
+        both_ways = F.explode(F.array(F.struct(F.col(C.ITEM_INDEX).alias("a"), F.col("_similar_index").alias("b")),
+                                      F.struct(F.col("_similar_index").alias("a"), F.col(C.ITEM_INDEX).alias("b"))))
+        common = upper.select(both_ways.alias("_pair"), "_common").select(
+            F.col("_pair.a").alias(C.ITEM_INDEX), F.col("_pair.b").alias("_similar_index"), "_common")
+        similar_names = items.frame.select(F.col(C.ITEM_ID).alias(C.SIMILAR_ITEM_ID), F.col(C.ITEM_INDEX).alias("_similar_index"))
+        named = items.decode(common).join(similar_names, "_similar_index")
+        buyers = self._history.groupBy(C.ITEM_ID).agg(F.count(F.lit(1)).alias("_buyers"))
         cosine = (
-            common.join(buyers, C.ITEM_ID)
+            named.join(buyers, C.ITEM_ID)
             .join(buyers.select(F.col(C.ITEM_ID).alias(C.SIMILAR_ITEM_ID), F.col("_buyers").alias("_other_buyers")), C.SIMILAR_ITEM_ID)
             .select(C.ITEM_ID, C.SIMILAR_ITEM_ID, (F.col("_common") / F.sqrt(F.col("_buyers") * F.col("_other_buyers"))).alias(C.SCORE))
         )
@@ -175,3 +197,35 @@ class CooccurrenceRecommender(Recommender):
         self._similar = spark.read.parquet(f"{path}/similar")
         self._shared_similarity = None
         self._history = spark.read.parquet(f"{path}/history")
+
+
+def co_purchase_counts(batches, *, catalogue: int, flush_at: int = PAIRS_PER_FLUSH):
+    """item_index, _similar_index, _common: how many of these baskets hold both items, for item_index < _similar_index.
+
+    Counts add up over the batches of a partition, so a partition hands Spark
+    each item pair once (or once per ``flush_at`` pairs held).
+    """
+    import numpy as np
+    import pandas as pd
+    from scipy import sparse
+
+    def pairs(counts):
+        upper = sparse.triu(counts, k=1).tocoo()
+        return pd.DataFrame({C.ITEM_INDEX: upper.row.astype(np.int32), "_similar_index": upper.col.astype(np.int32),
+                             "_common": upper.data.astype(np.int64)})
+
+    empty = sparse.csr_matrix((catalogue, catalogue), dtype=np.int32)
+    total = empty
+    for batch in batches:
+        baskets = batch["_basket"]
+        if baskets.empty:
+            continue
+        pointers = np.concatenate([[0], np.cumsum(baskets.map(len).to_numpy())])
+        bought = sparse.csr_matrix((np.ones(pointers[-1], np.int32), np.concatenate(baskets.to_numpy()).astype(np.int64), pointers),
+                                   shape=(len(baskets), catalogue))
+        total = total + (bought.T @ bought).tocsr()
+        if total.nnz >= flush_at:
+            yield pairs(total)
+            total = empty
+    if total.nnz:
+        yield pairs(total)

@@ -140,6 +140,38 @@ def test_stable_ids_keep_their_index_when_new_ids_arrive(spark):
     assert dict(second.frame.collect()) == {"a": 0, "b": 1, "0": 2, "c": 3}
 
 
+def test_cooccurrence_similarities_match_the_pandas_reference(training):
+    """Cosine over the capped histories: common buyers / sqrt(buyers x other buyers), min_common, top neighbours, ties to the smaller id."""
+    model = CooccurrenceRecommender(max_items_per_customer=20, neighbours=15, min_common=3).fit(training)
+    history = model._history.toPandas()
+    assert history.groupby("customer_id").size().max() == 20
+    pairs = history.merge(history, on="customer_id", suffixes=("", "_other"))
+    pairs = pairs[pairs["item_id"] != pairs["item_id_other"]]
+    common = pairs.groupby(["item_id", "item_id_other"]).size().rename("common").reset_index()
+    common = common[common["common"] >= 3]
+    buyers = history.groupby("item_id").size()
+    common["score"] = common["common"] / (buyers[common["item_id"]].to_numpy() * buyers[common["item_id_other"]].to_numpy()) ** 0.5
+    expected = common.sort_values(["item_id", "score", "item_id_other"], ascending=[True, False, True]).groupby("item_id").head(15)
+
+    actual = model._similar.toPandas().rename(columns={"similar_item_id": "item_id_other"})
+    merged = expected.merge(actual, on=["item_id", "item_id_other"], how="outer", suffixes=("_expected", "_actual"), indicator=True)
+    assert len(merged) > 1000
+    assert (merged["_merge"] == "both").mean() > 0.999  # equal scores at the cut may fall either way
+    both = merged[merged["_merge"] == "both"]
+    assert both["score_expected"].to_numpy() == pytest.approx(both["score_actual"].to_numpy(), rel=1e-12)
+
+
+def test_co_purchase_counts_add_up_across_batches_and_flushes():
+    from cf.neighbours import co_purchase_counts
+
+    batches = [pd.DataFrame({"_basket": [[0, 1, 2], [1, 2]]}), pd.DataFrame({"_basket": [[2, 0], [3]]})]
+    for flush_at in (1, 1000):
+        counts = pd.concat(co_purchase_counts(iter(batches), catalogue=4, flush_at=flush_at))
+        summed = counts.groupby(["item_index", "_similar_index"])["_common"].sum().to_dict()
+        assert summed == {(0, 1): 1, (0, 2): 2, (1, 2): 2}  # each pair once, smaller index first
+    assert len(pd.concat(co_purchase_counts(iter(batches), catalogue=4, flush_at=1))) > len(summed)  # flushed per batch
+
+
 @pytest.mark.parametrize("exclude_seen", [False, True])
 def test_cooccurrence_scores_match_the_pandas_reference(training, customers, exclude_seen):
     """Score = sum of similarities to the customer's strongest items; bought items dropped if asked; ties to the smaller id."""
