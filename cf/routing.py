@@ -192,30 +192,55 @@ def choose_routes(rows: list[dict], metric: str = "ndcg") -> dict[str, dict]:
     return routes
 
 
+def assign_sources(routes: dict[str, dict], customers, segments=None):
+    """``customers`` (every column kept) with the source that serves them: their segment's winner, else the overall winner."""
+    from pyspark.sql import functions as F
+
+    pick = F.lit(routes[ALL_SEGMENTS]["source"])
+    if segments is None:
+        return customers.withColumn("source", pick)
+    for segment, route in routes.items():
+        if segment != ALL_SEGMENTS:
+            pick = F.when(F.col(C.SEGMENT) == segment, F.lit(route["source"])).otherwise(pick)
+    return customers.join(segments.select(C.CUSTOMER_ID, C.SEGMENT), C.CUSTOMER_ID, "left").withColumn("source", pick).drop(C.SEGMENT)
+
+
 def serve(lists: dict, routes: dict[str, dict], customers, segments=None, *, n: int | None = None):
     """The routed list: each customer gets their segment's winning source (or the overall winner), with a source column.
 
-    With ``n``, a list shorter than ``n`` (buy-again for a customer with few
-    staples, say) is topped up from the popularity list, marked as its source.
+    With ``n``, a list shorter than ``n`` is topped up from the popularity list (see ``top_up``).
     """
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    overall = routes[ALL_SEGMENTS]["source"]
-    if segments is None:
-        chosen = customers.select(C.CUSTOMER_ID).distinct().withColumn("source", F.lit(overall))
-    else:
-        pick = F.lit(overall)  # customers without a segment route get the overall winner
-        for segment, route in routes.items():
-            if segment != ALL_SEGMENTS:
-                pick = F.when(F.col(C.SEGMENT) == segment, F.lit(route["source"])).otherwise(pick)
-        chosen = customers.select(C.CUSTOMER_ID).distinct().join(segments, C.CUSTOMER_ID, "left").select(C.CUSTOMER_ID, pick.alias("source"))
+    chosen = assign_sources(routes, customers.select(C.CUSTOMER_ID).distinct(), segments)
     served = reduce(lambda a, b: a.unionByName(b), [
         lists[name].join(chosen.where(F.col("source") == name), C.CUSTOMER_ID) for name in sorted(set(lists)) if name in routed_sources(routes)
     ])
-    if n is None:
-        return served
-    filler = lists[BASELINE].join(served.select(C.CUSTOMER_ID, C.ITEM_ID), [C.CUSTOMER_ID, C.ITEM_ID], "left_anti").withColumn(
+    return served if n is None else top_up(served, lists[BASELINE], n)
+
+
+def serve_routed(sources: Sources, customers, list_name: str, routes: dict[str, dict], segments=None, config: RoutingConfig = RoutingConfig()):
+    """What ``serve`` returns with ``n=config.n``, computing each source's list only for the customers routed to it.
+
+    For serving, where nothing is scored: a source that wins one segment is not run for everyone.
+    """
+    from pyspark.sql import functions as F
+
+    chosen = assign_sources(routes, customers, segments).cache()
+    served = reduce(lambda a, b: a.unionByName(b), [
+        candidate_lists(sources, chosen.where(F.col("source") == name).drop("source"), list_name, config, names=[name])[name]
+        .withColumn("source", F.lit(name))
+        for name in sorted(routed_sources(routes))
+    ])
+    return top_up(served, candidate_lists(sources, customers, list_name, config, names=[BASELINE])[BASELINE], config.n)
+
+
+def top_up(served, popular, n: int):
+    """Lists shorter than ``n`` (buy-again for a customer with few staples, say) filled from ``popular``, marked as its source."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    filler = popular.join(served.select(C.CUSTOMER_ID, C.ITEM_ID), [C.CUSTOMER_ID, C.ITEM_ID], "left_anti").withColumn(
         "source", F.lit(BASELINE))
     order = Window.partitionBy(C.CUSTOMER_ID).orderBy("_filler", C.RANK)
     both = served.withColumn("_filler", F.lit(0)).unionByName(filler.withColumn("_filler", F.lit(1)))

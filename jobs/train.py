@@ -72,12 +72,8 @@ def served_lists(sources, customers, segments, routes: dict, config: RoutingConf
     """customer_id, list, rank, item_id, score, source for every customer: the routed lists and buy-again."""
     from pyspark.sql import functions as F
 
-    parts = []
-    for list_name in SERVED_LISTS:
-        needed = sorted(routing.routed_sources(routes[list_name]) | {routing.BASELINE})  # popularity tops up short lists
-        lists = routing.candidate_lists(sources, customers, list_name, config, names=needed)
-        served = routing.serve(lists, routes[list_name], customers, segments, n=config.n)
-        parts.append(served.withColumn(C.LIST, F.lit(list_name)))
+    parts = [routing.serve_routed(sources, customers, list_name, routes[list_name], segments, config).withColumn(C.LIST, F.lit(list_name))
+             for list_name in SERVED_LISTS]
     buy_again = sources.models["buy_again"].recommend(customers, config.n)
     parts.append(buy_again.withColumns({"source": F.lit("buy_again"), C.LIST: F.lit("buy_again")}))
     columns = [C.CUSTOMER_ID, C.LIST, C.RANK, C.ITEM_ID, C.SCORE, "source"]
@@ -105,12 +101,13 @@ def run_train(spark, output_uri: str, *, as_of: dt.date | None, routing_config: 
     validated = time.monotonic()
     echo(f"  final: fit on everything before {as_of} and write the lists")
     segments = segments.cache()
-    sources = routing.fit_sources(purchases, as_of=as_of, segments=segments, config=routing_config, als_settings=chosen["als_settings"])
-    customers = known_customers(purchases, as_of).cache()
     similar_source = chosen["similar_items_source"]
     cold_route = chosen["routes"]["cold"][routing.ALL_SEGMENTS]["source"]
     used = sorted({part for routes in chosen["routes"].values() for route in routes.values() for part in route["source"].split("+")}
                   | {"buy_again", similar_source})
+    final_config = dataclasses.replace(routing_config, models=tuple(name for name in routing_config.models if name in used))
+    sources = routing.fit_sources(purchases, as_of=as_of, segments=segments, config=final_config, als_settings=chosen["als_settings"])
+    customers = known_customers(purchases, as_of).cache()
     serving = dataclasses.replace(routing_config, n=routing_config.served_n)
     with storage.atomic_output(spark, storage.join(output_uri, STAGE)) as staging:
         served_lists(sources, customers, segments, chosen["routes"], serving).write.parquet(storage.join(staging, "recommendations"))

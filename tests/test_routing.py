@@ -54,11 +54,18 @@ def with_future_item(spark, synthetic):
     return clean.unionByName(launches).cache()
 
 
-def test_nothing_from_the_test_window_reaches_the_models(spark, with_future_item, synthetic):
+@pytest.fixture(scope="module")
+def fitted(spark, with_future_item, synthetic):
+    """Every source fitted before the cutoff, the planted tiers as segments, and 300 customers with their country."""
     train, _ = evaluation.split_by_time(with_future_item, cutoff=CUTOFF)
     segments = spark.createDataFrame(synthetic.truth("customers")[["customer_id", "tier"]].rename(columns={"tier": "segment"}))
     sources = routing.fit_sources(train, as_of=CUTOFF, segments=segments, config=SMALL, als_settings=SMALL_ALS)
-    customers = train.select("customer_id", "country").dropDuplicates(["customer_id"]).limit(300)
+    customers = train.select("customer_id", "country").dropDuplicates(["customer_id"]).orderBy("customer_id").limit(300).cache()
+    return sources, segments, customers
+
+
+def test_nothing_from_the_test_window_reaches_the_models(fitted):
+    sources, _, customers = fitted
     # Every model once; fused lists are made only of these.
     singles = {"discover": ["popularity", "trending", "cooccurrence", "als", "segment_als"], "for_you": ["buy_again"],
                "cold": ["popularity_by_country"]}
@@ -66,6 +73,20 @@ def test_nothing_from_the_test_window_reaches_the_models(spark, with_future_item
         for name, recs in routing.candidate_lists(sources, customers, list_name, SMALL, names=names).items():
             assert recs.where("item_id = 'FUTURE-1'").count() == 0, (list_name, name)
             assert recs.count() > 0, (list_name, name)
+
+
+def test_serving_runs_each_source_for_its_customers_only_and_serves_the_same_lists(fitted):
+    sources, segments, customers = fitted
+    routes = {"all": {"source": "buy_again"}, "high": {"source": "buy_again+trending"}, "low": {"source": "segment_als"}}
+    config = RoutingConfig(fusion_depth=20, n=12)
+    everyone = routing.candidate_lists(sources, customers, "for_you", config, names=["buy_again", "buy_again+trending", "segment_als", "popularity"])
+    columns = ["customer_id", "rank", "item_id", "score", "source"]
+    expected = routing.serve(everyone, routes, customers, segments, n=config.n).toPandas()[columns]
+    actual = routing.serve_routed(sources, customers, "for_you", routes, segments, config).toPandas()[columns]
+    order = ["customer_id", "rank"]
+    pd.testing.assert_frame_equal(actual.sort_values(order).reset_index(drop=True), expected.sort_values(order).reset_index(drop=True))
+    assert set(actual["source"]) == {"buy_again", "buy_again+trending", "segment_als", "popularity"}
+    assert actual.groupby("customer_id").size().eq(12).all() and actual["customer_id"].nunique() == 300
 
 
 def test_evaluation_scores_every_candidate_and_the_routed_system(spark, synthetic):
