@@ -138,13 +138,25 @@ def _checked(measured: Measured, what: str, log: Path) -> Measured:
     return measured
 
 
+def code_version() -> str:
+    """The commit measured (with "+changes" when the tree differs from it), so merged results say what code each row is."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True)
+
+    head = git("rev-parse", "--short", "HEAD")
+    if head.returncode != 0:
+        return "unknown"
+    return head.stdout.strip() + ("+changes" if git("status", "--porcelain", "--untracked-files=no").stdout.strip() else "")
+
+
 def bench_size(rows: int, work_dir: Path, *, profile: Path, reference: bool, reference_timeout: float,
                reference_memory_cap: int, echo=print) -> dict:
     base = work_dir / f"rows-{rows}"
     data, output = base / "input", base / "output"
     env = project_env()
     python = sys.executable
-    result: dict = {"rows_requested": rows, "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    result: dict = {"rows_requested": rows, "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                    "commit": code_version()}
 
     if not (data / "transactions" / "_SUCCESS").exists():
         log = base / "synth.log"
@@ -282,8 +294,8 @@ def write_report(results: list[dict], target: Path, plot: Path, *, about: dict, 
         "",
         "## segrec pipeline (seconds per stage, total in minutes)",
         "",
-        "| rows | clean rows | customers | " + " | ".join(stages) + " | **total** | target | JVM peak (GB) | Python workers peak (GB) |",
-        "|" + "---:|" * (len(stages) + 7),
+        "| rows | clean rows | customers | " + " | ".join(stages) + " | **total** | target | JVM peak (GB) | Python workers peak (GB) | code |",
+        "|" + "---:|" * (len(stages) + 7) + "---|",
     ]
     for r in results:
         failed = "pipeline_failed" in r
@@ -291,7 +303,8 @@ def write_report(results: list[dict], target: Path, plot: Path, *, about: dict, 
         total = f"failed after {_minutes(r['pipeline_seconds'])}" if failed else f"**{_minutes(r['pipeline_seconds'])}**"
         lines.append(
             sizes + " | ".join(f"{r['stage_seconds'][stage]:.0f}" if stage in r.get("stage_seconds", {}) else "–" for stage in stages)
-            + f" | {total} | {target_verdict(r)} | {_gb(r['peak_bytes'].get('jvm'))} | {_gb(r['peak_bytes'].get('python_workers'))} |")
+            + f" | {total} | {target_verdict(r)} | {_gb(r['peak_bytes'].get('jvm'))} | {_gb(r['peak_bytes'].get('python_workers'))} | "
+            f"{r.get('commit', 'unknown')} |")
     lines += [
         "",
         "Total is the wall time of the `jobs.pipeline` process, JVM start-up included. Peaks are private resident memory "
