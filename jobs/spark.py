@@ -52,7 +52,10 @@ class SparkSettings:
 
     app_name: str = "segrec"
     master: str = "local[*]"
-    shuffle_partitions: int = 8
+    # An upper bound: adaptive execution coalesces each shuffle to about 64 MB per partition
+    # (fewer when that would leave cores idle), so small inputs get a few partitions and 50M
+    # rows get enough that no sort has to hold gigabytes (8 ran the ingest out of a 4 GB heap).
+    shuffle_partitions: int = 200
     driver_memory: str = "4g"
     quiet: bool = False  # no web UI and only errors logged (tests, benchmarks)
     extra: dict[str, str] = field(default_factory=dict)
