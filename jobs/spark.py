@@ -8,6 +8,7 @@ only applied to keys nobody has set (``SparkConf.setIfMissing``).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import shutil
@@ -52,13 +53,32 @@ class SparkSettings:
 
     app_name: str = "segrec"
     master: str = "local[*]"
-    # An upper bound: adaptive execution coalesces each shuffle to about 64 MB per partition
-    # (fewer when that would leave cores idle), so small inputs get a few partitions and 50M
-    # rows get enough that no sort has to hold gigabytes (8 ran the ingest out of a 4 GB heap).
-    shuffle_partitions: int = 200
+    shuffle_partitions: int = 8  # the least; the pipeline raises it with the input's size (fit_shuffle_partitions)
     driver_memory: str = "4g"
     quiet: bool = False  # no web UI and only errors logged (tests, benchmarks)
     extra: dict[str, str] = field(default_factory=dict)
+
+
+BYTES_PER_SHUFFLE_PARTITION = 8 * 1024 ** 2  # of input files: about a million transaction rows as Parquet
+
+
+def fit_shuffle_partitions(spark, input_uri: str, bytes_per_partition: int = BYTES_PER_SHUFFLE_PARTITION) -> int:
+    """Raise ``spark.sql.shuffle.partitions`` to one per ``bytes_per_partition`` of input; never lower it.
+
+    The default suits one machine up to ~10M rows. Past that each task's sorts and
+    aggregations outgrow a 4 GB heap (50M rows in 8 partitions ran the ingest out of
+    memory); a plain higher default instead makes small inputs pay for hundreds of tasks.
+    """
+    from jobs.storage import FileSystem
+
+    current = int(spark.conf.get("spark.sql.shuffle.partitions"))
+    files = FileSystem(spark)
+    if not files.exists(input_uri):  # a glob pattern, or missing: the ingest reports what is wrong
+        return current
+    wanted = math.ceil(files.size(input_uri) / bytes_per_partition)
+    if wanted > current:
+        spark.conf.set("spark.sql.shuffle.partitions", str(wanted))
+    return max(current, wanted)
 
 
 def build_session(settings: SparkSettings | None = None):

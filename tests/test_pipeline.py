@@ -59,3 +59,17 @@ def test_too_little_data_to_segment_is_one_clear_line(spark, tmp_path, capsys):
     assert captured.err.strip() == "error: CLV needs at least 20 customers with purchases before 2011-06-02, found 3"
     assert "[1/5] ingest: 20 rows in" in captured.out  # the ingest output stays published
     assert (tmp_path / "out" / "ingest" / "clean").is_dir() and not (tmp_path / "out" / "segments").exists()
+
+
+def test_shuffle_partitions_grow_with_the_input_and_never_shrink(spark, synthetic):
+    from jobs.spark import fit_shuffle_partitions
+
+    raw = str(synthetic.root / "raw" / "transactions")
+    before = spark.conf.get("spark.sql.shuffle.partitions")
+    try:
+        assert fit_shuffle_partitions(spark, raw) == int(before)  # a small input keeps the configured number
+        grown = fit_shuffle_partitions(spark, raw, bytes_per_partition=10_000)
+        assert grown > int(before) and spark.conf.get("spark.sql.shuffle.partitions") == str(grown)
+        assert fit_shuffle_partitions(spark, raw) == grown  # never lowered
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", before)
