@@ -149,11 +149,12 @@ def code_version() -> str:
     return head.stdout.strip() + ("+changes" if git("status", "--porcelain", "--untracked-files=no").stdout.strip() else "")
 
 
-def bench_size(rows: int, work_dir: Path, *, profile: Path, reference: bool, reference_timeout: float,
+def bench_size(rows: int, work_dir: Path, *, profile: Path, reference: bool, reference_timeout: float, driver_memory: str,
                reference_memory_cap: int, echo=print) -> dict:
     base = work_dir / f"rows-{rows}"
     data, output = base / "input", base / "output"
     env = project_env()
+    env["PYSPARK_SUBMIT_ARGS"] = f"--driver-memory {driver_memory} pyspark-shell"  # the JVM's heap is fixed when it starts
     python = sys.executable
     result: dict = {"rows_requested": rows, "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     "commit": code_version()}
@@ -168,7 +169,7 @@ def bench_size(rows: int, work_dir: Path, *, profile: Path, reference: bool, ref
     echo(f"{rows:,} rows: pipeline ...")
     pipeline = run_measured([python, "-m", "jobs.pipeline", "--input", str(data / "transactions"), "--output", str(output),
                              "--config", str(profile)], log=log, env=env)
-    result.update({"pipeline_seconds": pipeline.seconds, "peak_bytes": pipeline.peak_bytes, "driver_memory": SparkSettings().driver_memory})
+    result.update({"pipeline_seconds": pipeline.seconds, "peak_bytes": pipeline.peak_bytes, "driver_memory": driver_memory})
     if pipeline.status != 0:
         # Recorded, not raised: at the largest sizes a failure (out of memory, say) is the finding.
         result["pipeline_failed"] = f"status {pipeline.status}; see {log}"
@@ -285,7 +286,7 @@ def write_report(results: list[dict], target: Path, plot: Path, *, about: dict, 
         f"Written by `{command}` (`jobs/bench.py`); re-run it to reproduce. What the figures mean and where the time goes: "
         "README, section \"Scale\". Synthetic data from `jobs/synth.py` "
         f"(planted value tiers, {items:,} items, Online Retail II dirt), pipeline settings `jobs/profiles/scale.toml`, "
-        "Spark in local mode with its defaults (`local[*]`, driver memory 4 GB).",
+        "Spark in local mode (`local[*]`) with the driver heap shown per row (`--driver-memory`, default 4g).",
         "",
         f"Machine: {about['cpu']}, {about['cores']} cores, {about['memory_gb']} GB; {about['os']}; "
         f"Python {about['python']}, {about['java']}, PySpark {about['pyspark']}.",
@@ -294,8 +295,8 @@ def write_report(results: list[dict], target: Path, plot: Path, *, about: dict, 
         "",
         "## segrec pipeline (seconds per stage, total in minutes)",
         "",
-        "| rows | clean rows | customers | " + " | ".join(stages) + " | **total** | target | JVM peak (GB) | Python workers peak (GB) | code |",
-        "|" + "---:|" * (len(stages) + 7) + "---|",
+        "| rows | clean rows | customers | " + " | ".join(stages) + " | **total** | target | driver heap | JVM peak (GB) | Python workers peak (GB) | code |",
+        "|" + "---:|" * (len(stages) + 8) + "---|",
     ]
     for r in results:
         failed = "pipeline_failed" in r
@@ -303,13 +304,13 @@ def write_report(results: list[dict], target: Path, plot: Path, *, about: dict, 
         total = f"failed after {_minutes(r['pipeline_seconds'])}" if failed else f"**{_minutes(r['pipeline_seconds'])}**"
         lines.append(
             sizes + " | ".join(f"{r['stage_seconds'][stage]:.0f}" if stage in r.get("stage_seconds", {}) else "–" for stage in stages)
-            + f" | {total} | {target_verdict(r)} | {_gb(r['peak_bytes'].get('jvm'))} | {_gb(r['peak_bytes'].get('python_workers'))} | "
+            + f" | {total} | {target_verdict(r)} | {r.get('driver_memory', '4g')} | {_gb(r['peak_bytes'].get('jvm'))} | {_gb(r['peak_bytes'].get('python_workers'))} | "
             f"{r.get('commit', 'unknown')} |")
     lines += [
         "",
         "Total is the wall time of the `jobs.pipeline` process, JVM start-up included. Peaks are private resident memory "
         f"(RssAnon: heap and native allocations, not memory-mapped files) sampled every {SAMPLE_SECONDS} s; in local mode "
-        f"the driver and the executor are one JVM, whose heap is the driver memory ({results[0].get('driver_memory', '4g')} here). "
+        "the driver and the executor are one JVM, whose heap is the driver memory. "
         f"The largest size's target also asks for a driver of at most {TARGET_DRIVER_MEMORY_GB} GB.",
         "",
         "## Against a single-machine reference",
@@ -364,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", type=Path, default=PROJECT_ROOT / "output" / "bench", help="data, outputs, logs, results.json")
     parser.add_argument("--report", type=Path, default=PROJECT_ROOT / "BENCHMARKS.md")
     parser.add_argument("--profile", type=Path, default=SCALE_PROFILE, help="pipeline settings (default jobs/profiles/scale.toml)")
+    parser.add_argument("--driver-memory", default=SparkSettings().driver_memory,
+                        help="JVM heap of the pipeline (in local mode driver and executor are one JVM); default 4g")
     parser.add_argument("--no-reference", dest="reference", action="store_false", help="skip the pandas reference")
     parser.add_argument("--reference-timeout-minutes", type=float, default=60.0)
     parser.add_argument("--reference-memory-gb", type=float, default=20.0, help="stop the reference past this resident memory")
@@ -380,7 +383,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for rows in args.sizes:
         result = bench_size(rows, args.work_dir, profile=args.profile, reference=args.reference,
-                            reference_timeout=args.reference_timeout_minutes * 60, reference_memory_cap=int(args.reference_memory_gb * GB))
+                            reference_timeout=args.reference_timeout_minutes * 60, reference_memory_cap=int(args.reference_memory_gb * GB),
+                            driver_memory=args.driver_memory)
         # Written after every size, so a long run that is stopped keeps what it measured.
         merged = merge_results(args.work_dir / "results.json", [result])
         write_plot(merged, plot)

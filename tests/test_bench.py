@@ -63,11 +63,11 @@ def test_report_has_a_row_per_size_with_target_verdicts_ratios_and_the_plot(tmp_
     bench.write_plot(results, tmp_path / "BENCHMARKS.png")
     bench.write_report(results, tmp_path / "BENCHMARKS.md", tmp_path / "BENCHMARKS.png", about=about, items=5000)
     text = (tmp_path / "BENCHMARKS.md").read_text()
-    assert "| 999,990 | 500,000 | 10,000 | 6 | 12 | 6 | 70 | 6 | **1.7** | 2.0 ✓ | 3.0 | 0.5 | unknown |" in text
+    assert "| 999,990 | 500,000 | 10,000 | 6 | 12 | 6 | 70 | 6 | **1.7** | 2.0 ✓ | 4g | 3.0 | 0.5 | unknown |" in text
     assert "| 9,999,990 | 5,000,000 | 100,000 |" in text and "| **15.0** | 12.0 ✗ |" in text
     assert "| 999,990 | completed | 0.2 | 1.0 | 1.7 | 10.0× |" in text
     assert "out of memory (passed the 20 GB cap) | 10.0 | 20.0 | 15.0 | reference did not finish |" in text
-    assert "| 50,000,000 (requested) | – | – | – | – | – | – | – | failed after 30.0 | 60.0, driver ≤ 4 GB ✗ | 5.0 | – | abc1234 |" in text
+    assert "| 50,000,000 (requested) | – | – | – | – | – | – | – | failed after 30.0 | 60.0, driver ≤ 4 GB ✗ | 4g | 5.0 | – | abc1234 |" in text
     assert (tmp_path / "BENCHMARKS.png").stat().st_size > 10_000
 
 
