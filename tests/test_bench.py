@@ -97,3 +97,10 @@ def test_the_reference_cleans_like_the_ingest_and_recommends_for_every_segment(s
     # Ten unseen items for nearly every customer, and "also bought" lists for every item of every segment.
     assert outcome["recommendations"] >= 9 * outcome["customers"]
     assert {f"als fit segment {segment}" for segment in range(reference.SEGMENTS)} <= set(outcome["seconds"])
+
+
+def test_a_java_child_of_the_jvm_is_not_counted_twice():
+    # 1 the Python driver, 2 the JVM, 3 the JVM between fork and exec (a "java" sharing its memory), 4 a Python worker.
+    tree = [(1, None), (2, 1), (3, 2), (4, 2)]
+    kinds = {1: "python_driver", 2: "jvm", 3: "jvm", 4: "python_workers"}
+    assert bench.classify_tree(tree, kinds.get) == {1: "python_driver", 2: "jvm", 4: "python_workers"}
