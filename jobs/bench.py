@@ -321,6 +321,10 @@ def write_report(results: list[dict], target: Path, plot: Path, *, about: dict, 
         "the driver and the executor are one JVM, whose heap is the driver memory. "
         f"The largest size's target also asks for a driver of at most {TARGET_DRIVER_MEMORY_GB} GB.",
         "",
+    ]
+    lines += [f"- {r.get('rows', r['rows_requested']):,} rows: {r['peak_note']}." for r in results if r.get("peak_note")]
+    lines += [
+        "",
         "## Against a single-machine reference",
         "",
         "`jobs/reference.py`: pandas + lifetimes + implicit, the same cleaning, RFM, BG/NBD + Gamma-Gamma, K-means and per-segment "
