@@ -68,8 +68,9 @@ def _tree(root: int) -> list[tuple[int, int | None]]:
 
 def classify_tree(tree: list[tuple[int, int | None]], kind_of) -> dict[int, str]:
     """pid -> kind for the processes to count. A "java" child of the JVM is the JVM itself,
-    caught between fork and exec when it starts a command: it shares the JVM's memory, and
-    counting it once made a 13 GB JVM read as 26 GB. Such children are left out."""
+    caught between fork and exec when it starts a command, sharing its memory; they are left
+    out. (The 50M run read 26.3 GB of JVM on a 23.5 GB machine: something was counted twice,
+    and this is the likely cause, not a reproduced one.)"""
     kinds = {pid: kind_of(pid) for pid, _ in tree}
     return {pid: kinds[pid] for pid, parent in tree
             if kinds[pid] and not (kinds[pid] == "jvm" and kinds.get(parent) == "jvm")}
