@@ -9,13 +9,15 @@ factor matrix.
 
 ``SegmentedALS`` trains one ALS per segment on that segment's customers and
 serves each customer from their segment's model; customers of a segment too
-small to train on, or unknown to their segment's model, fall back to a global
-ALS trained on everyone.
+small to train on, or without a segment, fall back to a global ALS trained on
+everyone. The global model is fitted only when someone needs it (as a fallback,
+or for "also bought" lists): when every customer has a trainable segment, it
+would cost as much as all the segment models together and serve no one.
 """
 
 from __future__ import annotations
 
-from cf.base import Recommender, top_n
+from cf.base import Recommender, read_small_json, top_n, write_small_json
 from cf.ids import IdMapping
 from cf.interactions import RecommendationError
 from segmentation import columns as C
@@ -185,6 +187,7 @@ class SegmentedALS(Recommender):
         self.min_customers = min_customers
         self.als_settings = als_settings  # the global model's, and any segment's not in ``per_segment``
         self.per_segment = per_segment or {}  # settings tuned for one segment's model
+        self._interactions = None  # what the global model is fitted on, when it is needed
         self._global: ALSRecommender | None = None
         self._by_segment: dict[str, ALSRecommender] = {}
         self._segments = None  # customer_id, segment
@@ -192,19 +195,31 @@ class SegmentedALS(Recommender):
     def settings(self) -> dict:
         return {"min_customers": self.min_customers, "per_segment": self.per_segment, **self.als_settings}
 
+    @property
+    def has_global_model(self) -> bool:
+        return self._global is not None
+
     def fit(self, interactions, segments=None):
         from pyspark.sql import functions as F
 
         if segments is None or C.SEGMENT not in segments.columns:
             raise RecommendationError("per-segment ALS needs a table of customer_id and segment")
         self._remember(interactions)
+        self._interactions = interactions.select(C.CUSTOMER_ID, C.ITEM_ID, C.STRENGTH)
         self._segments = segments.select(C.CUSTOMER_ID, C.SEGMENT).cache()
-        self._global = ALSRecommender(**self.als_settings).fit(interactions)
+        trainable = self._trainable_segments()
         self._by_segment = {}
-        for segment in self._trainable_segments():
+        for segment in trainable:
             members = self._segments.where(F.col(C.SEGMENT) == segment).select(C.CUSTOMER_ID)
             self._by_segment[segment] = ALSRecommender(**self._settings_of(segment)).fit(interactions.join(members, C.CUSTOMER_ID))
+        # Every customer in a trained segment is known to its model, so only the others need the fallback.
+        covered = self._segments.where(F.col(C.SEGMENT).isin(trainable)).select(C.CUSTOMER_ID)
+        uncovered = self._interactions.select(C.CUSTOMER_ID).join(covered, C.CUSTOMER_ID, "left_anti")
+        self._global = None if uncovered.isEmpty() else self._fit_global()
         return self
+
+    def _fit_global(self) -> ALSRecommender:
+        return ALSRecommender(**self.als_settings).fit(self._interactions)
 
     def recommend(self, customers, n: int = 10, *, exclude_seen: bool = False):
         from functools import reduce
@@ -217,28 +232,36 @@ class SegmentedALS(Recommender):
         for segment, model in self._by_segment.items():
             members = wanted.where(F.col(C.SEGMENT) == segment).select(C.CUSTOMER_ID)
             lists.append(model.recommend(members, n, exclude_seen=exclude_seen))
-        # The global model serves everyone no segment model knows. (Deciding that from the
-        # segment models' id mappings, not from their lists, keeps the query plan small.)
-        rest = wanted.select(C.CUSTOMER_ID)
-        for segment, model in self._by_segment.items():
-            members = wanted.where(F.col(C.SEGMENT) == segment).select(C.CUSTOMER_ID)
-            rest = rest.join(members.join(model.known_customers(), C.CUSTOMER_ID), C.CUSTOMER_ID, "left_anti")
-        fallback = self._global.recommend(rest, n, exclude_seen=exclude_seen)
-        return reduce(lambda a, b: a.unionByName(b), lists, fallback)
+        if self._global is not None:
+            # The global model serves everyone no segment model knows. (Deciding that from the
+            # segment models' id mappings, not from their lists, keeps the query plan small.)
+            rest = wanted.select(C.CUSTOMER_ID)
+            for segment, model in self._by_segment.items():
+                members = wanted.where(F.col(C.SEGMENT) == segment).select(C.CUSTOMER_ID)
+                rest = rest.join(members.join(model.known_customers(), C.CUSTOMER_ID), C.CUSTOMER_ID, "left_anti")
+            lists.append(self._global.recommend(rest, n, exclude_seen=exclude_seen))
+        return reduce(lambda a, b: a.unionByName(b), lists)
 
     def similar_items(self, items, n: int = 10):
+        """From the global model's item factors (fitted now if no customer needed it as a fallback)."""
         self._check_fitted()
+        if self._global is None:
+            self._global = self._fit_global()
         return self._global.similar_items(items, n)
 
     def _save_state(self, path: str) -> None:
         self._segments.write.mode("overwrite").parquet(f"{path}/segments")
-        self._global.save(f"{path}/global")
+        self._interactions.write.mode("overwrite").parquet(f"{path}/interactions")
+        write_small_json(self._segments.sparkSession, f"{path}/state", {"global": self._global is not None})
+        if self._global is not None:
+            self._global.save(f"{path}/global")
         for segment, model in self._by_segment.items():
             model.save(f"{path}/by_segment/{segment}")
 
     def _load_state(self, spark, path: str) -> None:
         self._segments = spark.read.parquet(f"{path}/segments")
-        self._global = ALSRecommender.load(spark, f"{path}/global")
+        self._interactions = spark.read.parquet(f"{path}/interactions")
+        self._global = ALSRecommender.load(spark, f"{path}/global") if read_small_json(spark, f"{path}/state")["global"] else None
         self._by_segment = {segment: ALSRecommender.load(spark, f"{path}/by_segment/{segment}") for segment in self._trainable_segments()}
 
     def _settings_of(self, segment: str) -> dict:

@@ -80,20 +80,28 @@ class Recommender(ABC):
 
         self._check_fitted()
         spark = SparkSession.active()
-        meta = json.dumps({"class": type(self).__name__, "settings": self.settings()})
-        spark.createDataFrame([(meta,)], "meta string").coalesce(1).write.mode("overwrite").text(f"{path}/meta")
+        write_small_json(spark, f"{path}/meta", {"class": type(self).__name__, "settings": self.settings()})
         self._seen.write.mode("overwrite").parquet(f"{path}/seen")
         self._save_state(path)
 
     @classmethod
     def load(cls, spark, path: str) -> "Recommender":
-        meta = json.loads(spark.read.text(f"{path}/meta").first()[0])
+        meta = read_small_json(spark, f"{path}/meta")
         if meta["class"] != cls.__name__:
             raise RecommendationError(f"{path} holds a {meta['class']}, not a {cls.__name__}")
         model = cls(**meta["settings"])
         model._seen = spark.read.parquet(f"{path}/seen")
         model._load_state(spark, path)
         return model
+
+
+def write_small_json(spark, path: str, payload: dict) -> None:
+    """One line of JSON as a text dataset: through Spark, so any URI a model is saved to works."""
+    spark.createDataFrame([(json.dumps(payload),)], "line string").coalesce(1).write.mode("overwrite").text(path)
+
+
+def read_small_json(spark, path: str) -> dict:
+    return json.loads(spark.read.text(path).first()[0])
 
 
 def check_n(n: int) -> None:

@@ -134,24 +134,32 @@ def fuse(first, second, *, weight: float, offset: float, n: int):
 
 
 def candidate_lists(sources: Sources, customers, list_name: str, config: RoutingConfig = RoutingConfig(), names=None) -> dict:
-    """Each candidate source's top-n list for ``customers`` (with a country column for by-country sources)."""
+    """Each candidate source's top-n list for ``customers`` (with a country column for by-country sources).
+
+    Every model is asked once: a model that is also part of a fused source is read
+    ``fusion_depth`` deep, and its own top-n list is the head of that.
+    """
+    from pyspark.sql import functions as F
+
     if list_name not in CANDIDATES:
         raise RecommendationError(f"unknown list '{list_name}': lists are {', '.join(CANDIDATES)}")
-    exclude = EXCLUDES_SEEN[list_name]
+    wanted = names or config.candidates(list_name)
+    fused_parts = {part for name in wanted if "+" in name for part in name.split("+")}
+    singles = {}
 
-    def single(name: str, n: int):
-        return sources.models[name].recommend(customers, n, exclude_seen=exclude)
+    def single(name: str):
+        if name not in singles:
+            depth = max(config.fusion_depth, config.n) if name in fused_parts else config.n
+            singles[name] = materialize(sources.models[name].recommend(customers, depth, exclude_seen=EXCLUDES_SEEN[list_name]))
+        return singles[name]
 
     lists = {}
-    for name in names or config.candidates(list_name):
+    for name in wanted:
         if "+" in name:
             first, second = name.split("+")
-            depth = max(config.fusion_depth, config.n)
-            recs = fuse(single(first, depth), single(second, depth), weight=config.fusion_weight,
-                        offset=config.fusion_offset, n=config.n)
+            lists[name] = materialize(fuse(single(first), single(second), weight=config.fusion_weight, offset=config.fusion_offset, n=config.n))
         else:
-            recs = single(name, config.n)
-        lists[name] = materialize(recs)
+            lists[name] = single(name).where(F.col(C.RANK) <= config.n)
     return lists
 
 

@@ -120,6 +120,24 @@ def test_segment_als_recovers_planted_affinities_well_above_popularity(synthetic
     assert als_share > popular_share + 0.2
 
 
+def test_segment_als_fits_its_global_model_only_for_customers_no_segment_model_knows(training, tiers):
+    from pyspark.sql import functions as F
+
+    assert not make("segment_als", training, tiers).has_global_model  # every synthetic customer has a trainable tier
+    ordered = tiers.join(training.select("customer_id").distinct(), "customer_id").orderBy("customer_id")
+    without_segment = ordered.limit(20).select("customer_id")
+    too_small = ordered.offset(20).limit(10).withColumn("segment", F.lit("tiny"))
+    relabelled = tiers.join(ordered.limit(30).select("customer_id"), "customer_id", "left_anti").unionByName(too_small)
+    model = SegmentedALS(rank=16, max_iter=8).fit(training, relabelled)
+    assert model.has_global_model
+    fallback_customers = without_segment.unionByName(too_small.select("customer_id"))
+    served = model.recommend(fallback_customers, N).toPandas().sort_values(["customer_id", "rank"]).reset_index(drop=True)
+    expected = ALSRecommender(rank=16, max_iter=8).fit(training).recommend(fallback_customers, N).toPandas()
+    expected = expected.sort_values(["customer_id", "rank"]).reset_index(drop=True)
+    assert served.customer_id.nunique() == 30
+    pd.testing.assert_frame_equal(served[["customer_id", "rank", "item_id"]], expected[["customer_id", "rank", "item_id"]])
+
+
 def test_time_decay_weighs_recent_orders_more(spark):
     rows = [("a", "old", "o1", "2010-01-01 10:00:00", 1.0, 1.0), ("a", "new", "o2", "2011-08-01 10:00:00", 1.0, 1.0)]
     purchases = spark.createDataFrame(rows, "customer_id string, item_id string, order_id string, timestamp string, quantity double, amount double")
