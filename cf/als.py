@@ -188,7 +188,8 @@ class SegmentedALS(Recommender):
         self.als_settings = als_settings  # the global model's, and any segment's not in ``per_segment``
         self.per_segment = per_segment or {}  # settings tuned for one segment's model
         self._interactions = None  # what the global model is fitted on, when it is needed
-        self._global: ALSRecommender | None = None
+        self._global: ALSRecommender | None = None  # the fallback, fitted when some customer needs it
+        self._items_model: ALSRecommender | None = None  # the same model fitted for "also bought" when there is no fallback
         self._by_segment: dict[str, ALSRecommender] = {}
         self._segments = None  # customer_id, segment
 
@@ -196,7 +197,7 @@ class SegmentedALS(Recommender):
         return {"min_customers": self.min_customers, "per_segment": self.per_segment, **self.als_settings}
 
     @property
-    def has_global_model(self) -> bool:
+    def has_fallback(self) -> bool:
         return self._global is not None
 
     def fit(self, interactions, segments=None):
@@ -216,6 +217,7 @@ class SegmentedALS(Recommender):
         covered = self._segments.where(F.col(C.SEGMENT).isin(trainable)).select(C.CUSTOMER_ID)
         uncovered = self._interactions.select(C.CUSTOMER_ID).join(covered, C.CUSTOMER_ID, "left_anti")
         self._global = None if uncovered.isEmpty() else self._fit_global()
+        self._items_model = None
         return self
 
     def _fit_global(self) -> ALSRecommender:
@@ -243,11 +245,13 @@ class SegmentedALS(Recommender):
         return reduce(lambda a, b: a.unionByName(b), lists)
 
     def similar_items(self, items, n: int = 10):
-        """From the global model's item factors (fitted now if no customer needed it as a fallback)."""
+        """From the global model's item factors (fitted on first use if no customer needed it as a fallback)."""
         self._check_fitted()
-        if self._global is None:
-            self._global = self._fit_global()
-        return self._global.similar_items(items, n)
+        if self._global is not None:
+            return self._global.similar_items(items, n)
+        if self._items_model is None:
+            self._items_model = self._fit_global()
+        return self._items_model.similar_items(items, n)
 
     def _save_state(self, path: str) -> None:
         self._segments.write.mode("overwrite").parquet(f"{path}/segments")

@@ -42,9 +42,22 @@ def make(name, training, tiers):
 MODELS = ["popularity", "trending", "buy_again", "cooccurrence", "als", "segment_als"]
 
 
+@pytest.fixture(scope="module")
+def fitted(training, tiers):
+    """Each model fitted once per module, on first use."""
+    models = {}
+
+    def get(name):
+        if name not in models:
+            models[name] = make(name, training, tiers)
+        return models[name]
+
+    return get
+
+
 @pytest.fixture(scope="module", params=MODELS)
-def model(request, training, tiers):
-    return make(request.param, training, tiers)
+def model(request, fitted):
+    return fitted(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -105,14 +118,14 @@ def favourite_share(recs: pd.DataFrame, truth: pd.DataFrame, items: pd.DataFrame
     return joined.apply(lambda row: row.group in favourites[row.tier], axis=1).mean()
 
 
-def test_segment_als_recovers_planted_affinities_well_above_popularity(synthetic, training, tiers):
+def test_segment_als_recovers_planted_affinities_well_above_popularity(synthetic, training, fitted):
     truth = synthetic.truth("customers")[["customer_id", "tier"]]
     items = synthetic.truth("items")
     favourites = {tier: set(profile.favourite_groups) for tier, profile in synthetic.config.tiers.items()}
     customers = training.select("customer_id").distinct()
 
-    per_segment = make("segment_als", training, tiers).recommend(customers, N, exclude_seen=True).toPandas()
-    popular = make("popularity", training, tiers).recommend(customers, N, exclude_seen=True).toPandas()
+    per_segment = fitted("segment_als").recommend(customers, N, exclude_seen=True).toPandas()
+    popular = fitted("popularity").recommend(customers, N, exclude_seen=True).toPandas()
     als_share = favourite_share(per_segment, truth, items, favourites)
     popular_share = favourite_share(popular, truth, items, favourites)
     print(f"share of discover items in the planted favourite groups: segment ALS {als_share:.2f}, popularity {popular_share:.2f}")
@@ -120,19 +133,19 @@ def test_segment_als_recovers_planted_affinities_well_above_popularity(synthetic
     assert als_share > popular_share + 0.2
 
 
-def test_segment_als_fits_its_global_model_only_for_customers_no_segment_model_knows(training, tiers):
+def test_segment_als_fits_its_global_model_only_for_customers_no_segment_model_knows(training, tiers, fitted):
     from pyspark.sql import functions as F
 
-    assert not make("segment_als", training, tiers).has_global_model  # every synthetic customer has a trainable tier
+    assert not fitted("segment_als").has_fallback  # every synthetic customer has a trainable tier
     ordered = tiers.join(training.select("customer_id").distinct(), "customer_id").orderBy("customer_id")
     without_segment = ordered.limit(20).select("customer_id")
     too_small = ordered.offset(20).limit(10).withColumn("segment", F.lit("tiny"))
     relabelled = tiers.join(ordered.limit(30).select("customer_id"), "customer_id", "left_anti").unionByName(too_small)
     model = SegmentedALS(rank=16, max_iter=8).fit(training, relabelled)
-    assert model.has_global_model
+    assert model.has_fallback
     fallback_customers = without_segment.unionByName(too_small.select("customer_id"))
     served = model.recommend(fallback_customers, N).toPandas().sort_values(["customer_id", "rank"]).reset_index(drop=True)
-    expected = ALSRecommender(rank=16, max_iter=8).fit(training).recommend(fallback_customers, N).toPandas()
+    expected = fitted("als").recommend(fallback_customers, N).toPandas()  # the global model's settings
     expected = expected.sort_values(["customer_id", "rank"]).reset_index(drop=True)
     assert served.customer_id.nunique() == 30
     pd.testing.assert_frame_equal(served[["customer_id", "rank", "item_id"]], expected[["customer_id", "rank", "item_id"]])
