@@ -388,21 +388,22 @@ def main(argv: list[str] | None = None) -> int:
     args.work_dir.mkdir(parents=True, exist_ok=True)
     plot, about = args.report.with_suffix(".png"), machine()
     items = build(SynthConfig, load_config_file(str(args.profile)).get("synth")).items
-    if args.report_only:
-        merged = merge_results(args.work_dir / "results.json", [])
+
+    def report(new_results: list[dict]) -> None:
+        # Results merge across runs, so the command that reproduces the report names every size in it.
+        merged = merge_results(args.work_dir / "results.json", new_results)
         write_plot(merged, plot)
         write_report(merged, args.report, plot, about=about, items=items, command=make_command(r["rows_requested"] for r in merged))
         print(f"wrote {args.report} and {plot} from {len(merged)} measured size(s)")
+
+    if args.report_only:
+        report([])
         return 0
     for rows in args.sizes:
         result = bench_size(rows, args.work_dir, profile=args.profile, reference=args.reference,
                             reference_timeout=args.reference_timeout_minutes * 60, reference_memory_cap=int(args.reference_memory_gb * GB),
                             driver_memory=args.driver_memory)
-        # Written after every size, so a long run that is stopped keeps what it measured.
-        merged = merge_results(args.work_dir / "results.json", [result])
-        write_plot(merged, plot)
-        write_report(merged, args.report, plot, about=about, items=items, command=make_command(args.sizes))
-        print(f"wrote {args.report} and {plot}")
+        report([result])  # after every size, so a long run that is stopped keeps what it measured
     return 0
 
 
