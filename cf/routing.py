@@ -230,7 +230,9 @@ def serve(lists: dict, routes: dict[str, dict], customers, segments=None, *, n: 
 def serve_routed(sources: Sources, customers, list_name: str, routes: dict[str, dict], segments=None, config: RoutingConfig = RoutingConfig()):
     """What ``serve`` returns with ``n=config.n``, computing each source's list only for the customers routed to it.
 
-    For serving, where nothing is scored: a source that wins one segment is not run for everyone.
+    For serving, where nothing is scored: a source that wins one segment is not run for
+    everyone, and the popularity list that tops up short lists is made only for the
+    customers whose list is short (with bought items excluded it is the costliest list).
     """
     from pyspark.sql import functions as F
 
@@ -240,7 +242,9 @@ def serve_routed(sources: Sources, customers, list_name: str, routes: dict[str, 
         .withColumn("source", F.lit(name))
         for name in sorted(routed_sources(routes))
     ])
-    return top_up(served, candidate_lists(sources, customers, list_name, config, names=[BASELINE])[BASELINE], config.n)
+    full = served.groupBy(C.CUSTOMER_ID).count().where(F.col("count") >= config.n)
+    short = chosen.join(full, C.CUSTOMER_ID, "left_anti")
+    return top_up(served, candidate_lists(sources, short, list_name, config, names=[BASELINE])[BASELINE], config.n)
 
 
 def top_up(served, popular, n: int):
