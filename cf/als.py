@@ -255,17 +255,20 @@ class SegmentedALS(Recommender):
 
     def _save_state(self, path: str) -> None:
         self._segments.write.mode("overwrite").parquet(f"{path}/segments")
-        self._interactions.write.mode("overwrite").parquet(f"{path}/interactions")
         write_small_json(self._segments.sparkSession, f"{path}/state", {"global": self._global is not None})
         if self._global is not None:
             self._global.save(f"{path}/global")
+        else:  # what "also bought" would fit the global model on
+            self._interactions.write.mode("overwrite").parquet(f"{path}/interactions")
         for segment, model in self._by_segment.items():
             model.save(f"{path}/by_segment/{segment}")
 
     def _load_state(self, spark, path: str) -> None:
         self._segments = spark.read.parquet(f"{path}/segments")
-        self._interactions = spark.read.parquet(f"{path}/interactions")
-        self._global = ALSRecommender.load(spark, f"{path}/global") if read_small_json(spark, f"{path}/state")["global"] else None
+        if read_small_json(spark, f"{path}/state")["global"]:
+            self._global, self._interactions = ALSRecommender.load(spark, f"{path}/global"), None
+        else:
+            self._global, self._interactions = None, spark.read.parquet(f"{path}/interactions")
         self._by_segment = {segment: ALSRecommender.load(spark, f"{path}/by_segment/{segment}") for segment in self._trainable_segments()}
 
     def _settings_of(self, segment: str) -> dict:

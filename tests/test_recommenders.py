@@ -133,10 +133,15 @@ def test_segment_als_recovers_planted_affinities_well_above_popularity(synthetic
     assert als_share > popular_share + 0.2
 
 
-def test_segment_als_fits_its_global_model_only_for_customers_no_segment_model_knows(training, tiers, fitted):
+def test_segment_als_fits_its_global_model_only_for_customers_no_segment_model_knows(spark, training, tiers, fitted, tmp_path):
     from pyspark.sql import functions as F
 
-    assert not fitted("segment_als").has_fallback  # every synthetic customer has a trainable tier
+    covered = fitted("segment_als")
+    assert not covered.has_fallback  # every synthetic customer has a trainable tier
+    covered.save(str(tmp_path / "covered"))
+    reloaded = SegmentedALS.load(spark, str(tmp_path / "covered"))
+    assert not reloaded.has_fallback
+    assert reloaded.similar_items(training.select("item_id").distinct().limit(5), 3).count() == 15  # fitted from the saved interactions
     ordered = tiers.join(training.select("customer_id").distinct(), "customer_id").orderBy("customer_id")
     without_segment = ordered.limit(20).select("customer_id")
     too_small = ordered.offset(20).limit(10).withColumn("segment", F.lit("tiny"))
@@ -149,6 +154,11 @@ def test_segment_als_fits_its_global_model_only_for_customers_no_segment_model_k
     expected = expected.sort_values(["customer_id", "rank"]).reset_index(drop=True)
     assert served.customer_id.nunique() == 30
     pd.testing.assert_frame_equal(served[["customer_id", "rank", "item_id"]], expected[["customer_id", "rank", "item_id"]])
+    model.save(str(tmp_path / "with_fallback"))
+    reloaded = SegmentedALS.load(spark, str(tmp_path / "with_fallback"))
+    assert reloaded.has_fallback
+    again = reloaded.recommend(fallback_customers, N).toPandas().sort_values(["customer_id", "rank"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(again[["customer_id", "rank", "item_id"]], served[["customer_id", "rank", "item_id"]])
 
 
 def test_time_decay_weighs_recent_orders_more(spark):
