@@ -95,11 +95,16 @@ def test_similar_items_never_lists_the_item_itself(model, training):
     assert similar.groupby("item_id").size().max() <= 5
 
 
+def lists_of(model, customers) -> pd.DataFrame:
+    """The model's top-N lists for ``customers`` in a fixed order, to compare with another model's."""
+    return model.recommend(customers, N).toPandas().sort_values(["customer_id", "rank"]).reset_index(drop=True)
+
+
 def test_save_and_load_give_the_same_lists(spark, model, customers, tmp_path):
     model.save(str(tmp_path / "model"))
     loaded = type(model).load(spark, str(tmp_path / "model"))
-    before = model.recommend(customers, N).toPandas().sort_values(["customer_id", "rank"]).reset_index(drop=True)
-    after = loaded.recommend(customers, N).toPandas().sort_values(["customer_id", "rank"]).reset_index(drop=True)
+    before = lists_of(model, customers)
+    after = lists_of(loaded, customers)
     pd.testing.assert_frame_equal(before[["customer_id", "rank", "item_id"]], after[["customer_id", "rank", "item_id"]])
     assert after.score.to_numpy() == pytest.approx(before.score.to_numpy(), rel=1e-6)
 
@@ -149,15 +154,14 @@ def test_segment_als_fits_its_global_model_only_for_customers_no_segment_model_k
     model = SegmentedALS(rank=16, max_iter=8).fit(training, relabelled)
     assert model.has_fallback
     fallback_customers = without_segment.unionByName(too_small.select("customer_id"))
-    served = model.recommend(fallback_customers, N).toPandas().sort_values(["customer_id", "rank"]).reset_index(drop=True)
-    expected = fitted("als").recommend(fallback_customers, N).toPandas()  # the global model's settings
-    expected = expected.sort_values(["customer_id", "rank"]).reset_index(drop=True)
+    served = lists_of(model, fallback_customers)
+    expected = lists_of(fitted("als"), fallback_customers)  # the global model's settings
     assert served.customer_id.nunique() == 30
     pd.testing.assert_frame_equal(served[["customer_id", "rank", "item_id"]], expected[["customer_id", "rank", "item_id"]])
     model.save(str(tmp_path / "with_fallback"))
     reloaded = SegmentedALS.load(spark, str(tmp_path / "with_fallback"))
     assert reloaded.has_fallback
-    again = reloaded.recommend(fallback_customers, N).toPandas().sort_values(["customer_id", "rank"]).reset_index(drop=True)
+    again = lists_of(reloaded, fallback_customers)
     pd.testing.assert_frame_equal(again[["customer_id", "rank", "item_id"]], served[["customer_id", "rank", "item_id"]])
 
 
