@@ -5,6 +5,7 @@ import datetime as dt
 import io
 import json
 import re
+import shutil
 
 import matplotlib.image
 import pytest
@@ -78,6 +79,8 @@ def test_report_before_segments_says_what_to_run(spark, tmp_path, capsys):
 
 
 def test_backtest_command_with_a_calibration_end(spark, run, tmp_path, capsys):
+    # On a copy: other tests (the cluster comparison among them) need the run as the pipeline wrote it.
+    run = shutil.copytree(run, tmp_path / "run")
     config = tmp_path / "segrec.toml"
     config.write_text('[backtest]\nmodels = ["mbgnbd"]\n')
     status = cli.run(segment.main, ["--output", str(run), "--backtest", "--calibration-end", "2011-06-30", "--config", str(config)])
