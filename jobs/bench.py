@@ -323,9 +323,9 @@ def write_report(results: list[dict], target: Path, plot: Path, *, about: dict, 
         f"The largest size's target also asks for a driver of at most {TARGET_DRIVER_MEMORY_GB} GB.",
         "",
     ]
-    lines += [f"- {r.get('rows', r['rows_requested']):,} rows: {r['peak_note']}." for r in results if r.get("peak_note")]
+    notes = [f"- {r.get('rows', r['rows_requested']):,} rows: {r['peak_note']}." for r in results if r.get("peak_note")]
+    lines += notes + ([""] if notes else [])
     lines += [
-        "",
         "## Against a single-machine reference",
         "",
         "`jobs/reference.py`: pandas + lifetimes + implicit, the same cleaning, RFM, BG/NBD + Gamma-Gamma, K-means and per-segment "
