@@ -40,6 +40,7 @@ SHIPPED_PACKAGES = ("jobs", "cf", "coldstart", "segmentation")
 RELATIVE_TOLERANCE = 1e-6
 REGISTRATION_TIMEOUT_SECONDS = 90
 APP_NAME = "segrec-pipeline"
+QUICK_JIT = "-XX:TieredStopAtLevel=1"
 # Saved Spark ML stages are named <index>_<Class>_<random uid>: compare them by index and class.
 STAGE_UID = re.compile(r"(\d+_[A-Za-z]+)_[0-9a-f]{12}")
 # Summary fields that differ between any two runs: when and where they ran, how long they took.
@@ -141,6 +142,9 @@ def submit(cluster: Cluster, zip_path: Path, pipeline_args: list[str], *, log: P
         "--py-files", str(zip_path), "--driver-memory", driver_memory, "--executor-memory", executor_memory,
         "--conf", f"spark.pyspark.python={python}", "--conf", f"spark.pyspark.driver.python={python}",
         "--conf", "spark.ui.enabled=false",
+        # A check on a small input is mostly cold-JVM time, and the quick (C1) compiler alone warms up
+        # sooner: the test suite's cluster run took 122 s instead of 176 s with it.
+        "--conf", f"spark.driver.extraJavaOptions={QUICK_JIT}", "--conf", f"spark.executor.extraJavaOptions={QUICK_JIT}",
     ]
     command += [str(PROJECT_ROOT / "jobs" / "pipeline.py"), *pipeline_args]
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": python}
