@@ -175,13 +175,10 @@ def materialize(frame):
 
 def score_lists(lists: dict, relevant, *, k: int, catalogue_size: int, segments=None) -> list[dict]:
     """NDCG and friends for every source: overall (segment "all"), and per segment when ``segments`` is given."""
-    from cf.evaluation import ranking_metrics
+    from cf.evaluation import compare_lists
 
-    rows = []
-    for name, recs in lists.items():
-        for row in ranking_metrics(recs, relevant, k=k, catalogue_size=catalogue_size, by=segments):
-            rows.append({**row, "source": name, C.SEGMENT: row.get(C.SEGMENT) or ALL_SEGMENTS})
-    return rows
+    rows = compare_lists(lists, relevant, k=k, catalogue_size=catalogue_size, by=segments)
+    return [{**row, C.SEGMENT: row.get(C.SEGMENT) or ALL_SEGMENTS} for row in rows]
 
 
 def choose_routes(rows: list[dict], metric: str = "ndcg") -> dict[str, dict]:

@@ -54,6 +54,26 @@ def test_metrics_match_the_pandas_reference(spark, seed, k):
         assert ours[name] == pytest.approx(reference[name], abs=1e-12), name
 
 
+def test_several_lists_scored_together_each_match_the_pandas_reference(spark):
+    recommendations, relevant = random_case(5)
+    other, _ = random_case(6)
+    nothing = other.iloc[:0]
+    groups = pd.DataFrame({"customer_id": [f"c{c}" for c in range(50)], "segment": ["high" if c < 20 else "low" for c in range(50)]})
+    lists = {"first": recommendations, "second": other, "empty": nothing}
+    rows = evaluation.compare_lists({name: spark.createDataFrame(frame, "customer_id string, rank long, item_id string")
+                                     for name, frame in lists.items()},
+                                    spark.createDataFrame(relevant), k=10, catalogue_size=40, by=spark.createDataFrame(groups))
+    # In the order of the lists, each list's overall row before its groups.
+    assert [(row["source"], row["segment"]) for row in rows] == [(name, segment) for name in lists for segment in (None, "high", "low")]
+    for row in rows:
+        customers = groups.customer_id if row["segment"] is None else groups.customer_id[groups.segment == row["segment"]]
+        frame = lists[row["source"]]
+        reference = pandas_metrics(frame[frame.customer_id.isin(customers)], relevant[relevant.customer_id.isin(customers)], 10, 40)
+        assert row["customers"] == reference["customers"]
+        for name in evaluation.METRICS:
+            assert row[name] == pytest.approx(reference[name], abs=1e-12), (row["source"], row["segment"], name)
+
+
 def test_a_perfect_list_scores_one(spark):
     relevant = pd.DataFrame({"customer_id": ["a", "a", "b"], "item_id": ["x", "y", "z"]})
     perfect = pd.DataFrame({"customer_id": ["a", "a", "b"], "rank": [1, 2, 1], "item_id": ["y", "x", "z"]})
