@@ -40,13 +40,14 @@ class ALSRecommender(Recommender):
         return {"rank": self.rank, "reg_param": self.reg_param, "alpha": self.alpha, "max_iter": self.max_iter,
                 "seed": self.seed, "num_blocks": self.num_blocks}
 
-    def fit(self, interactions):
+    def fit(self, interactions, *, item_ids: IdMapping | None = None):
+        """``item_ids``: an item numbering to use (it must cover every item in ``interactions``); by default one is built."""
         from pyspark.ml.recommendation import ALS
 
         self._remember(interactions)
         spark = interactions.sparkSession
         self._customers = IdMapping.build(interactions, C.CUSTOMER_ID, C.CUSTOMER_INDEX).cache_frame()
-        self._items = IdMapping.build(interactions, C.ITEM_ID, C.ITEM_INDEX).cache_frame()
+        self._items = item_ids or IdMapping.build(interactions, C.ITEM_ID, C.ITEM_INDEX).cache_frame()
         encoded = self._items.encode(self._customers.encode(interactions)).select(C.CUSTOMER_INDEX, C.ITEM_INDEX, C.STRENGTH)
         # Blocks sized to the machine: more blocks than cores only adds shuffle overhead on small data.
         blocks = self.num_blocks or max(1, spark.sparkContext.defaultParallelism)
@@ -209,19 +210,22 @@ class SegmentedALS(Recommender):
         self._interactions = interactions.select(C.CUSTOMER_ID, C.ITEM_ID, C.STRENGTH)
         self._segments = segments.select(C.CUSTOMER_ID, C.SEGMENT).cache()
         trainable = self._trainable_segments()
+        # One item numbering for all the models: numbering the catalogue costs a few Spark jobs per model.
+        item_ids = IdMapping.build(self._interactions, C.ITEM_ID, C.ITEM_INDEX).cache_frame()
         self._by_segment = {}
         for segment in trainable:
             members = self._segments.where(F.col(C.SEGMENT) == segment).select(C.CUSTOMER_ID)
-            self._by_segment[segment] = ALSRecommender(**self._settings_of(segment)).fit(interactions.join(members, C.CUSTOMER_ID))
+            self._by_segment[segment] = ALSRecommender(**self._settings_of(segment)).fit(
+                interactions.join(members, C.CUSTOMER_ID), item_ids=item_ids)
         # Every customer in a trained segment is known to its model, so only the others need the fallback.
         covered = self._segments.where(F.col(C.SEGMENT).isin(trainable)).select(C.CUSTOMER_ID)
         uncovered = self._interactions.select(C.CUSTOMER_ID).join(covered, C.CUSTOMER_ID, "left_anti")
-        self._global = None if uncovered.isEmpty() else self._fit_global()
+        self._global = None if uncovered.isEmpty() else self._fit_global(item_ids)
         self._items_model = None
         return self
 
-    def _fit_global(self) -> ALSRecommender:
-        return ALSRecommender(**self.als_settings).fit(self._interactions)
+    def _fit_global(self, item_ids: IdMapping | None = None) -> ALSRecommender:
+        return ALSRecommender(**self.als_settings).fit(self._interactions, item_ids=item_ids)
 
     def recommend(self, customers, n: int = 10, *, exclude_seen: bool = False):
         from functools import reduce
