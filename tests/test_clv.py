@@ -112,9 +112,13 @@ def test_a_failed_fit_is_retried_with_a_penalizer_and_noted(features, synthetic,
 
 
 def test_fits_do_not_depend_on_partitioning(spark, features, synthetic):
-    shuffled = features.repartition(5, "recency")
+    from pyspark.sql import functions as F
+
+    # An eighth of the customers (about 175), chosen by hash: a Pareto/NBD fit takes about 2 s per hundred patterns.
+    eighth = features.where(F.pmod(F.xxhash64("customer_id"), F.lit(8)) == 0)
+    shuffled = eighth.repartition(5, "recency")
     for model in ("bgnbd", "paretonbd"):
         config = CLVConfig(model=model, seasonal=False)
-        first = clv.fit_clv(features, synthetic.place("clean"), as_of=AS_OF, config=config)
-        second = clv.fit_clv(shuffled, synthetic.place("clean"), as_of=AS_OF, config=config)
+        first = clv.fit_clv(eighth, None, as_of=AS_OF, config=config)
+        second = clv.fit_clv(shuffled, None, as_of=AS_OF, config=config)
         assert first.params == second.params and first.spend_params == second.spend_params
