@@ -11,8 +11,9 @@ on the same data. While each process runs, its process tree is sampled from
 /proc: peak resident memory of the JVM (driver and executor are one JVM in
 local mode), of the Python driver and of the Python workers. The reference is
 stopped when it passes its memory cap or time limit, which is recorded as its
-result. Results are merged into ``<work-dir>/results.json`` (so sizes can be
-run separately) and written up in BENCHMARKS.md with a log-log plot.
+result. Results are merged into BENCHMARKS.json next to the report (so sizes
+can be run separately, on another day or machine, and the report keeps every
+size) and written up in BENCHMARKS.md with a log-log plot.
 """
 
 from __future__ import annotations
@@ -375,15 +376,16 @@ def parse_sizes(text: str) -> list[int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=parse_sizes, default=list(DEFAULT_SIZES), help="rows per run, e.g. 1e6,1e7,5e7")
-    parser.add_argument("--work-dir", type=Path, default=PROJECT_ROOT / "output" / "bench", help="data, outputs, logs, results.json")
-    parser.add_argument("--report", type=Path, default=PROJECT_ROOT / "BENCHMARKS.md")
+    parser.add_argument("--work-dir", type=Path, default=PROJECT_ROOT / "output" / "bench", help="generated data, outputs and logs")
+    parser.add_argument("--report", type=Path, default=PROJECT_ROOT / "BENCHMARKS.md",
+                        help="the write-up; its plot (.png) and the merged results (.json) go next to it")
     parser.add_argument("--profile", type=Path, default=SCALE_PROFILE, help="pipeline settings (default jobs/profiles/scale.toml)")
     parser.add_argument("--driver-memory", default=SparkSettings().driver_memory,
                         help="JVM heap of the pipeline (in local mode driver and executor are one JVM); default 4g")
     parser.add_argument("--no-reference", dest="reference", action="store_false", help="skip the pandas reference")
     parser.add_argument("--reference-timeout-minutes", type=float, default=60.0)
     parser.add_argument("--reference-memory-gb", type=float, default=20.0, help="stop the reference past this resident memory")
-    parser.add_argument("--report-only", action="store_true", help="rewrite the report from <work-dir>/results.json, run nothing")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the report from the merged results, run nothing")
     args = parser.parse_args(argv)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     plot, about = args.report.with_suffix(".png"), machine()
@@ -391,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def report(new_results: list[dict]) -> None:
         # Results merge across runs, so the command that reproduces the report names every size in it.
-        merged = merge_results(args.work_dir / "results.json", new_results)
+        merged = merge_results(args.report.with_suffix(".json"), new_results)
         write_plot(merged, plot)
         write_report(merged, args.report, plot, about=about, items=items, command=make_command(r["rows_requested"] for r in merged))
         print(f"wrote {args.report} and {plot} from {len(merged)} measured size(s)")
