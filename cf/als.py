@@ -40,13 +40,15 @@ class ALSRecommender(Recommender):
         return {"rank": self.rank, "reg_param": self.reg_param, "alpha": self.alpha, "max_iter": self.max_iter,
                 "seed": self.seed, "num_blocks": self.num_blocks}
 
-    def fit(self, interactions, *, item_ids: IdMapping | None = None):
-        """``item_ids``: an item numbering to use (it must cover every item in ``interactions``); by default one is built."""
+    def fit(self, interactions, *, customer_ids: IdMapping | None = None, item_ids: IdMapping | None = None):
+        """``customer_ids``, ``item_ids``: numberings to use, covering exactly the customers (and at least the items) of
+        ``interactions``, when several models train on the same pairs; by default they are built here.
+        """
         from pyspark.ml.recommendation import ALS
 
         self._remember(interactions)
         spark = interactions.sparkSession
-        self._customers = IdMapping.build(interactions, C.CUSTOMER_ID, C.CUSTOMER_INDEX).cache_frame()
+        self._customers = customer_ids or IdMapping.build(interactions, C.CUSTOMER_ID, C.CUSTOMER_INDEX).cache_frame()
         self._items = item_ids or IdMapping.build(interactions, C.ITEM_ID, C.ITEM_INDEX).cache_frame()
         encoded = self._items.encode(self._customers.encode(interactions)).select(C.CUSTOMER_INDEX, C.ITEM_INDEX, C.STRENGTH)
         # Blocks sized to the machine: more blocks than cores only adds shuffle overhead on small data.

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from cf.als import ALSRecommender
 from cf.evaluation import ranking_metrics
+from cf.ids import IdMapping
 from cf.interactions import InteractionConfig, RecommendationError, interactions
 from segmentation import columns as C
 
@@ -132,12 +133,16 @@ def tune(train, relevant, segments, *, as_of: dt.date, config: TuningConfig = Tu
                 members = segments.where(F.col(C.SEGMENT) == segment).select(C.CUSTOMER_ID)
             target = relevant.join(members, C.CUSTOMER_ID).cache()
             customers = target.select(C.CUSTOMER_ID).distinct()
+            # Every trial trains on the same pairs (only their strengths differ): number them once, not per trial.
+            pairs = cache.get(config.start()).join(members, C.CUSTOMER_ID)
+            ids = {"customer_ids": IdMapping.build(pairs, C.CUSTOMER_ID, C.CUSTOMER_INDEX).cache_frame(),
+                   "item_ids": IdMapping.build(pairs, C.ITEM_ID, C.ITEM_INDEX).cache_frame()}
             # Whatever earlier segments left of the budget is shared by this one and those after it.
             share_end = clock() + max(0.0, deadline - clock()) / (len(segment_names) - position)
 
             def score(settings: ALSSettings) -> Trial:
                 started = clock()
-                fitted = ALSRecommender(**settings.model_settings()).fit(cache.get(settings).join(members, C.CUSTOMER_ID))
+                fitted = ALSRecommender(**settings.model_settings()).fit(cache.get(settings).join(members, C.CUSTOMER_ID), **ids)
                 recs = fitted.recommend(customers, k, exclude_seen=True)
                 ndcg = ranking_metrics(recs, target, k=k, catalogue_size=1)[0]["ndcg"] or 0.0
                 return Trial(settings=settings, ndcg=float(ndcg), seconds=round(clock() - started, 1))
@@ -156,6 +161,8 @@ def tune(train, relevant, segments, *, as_of: dt.date, config: TuningConfig = Tu
                         best = trials[-1]
             results[segment] = SegmentTuning(segment=segment, customers=customers.count(), trials=trials)
             target.unpersist()
+            for mapping in ids.values():
+                mapping.frame.unpersist()
     finally:
         cache.release()
     return results
