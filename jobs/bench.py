@@ -4,7 +4,7 @@
     python -m jobs.bench --sizes 1000000 --no-reference    # one size, Spark only
 
 For each size it generates transactions with the project's generator
-(``jobs.synth``), runs every pipeline stage in its own process
+(``jobs.synth``), runs the whole pipeline in its own process
 (``jobs.pipeline`` with ``jobs/profiles/scale.toml``), and runs the
 single-machine reference (``jobs.reference``: pandas + lifetimes + implicit)
 on the same data. While each process runs, its process tree is sampled from
@@ -148,26 +148,29 @@ def _checked(measured: Measured, what: str, log: Path) -> Measured:
     return measured
 
 
-def code_version() -> str:
-    """The commit measured (with "+changes" when the tree differs from it), so merged results say what code each row is."""
+def code_version(report: Path) -> str:
+    """The commit measured (with "+changes" when the tree differs from it), so merged results say what code each row is.
+
+    The report's own files are left out: the first size of a run rewrites them before the next size is measured.
+    """
     def git(*args):
         return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True)
 
     head = git("rev-parse", "--short", "HEAD")
     if head.returncode != 0:
         return "unknown"
-    return head.stdout.strip() + ("+changes" if git("status", "--porcelain", "--untracked-files=no").stdout.strip() else "")
+    return head.stdout.strip() + ("+changes" if git("status", "--porcelain", "--untracked-files=no", "--", ".", f":(exclude,glob)**/{report.stem}.*").stdout.strip() else "")
 
 
 def bench_size(rows: int, work_dir: Path, *, profile: Path, reference: bool, reference_timeout: float, driver_memory: str,
-               reference_memory_cap: int, echo=print) -> dict:
+               reference_memory_cap: int, report: Path, echo=print) -> dict:
     base = work_dir / f"rows-{rows}"
     data, output = base / "input", base / "output"
     env = project_env()
     env["PYSPARK_SUBMIT_ARGS"] = f"--driver-memory {driver_memory} pyspark-shell"  # the JVM's heap is fixed when it starts
     python = sys.executable
     result: dict = {"rows_requested": rows, "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                    "commit": code_version()}
+                    "commit": code_version(report)}
 
     if not (data / "transactions" / "_SUCCESS").exists():
         log = base / "synth.log"
@@ -404,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     for rows in args.sizes:
         result = bench_size(rows, args.work_dir, profile=args.profile, reference=args.reference,
                             reference_timeout=args.reference_timeout_minutes * 60, reference_memory_cap=int(args.reference_memory_gb * GB),
-                            driver_memory=args.driver_memory)
+                            driver_memory=args.driver_memory, report=args.report)
         report([result])  # after every size, so a long run that is stopped keeps what it measured
     return 0
 
