@@ -17,7 +17,7 @@ would cost as much as all the segment models together and serve no one.
 
 from __future__ import annotations
 
-from cf.base import Recommender, read_small_json, top_n, write_small_json
+from cf.base import Recommender, in_parallel, read_small_json, top_n, write_small_json
 from cf.ids import IdMapping
 from cf.interactions import RecommendationError
 from segmentation import columns as C
@@ -71,11 +71,12 @@ class ALSRecommender(Recommender):
         import numpy as np
         from pyspark.sql import functions as F
 
-        if self._shared_items is None:
+        def make():
             factors = self._model.itemFactors.select(F.col("id").alias(C.ITEM_INDEX), "features").orderBy(C.ITEM_INDEX).toPandas()
             vectors = np.vstack(factors["features"].to_numpy()).astype(np.float32) if len(factors) else np.zeros((0, self.rank), np.float32)
-            self._shared_items = self._model.itemFactors.sparkSession.sparkContext.broadcast((factors[C.ITEM_INDEX].to_numpy(), vectors))
-        return self._shared_items
+            return self._model.itemFactors.sparkSession.sparkContext.broadcast((factors[C.ITEM_INDEX].to_numpy(), vectors))
+
+        return self._made_once("_shared_items", make)
 
     def recommend(self, customers, n: int = 10, *, exclude_seen: bool = False):
         """Each customer's factors against the broadcast item matrix, on the executors, bought items masked out.
@@ -214,11 +215,12 @@ class SegmentedALS(Recommender):
         trainable = self._trainable_segments()
         # One item numbering for all the models: numbering the catalogue costs a few Spark jobs per model.
         item_ids = IdMapping.build(self._interactions, C.ITEM_ID, C.ITEM_INDEX).cache_frame()
-        self._by_segment = {}
-        for segment in trainable:
+
+        def fit_segment(segment: str):
             members = self._segments.where(F.col(C.SEGMENT) == segment).select(C.CUSTOMER_ID)
-            self._by_segment[segment] = ALSRecommender(**self._settings_of(segment)).fit(
-                interactions.join(members, C.CUSTOMER_ID), item_ids=item_ids)
+            return lambda: ALSRecommender(**self._settings_of(segment)).fit(interactions.join(members, C.CUSTOMER_ID), item_ids=item_ids)
+
+        self._by_segment = in_parallel({segment: fit_segment(segment) for segment in trainable})
         # Every customer in a trained segment is known to its model, so only the others need the fallback.
         covered = self._segments.where(F.col(C.SEGMENT).isin(trainable)).select(C.CUSTOMER_ID)
         uncovered = self._interactions.select(C.CUSTOMER_ID).join(covered, C.CUSTOMER_ID, "left_anti")
@@ -253,11 +255,7 @@ class SegmentedALS(Recommender):
     def similar_items(self, items, n: int = 10):
         """From the global model's item factors (fitted on first use if no customer needed it as a fallback)."""
         self._check_fitted()
-        if self._global is not None:
-            return self._global.similar_items(items, n)
-        if self._items_model is None:
-            self._items_model = self._fit_global()
-        return self._items_model.similar_items(items, n)
+        return (self._global or self._made_once("_items_model", self._fit_global)).similar_items(items, n)
 
     def _save_state(self, path: str) -> None:
         self._segments.write.mode("overwrite").parquet(f"{path}/segments")

@@ -14,6 +14,7 @@ Ranks start at 1; ties in score are broken by item id so lists are reproducible.
 from __future__ import annotations
 
 import json
+import threading
 from abc import ABC, abstractmethod
 
 from cf.interactions import RecommendationError
@@ -30,6 +31,14 @@ class Recommender(ABC):
 
     def __init__(self):
         self._seen = None  # customer_id, item_id of the training interactions
+        self._making = threading.RLock()  # see _made_once
+
+    def _made_once(self, attribute: str, make):
+        """State made on first use (a broadcast, an on-demand fit), made once even when lists are built from several threads."""
+        with self._making:
+            if getattr(self, attribute) is None:
+                setattr(self, attribute, make())
+            return getattr(self, attribute)
 
     @property
     def is_fitted(self) -> bool:
@@ -120,6 +129,28 @@ def top_n(scored, n: int, key: str = C.CUSTOMER_ID, item: str = C.ITEM_ID):
 
 def drop_seen(candidates, seen):
     return candidates.join(seen, [C.CUSTOMER_ID, C.ITEM_ID], "left_anti")
+
+
+def in_parallel(tasks: dict, *, workers: int = 4) -> dict:
+    """Run independent Spark actions (``name: function``) from a few driver threads; their results by name.
+
+    On small data a job leaves cores idle while the driver plans, serialises and
+    schedules the next one (at 1M rows the executor was busy about 60% of the
+    recommendations stage). Jobs submitted together fill those gaps. Running tasks
+    are still bounded by the cores, so executor memory is not multiplied;
+    pyspark.ml's CrossValidator(parallelism=...) fits models the same way.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pyspark.sql import SparkSession
+    from pyspark.util import inheritable_thread_target
+
+    if len(tasks) <= 1:
+        return {name: task() for name, task in tasks.items()}
+    inherit = inheritable_thread_target(SparkSession.active())  # the caller's job properties and tags
+    with ThreadPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
+        futures = {name: pool.submit(inherit(task)) for name, task in tasks.items()}
+        return {name: future.result() for name, future in futures.items()}
 
 
 def candidate_depth(n: int, exclude_seen: bool) -> int:

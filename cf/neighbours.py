@@ -127,15 +127,16 @@ class CooccurrenceRecommender(Recommender):
         import pandas as pd
         from scipy import sparse
 
-        if self._shared_similarity is None:
+        def make():
             pairs = self._similar.toPandas()
             items = np.array(sorted(set(pairs[C.ITEM_ID]) | set(pairs[C.SIMILAR_ITEM_ID])), dtype=object)
             index = pd.Index(items)
             matrix = sparse.csr_matrix((pairs[C.SCORE].to_numpy(np.float64),
                                         (index.get_indexer(pairs[C.ITEM_ID]), index.get_indexer(pairs[C.SIMILAR_ITEM_ID]))),
                                        shape=(len(items), len(items)))
-            self._shared_similarity = self._similar.sparkSession.sparkContext.broadcast((items, matrix))
-        return self._shared_similarity
+            return self._similar.sparkSession.sparkContext.broadcast((items, matrix))
+
+        return self._made_once("_shared_similarity", make)
 
     def recommend(self, customers, n: int = 10, *, exclude_seen: bool = False):
         """A customer's score for an item sums its similarity to the customer's strongest items.

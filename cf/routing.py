@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import reduce
 
 from cf.als import ALSRecommender, SegmentedALS
-from cf.base import drop_seen, top_n
+from cf.base import drop_seen, in_parallel, top_n
 from cf.interactions import InteractionConfig, RecommendationError, interactions
 from cf.tuning import ALL_SEGMENTS, ALSSettings, InteractionCache
 from cf.neighbours import BuyAgainRecommender, CooccurrenceRecommender
@@ -145,22 +145,20 @@ def candidate_lists(sources: Sources, customers, list_name: str, config: Routing
         raise RecommendationError(f"unknown list '{list_name}': lists are {', '.join(CANDIDATES)}")
     wanted = names or config.candidates(list_name)
     fused_parts = {part for name in wanted if "+" in name for part in name.split("+")}
-    singles = {}
+    singles_wanted = sorted({part for name in wanted for part in name.split("+")})
 
     def single(name: str):
-        if name not in singles:
-            depth = max(config.fusion_depth, config.n) if name in fused_parts else config.n
-            singles[name] = materialize(sources.models[name].recommend(customers, depth, exclude_seen=EXCLUDES_SEEN[list_name]))
-        return singles[name]
+        depth = max(config.fusion_depth, config.n) if name in fused_parts else config.n
+        return lambda: materialize(sources.models[name].recommend(customers, depth, exclude_seen=EXCLUDES_SEEN[list_name]))
 
-    lists = {}
-    for name in wanted:
-        if "+" in name:
-            first, second = name.split("+")
-            lists[name] = materialize(fuse(single(first), single(second), weight=config.fusion_weight, offset=config.fusion_offset, n=config.n))
-        else:
-            lists[name] = single(name).where(F.col(C.RANK) <= config.n)
-    return lists
+    def fused(name: str):
+        first, second = name.split("+")
+        return lambda: materialize(fuse(singles[first], singles[second], weight=config.fusion_weight, offset=config.fusion_offset, n=config.n))
+
+    # Each model is asked once (its lists are independent), then the fused lists are made from them.
+    singles = in_parallel({name: single(name) for name in singles_wanted})
+    lists = in_parallel({name: fused(name) for name in wanted if "+" in name})
+    return {name: lists[name] if "+" in name else singles[name].where(F.col(C.RANK) <= config.n) for name in wanted}
 
 
 def materialize(frame):

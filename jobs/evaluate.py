@@ -28,6 +28,7 @@ from jobs import cli, segment, storage
 from jobs.config import build, load_config_file
 from jobs.spark import SparkSettings, build_session
 from cf import evaluation, routing
+from cf.base import in_parallel
 from cf.interactions import RecommendationError
 from cf.routing import RoutingConfig
 from cf.tuning import ALL_SEGMENTS, ALSSettings, TuningConfig, tune
@@ -72,7 +73,7 @@ def evaluate_window(purchases, returns, *, cutoff: dt.date, end: dt.date, config
     }
     results = {"cutoff": cutoff.isoformat(), "end": (end - dt.timedelta(days=1)).isoformat(),
                "warm_customers": groups["warm"].count(), "cold_customers": groups["cold"].count(),
-               "catalogue": train.select(C.ITEM_ID).distinct().count(), "lists": {}}
+               "catalogue": train.select(C.ITEM_ID).distinct().count()}
     if tuning is not None and tuning.budget_seconds > 0:
         names = [ALL_SEGMENTS] + sorted(row[C.SEGMENT] for row in segments.groupBy(C.SEGMENT).count().collect()
                                         if row["count"] >= config.min_segment_customers)
@@ -84,15 +85,22 @@ def evaluate_window(purchases, returns, *, cutoff: dt.date, end: dt.date, config
         als_settings = {ALL_SEGMENTS: tuning.start()}
     sources = routing.fit_sources(train, as_of=cutoff, segments=segments, config=config, als_settings=als_settings)
     score = functools.partial(routing.score_lists, k=config.k, catalogue_size=results["catalogue"])
-    for list_name, (group, _) in RELEVANCE.items():
-        customers = groups[group]
+
+    def score_list(list_name: str):
+        customers = groups[RELEVANCE[list_name][0]]
         by_segment = None if list_name == "cold" else segments
         lists = routing.candidate_lists(sources, customers, list_name, config)
         if routes is not None:
             lists["routed"] = routing.serve(lists, routes[list_name], customers, by_segment, n=config.n)
-        results["lists"][list_name] = score(lists, relevant[list_name], segments=by_segment)
-    also_bought = routing.similar_item_lists(sources, train, groups["warm"], config)
-    results["similar_items"] = score(also_bought, relevant["discover"])
+        return score(lists, relevant[list_name], segments=by_segment)
+
+    def score_similar_items():
+        return score(routing.similar_item_lists(sources, train, groups["warm"], config), relevant["discover"])
+
+    # The lists are independent: made and scored side by side (see in_parallel).
+    scored = in_parallel({**{name: functools.partial(score_list, name) for name in RELEVANCE}, "similar_items": score_similar_items})
+    results["lists"] = {name: scored[name] for name in RELEVANCE}
+    results["similar_items"] = scored["similar_items"]
     # Models, segments and customer groups of this window are not needed any more.
     purchases.sparkSession.catalog.clearCache()
     results["seconds"] = round(time.monotonic() - started, 1)

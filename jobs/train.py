@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import functools
 import sys
 import time
 from functools import reduce
@@ -32,6 +33,7 @@ from jobs.config import build, load_config_file
 from jobs.evaluate import add_recommendation_arguments, recommendation_configs, validate
 from jobs.spark import SparkSettings, build_session
 from cf import routing
+from cf.base import in_parallel
 from cf.interactions import RecommendationError
 from cf.routing import RoutingConfig
 from cf.tuning import TuningConfig
@@ -72,8 +74,9 @@ def served_lists(sources, customers, segments, routes: dict, config: RoutingConf
     """customer_id, list, rank, item_id, score, source for every customer: the routed lists and buy-again."""
     from pyspark.sql import functions as F
 
-    parts = [routing.serve_routed(sources, customers, list_name, routes[list_name], segments, config).withColumn(C.LIST, F.lit(list_name))
-             for list_name in SERVED_LISTS]
+    routed = in_parallel({list_name: functools.partial(routing.serve_routed, sources, customers, list_name, routes[list_name], segments, config)
+                          for list_name in SERVED_LISTS})
+    parts = [routed[list_name].withColumn(C.LIST, F.lit(list_name)) for list_name in SERVED_LISTS]
     buy_again = sources.models["buy_again"].recommend(customers, config.n)
     parts.append(buy_again.withColumns({"source": F.lit("buy_again"), C.LIST: F.lit("buy_again")}))
     columns = [C.CUSTOMER_ID, C.LIST, C.RANK, C.ITEM_ID, C.SCORE, "source"]
@@ -110,10 +113,15 @@ def run_train(spark, output_uri: str, *, as_of: dt.date | None, routing_config: 
     customers = known_customers(purchases, as_of).cache()
     serving = dataclasses.replace(routing_config, n=routing_config.served_n)
     with storage.atomic_output(spark, storage.join(output_uri, STAGE)) as staging:
-        served_lists(sources, customers, segments, chosen["routes"], serving).write.parquet(storage.join(staging, "recommendations"))
-        cold_lists(sources, purchases, cold_route, serving).write.parquet(storage.join(staging, "trending"))
         items = purchases.where(purchases[C.TIMESTAMP] < dt.datetime.combine(as_of, dt.time())).select(C.ITEM_ID).distinct()
-        sources.models[similar_source].similar_items(items, routing_config.similar_items).write.parquet(storage.join(staging, "similar_items"))
+        # The three tables are independent: written side by side (see in_parallel).
+        in_parallel({
+            "recommendations": lambda: served_lists(sources, customers, segments, chosen["routes"], serving).write.parquet(
+                storage.join(staging, "recommendations")),
+            "trending": lambda: cold_lists(sources, purchases, cold_route, serving).write.parquet(storage.join(staging, "trending")),
+            "similar_items": lambda: sources.models[similar_source].similar_items(items, routing_config.similar_items).write.parquet(
+                storage.join(staging, "similar_items")),
+        })
         for name in used:
             sources.models[name].save(storage.join(staging, "models", name))
         written = spark.read.parquet(storage.join(staging, "recommendations"))
