@@ -48,8 +48,13 @@ GB = 1024 ** 3
 
 
 def _children(pid: int) -> list[int]:
+    """The children of every thread of ``pid``; none when it has just exited (the tree changes while it is sampled)."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return []
     found = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
+    for task in tasks:
         try:
             found += [int(child) for child in (task / "children").read_text().split()]
         except OSError:

@@ -1,5 +1,6 @@
 """The benchmark's own machinery: process-tree memory sampling, limits, and the write-up."""
 
+import subprocess
 import sys
 
 import pytest
@@ -27,6 +28,19 @@ def test_a_process_past_its_time_limit_is_stopped_and_reported(tmp_path):
     measured = bench.run_measured([sys.executable, "-c", "import time; time.sleep(30)"], log=tmp_path / "log", timeout=1)
     assert measured.status is None
     assert measured.stopped_because.startswith("out of time")
+
+
+def test_a_process_that_exits_while_its_tree_is_read_has_no_children(tmp_path):
+    exited = subprocess.Popen([sys.executable, "-c", "pass"])
+    exited.wait()
+    assert bench._tree(exited.pid) == [(exited.pid, None)]
+
+
+def test_children_that_come_and_go_while_sampled_do_not_stop_the_measurement(tmp_path):
+    churn = "import subprocess, sys, time\nend = time.time() + 3\nwhile time.time() < end: subprocess.run([sys.executable, '-c', 'pass'])"
+    measured = bench.run_measured([sys.executable, "-c", churn], log=tmp_path / "log")
+    assert measured.status == 0
+    assert measured.peak_bytes["python_driver"] > 0
 
 
 @pytest.mark.parametrize("text, sizes", [("1e6,1e7", [1_000_000, 10_000_000]), ("50000", [50_000])])
