@@ -268,27 +268,42 @@ def compare_outputs(local: Path, cluster: Path) -> dict[str, str | None]:
     return {**tables, **summaries}
 
 
-def run_cluster_test(input_uri: str, work_dir: Path, *, config: str | None = None, local_output: Path | None = None,
-                     port: int = 7077, cores: int = 2, echo=print) -> dict:
+def run_on_cluster(input_uri: str, work_dir: Path, *, config: str | None = None, port: int = 7077, cores: int = 2,
+                   echo=print) -> Path:
+    """The pipeline through spark-submit on a standalone master and worker started for it; its output directory.
+
+    Touches no SparkSession of the caller's (everything runs in child processes), so it can
+    run in a background thread while the caller does other Spark work.
+    """
     work_dir.mkdir(parents=True, exist_ok=True)
-    common = ["--input", input_uri] + (["--config", config] if config else [])
     zip_path = package_project(work_dir / "segrec.zip")
     echo(f"packaged {', '.join(SHIPPED_PACKAGES)} into {zip_path}")
-    if local_output is None:
-        local_output = work_dir / "local"
-        started = time.monotonic()
-        run_local([*common, "--output", str(local_output)], log=work_dir / "local.log", cores=cores)
-        echo(f"local[{cores}] run: {time.monotonic() - started:.0f}s -> {local_output}")
     cluster_output = work_dir / "cluster"
     with standalone_cluster(work_dir, port=port, cores=cores) as cluster:
         echo(f"standalone cluster {cluster.url}: master pid {cluster.master_pid}, worker pid {cluster.worker_pid}")
         started = time.monotonic()
-        submit(cluster, zip_path, [*common, "--output", str(cluster_output)], log=work_dir / "cluster.log")
+        submit(cluster, zip_path, [*_pipeline_args(input_uri, config), "--output", str(cluster_output)], log=work_dir / "cluster.log")
         echo(f"cluster run: {time.monotonic() - started:.0f}s -> {cluster_output}")
-    # A session that quietly fell back to local mode would pass every comparison below.
+    # A session that quietly fell back to local mode would pass every comparison with a local run.
     if f"Registered app {APP_NAME}" not in (work_dir / "logs" / "master.log").read_text(errors="replace"):
         raise ClusterTestError(f"the master never saw the application {APP_NAME}: the pipeline did not run on the cluster")
     echo("master and worker stopped")
+    return cluster_output
+
+
+def _pipeline_args(input_uri: str, config: str | None) -> list[str]:
+    return ["--input", input_uri] + (["--config", config] if config else [])
+
+
+def run_cluster_test(input_uri: str, work_dir: Path, *, config: str | None = None, local_output: Path | None = None,
+                     port: int = 7077, cores: int = 2, echo=print) -> dict:
+    work_dir.mkdir(parents=True, exist_ok=True)
+    if local_output is None:
+        local_output = work_dir / "local"
+        started = time.monotonic()
+        run_local([*_pipeline_args(input_uri, config), "--output", str(local_output)], log=work_dir / "local.log", cores=cores)
+        echo(f"local[{cores}] run: {time.monotonic() - started:.0f}s -> {local_output}")
+    cluster_output = run_on_cluster(input_uri, work_dir, config=config, port=port, cores=cores, echo=echo)
     results = compare_outputs(local_output, cluster_output)
     for table, problem in results.items():
         echo(f"  {table}: {'equal' if problem is None else 'DIFFERENT: ' + problem}")

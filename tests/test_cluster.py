@@ -1,17 +1,6 @@
 """The pipeline on a real Spark standalone cluster (master + worker on 127.0.0.1) equals the local run."""
 
-import socket
-
-import pytest
-
 from jobs import cluster_test
-from tests.conftest import PIPELINE_CONFIG
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_the_project_zip_holds_every_spark_side_module_and_not_the_web_app(tmp_path):
@@ -43,14 +32,12 @@ def test_output_comparison_finds_a_changed_row_a_missing_table_and_a_changed_sum
     assert results["summary.json"] == "/rows: 2 vs 3"
 
 
-def test_pipeline_on_a_standalone_cluster_equals_the_local_run(pipeline_run, synthetic, tmp_path):
-    work = tmp_path / "cluster-test"
-    results = cluster_test.run_cluster_test(
-        str(synthetic.root / "raw" / "transactions"), work, config=str(PIPELINE_CONFIG), local_output=pipeline_run,
-        port=free_port(), echo=lambda line: None)
+def test_pipeline_on_a_standalone_cluster_equals_the_local_run(pipeline_run, cluster_run):
+    cluster_output = cluster_run.result()
+    results = cluster_test.compare_outputs(pipeline_run, cluster_output)
     different = {table: problem for table, problem in results.items() if problem is not None}
     assert not different
     # Every stage's outputs were compared, not just whatever happened to exist.
     assert {"ingest/clean", "segments/customers", "recommendations/recommendations", "backtest/backtest.json"} <= set(results)
-    # run_cluster_test itself refuses a run the master never saw; the executor ran on the worker.
-    assert "Asked to launch executor" in (work / "logs" / "worker.log").read_text()
+    # run_on_cluster itself refuses a run the master never saw; the executor ran on the worker.
+    assert "Asked to launch executor" in (cluster_output.parent / "logs" / "worker.log").read_text()
