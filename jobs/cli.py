@@ -61,7 +61,22 @@ def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) 
         return 2
     except Exception as error:  # Spark's JVM errors arrive as many Python types
         if type(error).__module__.startswith(("pyspark", "py4j")):
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            print(f"error: Spark failed after {time.monotonic() - started:.0f}s: {first_line}", file=sys.stderr)
+            print(f"error: Spark failed after {time.monotonic() - started:.0f}s: {spark_failure(error)}", file=sys.stderr)
             return 1
         raise
+
+
+def spark_failure(error: Exception) -> str:
+    """The line of a Spark failure that says what went wrong.
+
+    PySpark turns the common Java exceptions into Python ones whose message lacks the type; the
+    rest (JVM errors such as running out of memory) arrive as py4j errors whose first line only
+    names the call ("An error occurred while calling o6283.agg."), the Java exception on the next.
+    """
+    lines = [line.strip().removeprefix(":").strip() for line in str(error).splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        return type(error).__name__
+    if lines[0].startswith("An error occurred while calling") and len(lines) > 1:
+        return f"{lines[1]} (in {lines[0].removeprefix('An error occurred while calling ').rstrip('.')})"
+    return f"{type(error).__name__}: {lines[0]}"

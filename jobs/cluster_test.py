@@ -40,7 +40,10 @@ SHIPPED_PACKAGES = ("jobs", "cf", "coldstart", "segmentation")
 RELATIVE_TOLERANCE = 1e-6
 REGISTRATION_TIMEOUT_SECONDS = 90
 APP_NAME = "segrec-pipeline"
-QUICK_JIT = "-XX:TieredStopAtLevel=1"
+# C1 alone warms up sooner on a short run, but its code cache defaults to 48 MB: a whole pipeline
+# filled it, and a full cache leaves no room for the call adapters of the classes Spark generates
+# (the driver failed). 240 MB is the default of the usual tiered compiler.
+QUICK_JIT = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m"
 # Saved Spark ML stages are named <index>_<Class>_<random uid>: compare them by index and class.
 STAGE_UID = re.compile(r"(\d+_[A-Za-z]+)_[0-9a-f]{12}")
 # Summary fields that differ between any two runs: when and where they ran, how long they took.

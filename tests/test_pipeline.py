@@ -50,6 +50,23 @@ def test_command_line_failure_is_one_line_not_a_stack_trace(tmp_path):
     assert "Traceback" not in result.stderr and "at org.apache" not in result.stderr
 
 
+@pytest.mark.parametrize("call, expected", [
+    # Converted by PySpark to a Python exception: its type is named.
+    (lambda jvm: jvm.java.lang.Integer.parseInt("twelve"), 'NumberFormatException: For input string: "twelve"'),
+    # A JVM error stays a py4j error: the Java one is named, not just the call.
+    (lambda jvm: jvm.java.nio.ByteBuffer.allocate(2**31 - 1),
+     "java.lang.OutOfMemoryError: Requested array size exceeds VM limit (in z:java.nio.ByteBuffer.allocate)"),
+])
+def test_a_failure_in_the_jvm_is_one_line_that_names_the_java_exception(spark, capsys, call, expected):
+    def fail_in_the_jvm(argv):
+        call(spark.sparkContext._jvm)
+
+    assert cli.run(fail_in_the_jvm, []) == 1
+    message = capsys.readouterr().err.strip()
+    assert len(message.splitlines()) == 1
+    assert message.startswith("error: Spark failed after ") and message.endswith(f"s: {expected}")
+
+
 def test_too_little_data_to_segment_is_one_clear_line(spark, tmp_path, capsys):
     source = dirty_data.write_csv(tmp_path / "dirty.csv")
     status = cli.run(pipeline.main, ["--input", source, "--output", str(tmp_path / "out")])
