@@ -30,7 +30,7 @@ def test_a_process_past_its_time_limit_is_stopped_and_reported(tmp_path):
     assert measured.stopped_because.startswith("out of time")
 
 
-def test_a_process_that_exits_while_its_tree_is_read_has_no_children(tmp_path):
+def test_a_process_that_exits_while_its_tree_is_read_has_no_children():
     exited = subprocess.Popen([sys.executable, "-c", "pass"])
     exited.wait()
     assert bench._tree(exited.pid) == [(exited.pid, None)]
