@@ -90,3 +90,8 @@ def test_shuffle_partitions_grow_with_the_input_and_never_shrink(spark, syntheti
         assert fit_shuffle_partitions(spark, raw) == grown  # never lowered
     finally:
         spark.conf.set("spark.sql.shuffle.partitions", before)
+
+
+def test_a_local_session_runs_the_throughput_collector(spark):
+    management = spark.sparkContext._jvm.java.lang.management.ManagementFactory
+    assert {bean.getName() for bean in management.getGarbageCollectorMXBeans()} == {"PS Scavenge", "PS MarkSweep"}
