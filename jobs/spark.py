@@ -8,6 +8,7 @@ only applied to keys nobody has set (``SparkConf.setIfMissing``).
 from __future__ import annotations
 
 import argparse
+import atexit
 import math
 import os
 import re
@@ -86,6 +87,19 @@ def fit_shuffle_partitions(spark, input_uri: str, bytes_per_partition: int = BYT
     return max(current, wanted)
 
 
+def checkpoint_directory() -> str:
+    """A directory for this process's checkpoints, removed when it exits.
+
+    ALS checkpoints its factors every 10 iterations when there is a checkpoint directory,
+    which keeps lineage short; on a cluster point ``spark.checkpoint.dir`` at HDFS or object
+    storage. Checkpoints are of no use once the application ends, and Spark never removes
+    them: a shared directory grew by a few MB per run here, by hundreds per 50M-row run.
+    """
+    path = tempfile.mkdtemp(prefix="segrec-checkpoints-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 def build_session(settings: SparkSettings | None = None):
     """Return the active SparkSession, creating it with ``settings`` as defaults."""
     from pyspark import SparkConf, SparkContext
@@ -111,9 +125,8 @@ def build_session(settings: SparkSettings | None = None):
         conf.setIfMissing("spark.driver.host", "127.0.0.1")
         # In local mode the driver JVM runs the tasks too, and it is started here, so its collector can be chosen.
         conf.setIfMissing("spark.driver.extraJavaOptions", LOCAL_JAVA_OPTIONS)
-        # ALS checkpoints its factors every 10 iterations when there is a checkpoint directory,
-        # which keeps lineage short; on a cluster point this at HDFS or object storage.
-        conf.setIfMissing("spark.checkpoint.dir", os.path.join(tempfile.gettempdir(), "segrec-checkpoints"))
+        if not conf.contains("spark.checkpoint.dir"):
+            conf.set("spark.checkpoint.dir", checkpoint_directory())
     conf.setIfMissing("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
     conf.setIfMissing("spark.sql.adaptive.enabled", "true")
     # All date arithmetic (as-of cut-offs, day periods) is done in UTC so results

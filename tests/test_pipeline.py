@@ -95,3 +95,20 @@ def test_shuffle_partitions_grow_with_the_input_and_never_shrink(spark, syntheti
 def test_a_local_session_runs_the_throughput_collector(spark):
     management = spark.sparkContext._jvm.java.lang.management.ManagementFactory
     assert {bean.getName() for bean in management.getGarbageCollectorMXBeans()} == {"PS Scavenge", "PS MarkSweep"}
+
+
+def test_a_local_session_checkpoints_into_a_directory_removed_when_the_process_exits(spark, tmp_path):
+    assert Path(spark.sparkContext.getCheckpointDir().removeprefix("file:")).parent.name.startswith("segrec-checkpoints-")
+    checkpoint = (
+        "from pathlib import Path\n"
+        "from jobs.spark import checkpoint_directory\n"
+        "directory = Path(checkpoint_directory())\n"
+        "(directory / 'app' / 'rdd-1').mkdir(parents=True)\n"
+        "(directory / 'app' / 'rdd-1' / 'part-00000').write_bytes(b'factors')\n"
+        "print(directory)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", checkpoint], capture_output=True, text=True, cwd=PROJECT, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(PROJECT), "TMPDIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert Path(result.stdout.strip()).parent == tmp_path
+    assert list(tmp_path.iterdir()) == []
