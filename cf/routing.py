@@ -53,13 +53,15 @@ class RoutingConfig:
     fusion_offset: float = 10.0
     fusion_depth: int = 50  # how deep each source's list is read when fusing
     min_segment_customers: int = 50
+    min_route_customers: int = 100  # a segment scored on fewer validation customers takes the overall route
     similar_items: int = 20  # length of each item's "also bought" list
     cooccurrence_max_items: int = 50  # per customer; co-occurrence costs grow with its square
     models: tuple[str, ...] = MODELS  # the models to fit (popularity always is); fewer models, less time
 
     def __post_init__(self):
-        if self.validation_customers < 1 or self.cooccurrence_max_items < 1:
-            raise RecommendationError("routing.validation_customers and routing.cooccurrence_max_items must be 1 or more")
+        if min(self.validation_customers, self.cooccurrence_max_items, self.min_route_customers) < 1:
+            raise RecommendationError(
+                "routing.validation_customers, routing.cooccurrence_max_items and routing.min_route_customers must be 1 or more")
         unknown = sorted(set(self.models) - set(MODELS))
         if unknown:
             raise RecommendationError(f"unknown model(s) {', '.join(unknown)} in routing.models; models are {', '.join(MODELS)}")
@@ -179,20 +181,44 @@ def score_lists(lists: dict, relevant, *, k: int, catalogue_size: int, segments=
     return [{**row, C.SEGMENT: row.get(C.SEGMENT) or ALL_SEGMENTS} for row in rows]
 
 
-def choose_routes(rows: list[dict], metric: str = "ndcg") -> dict[str, dict]:
-    """Per segment: the best source on ``metric``; never one that loses to popularity."""
+def choose_routes(rows: list[dict], metric: str = "ndcg", *, min_customers: int = 1) -> dict[str, dict]:
+    """Per segment: the best source on ``metric``; never one that loses to popularity.
+
+    A segment scored on fewer than ``min_customers`` customers takes the overall route
+    (``chosen_on``: "all"): a winner picked on a handful of customers is noise.
+    """
+
+    def best_of(here: dict[str, dict]) -> dict:
+        best = max(here.values(), key=lambda row: (row[metric], row["source"] == BASELINE))
+        baseline = here.get(BASELINE)
+        return baseline if baseline is not None and best[metric] < baseline[metric] else best
+
+    by_segment: dict[str, dict[str, dict]] = {}  # segment -> source -> row
+    for row in rows:
+        if row[C.SEGMENT] is not None:
+            by_segment.setdefault(row[C.SEGMENT], {})[row["source"]] = row
+    overall = best_of(by_segment[ALL_SEGMENTS])["source"] if ALL_SEGMENTS in by_segment else None
     routes = {}
-    for segment in sorted({row[C.SEGMENT] for row in rows if row[C.SEGMENT] is not None}):
-        here = [row for row in rows if row[C.SEGMENT] == segment]
-        best = max(here, key=lambda row: (row[metric], row["source"] == BASELINE))
-        baseline = next((row for row in here if row["source"] == BASELINE), None)
-        if baseline is not None and best[metric] < baseline[metric]:
-            best = baseline
+    for segment, here in sorted(by_segment.items()):
+        best, chosen_on = best_of(here), segment
+        if segment != ALL_SEGMENTS and overall in here and best["customers"] < min_customers:
+            best, chosen_on = here[overall], ALL_SEGMENTS
+        baseline = here.get(BASELINE)
         routes[segment] = {
             "source": best["source"], metric: best[metric],
-            f"baseline_{metric}": baseline[metric] if baseline else None, "customers": best["customers"],
+            f"baseline_{metric}": baseline[metric] if baseline else None, "customers": best["customers"], "chosen_on": chosen_on,
         }
     return routes
+
+
+def describe_routes(routes: dict[str, dict]) -> str:
+    """``segment -> source`` for each segment, marking those with too few customers to choose their own."""
+
+    def describe(segment: str, route: dict) -> str:
+        borrowed = route.get("chosen_on", segment) != segment
+        return f"{segment} -> {route['source']}" + (f" (overall route: {route['customers']:,} customers)" if borrowed else "")
+
+    return ", ".join(describe(segment, route) for segment, route in routes.items())
 
 
 def assign_sources(routes: dict[str, dict], customers, segments=None):

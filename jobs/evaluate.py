@@ -131,6 +131,8 @@ def validate(purchases, returns, *, cutoff: dt.date, config: RoutingConfig, tuni
     Routes are chosen by comparing sources on the same customers, which a sample does as
     well as everyone: beyond ``config.validation_customers`` the window is a hash sample of
     customers, so validation costs stop growing with the data while the final fit does not.
+    (The validation models learn from the sample only, which tends to understate the
+    collaborative ones against the final fit.)
     """
     validation_cutoff = cutoff - dt.timedelta(days=config.validation_days)
     purchases, returns, share = customer_sample(purchases, returns, config.validation_customers)
@@ -139,7 +141,8 @@ def validate(purchases, returns, *, cutoff: dt.date, config: RoutingConfig, tuni
     validation["customer_share"] = share
     return {
         "window": validation,
-        "routes": {list_name: routing.choose_routes(rows) for list_name, rows in validation["lists"].items()},
+        "routes": {list_name: routing.choose_routes(rows, min_customers=config.min_route_customers)
+                   for list_name, rows in validation["lists"].items()},
         "als_settings": chosen_settings(validation["tuning"]) or {ALL_SEGMENTS: tuning.start()},
         "similar_items_source": routing.choose_similar_source(validation["similar_items"]),
     }
@@ -181,7 +184,7 @@ def format_results(result: dict) -> str:
                          f"{row['map']:>6.3f} {row['mrr']:>6.3f} {row['hit_rate']:>6.3f} {row['coverage']:>6.3f}")
         if list_name in result["routes"]:
             routes = result["routes"][list_name]
-            lines.append("  routes chosen on validation: " + ", ".join(f"{segment} -> {route['source']}" for segment, route in routes.items()))
+            lines.append("  routes chosen on validation: " + routing.describe_routes(routes))
     lines.append(f"  item-to-item source chosen on validation: {result['similar_items_source']}")
     lines.append("\nALS settings tuned on validation (discover NDCG, default -> chosen):")
     for segment_name, tuned in result["validation"]["tuning"].items():

@@ -148,7 +148,7 @@ def format_manifest(manifest: dict) -> str:
     lines = [f"{manifest['customers']:,} customers as of {manifest['as_of']}: "
              + ", ".join(f"{name} {count:,} rows" for name, count in sorted(manifest["rows"].items()))]
     for list_name, routes in manifest["routes"].items():
-        lines.append(f"  {list_name}: " + ", ".join(f"{segment_name} -> {route['source']}" for segment_name, route in routes.items()))
+        lines.append(f"  {list_name}: " + routing.describe_routes(routes))
     lines.append(f"  also bought from {manifest['similar_items_source']}; unknown customers get {manifest['trending_source']}")
     lines.append(f"  {manifest['seconds']['validation']:.0f}s validation and tuning, {manifest['seconds']['final']:.0f}s final fit and write")
     return "\n".join(lines)

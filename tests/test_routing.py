@@ -31,6 +31,18 @@ def test_a_tie_with_popularity_goes_to_popularity():
     assert routes["all"]["source"] == "popularity"
 
 
+def test_a_segment_with_too_few_validation_customers_takes_the_overall_route():
+    rows = [row("popularity", "all", 0.05, 500), row("als", "all", 0.07, 500), row("trending", "all", 0.06, 500),
+            row("popularity", "high", 0.04, 400), row("trending", "high", 0.09, 400),
+            row("popularity", "low", 0.02, 30), row("als", "low", 0.01, 30), row("trending", "low", 0.20, 30)]
+    routes = routing.choose_routes(rows, min_customers=100)
+    assert {segment: (route["source"], route["chosen_on"]) for segment, route in routes.items()} == {
+        "all": ("als", "all"), "high": ("trending", "high"), "low": ("als", "all")}
+    assert routes["low"]["ndcg"] == 0.01 and routes["low"]["customers"] == 30  # als as measured on the segment
+    assert routing.describe_routes(routes) == "all -> als, high -> trending, low -> als (overall route: 30 customers)"
+    assert routing.choose_routes(rows, min_customers=30)["low"]["source"] == "trending"
+
+
 def test_serving_follows_the_routes(spark):
     lists = {
         "popularity": spark.createDataFrame(pd.DataFrame({"customer_id": ["a", "b"], "rank": [1, 1], "item_id": ["p", "p"], "score": [1.0, 1.0]})),
