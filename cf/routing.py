@@ -86,10 +86,12 @@ class Sources:
 
 
 def fit_sources(purchases, *, as_of: dt.date, segments, config: RoutingConfig = RoutingConfig(),
-                als_settings: dict[str, ALSSettings] | None = None) -> Sources:
+                als_settings: dict[str, ALSSettings] | None = None, segment_als_serves: list[str] | None = None) -> Sources:
     """Fit every model on purchases before ``as_of`` (segments: customer_id, segment as of the same date).
 
     ``als_settings``: tuned ALS settings per segment, ``ALL_SEGMENTS`` for the global model (defaults otherwise).
+    ``segment_als_serves``: the only segments per-segment ALS will be asked about (see ``segments_served_by``);
+    it is fitted for their customers alone. None: for everyone.
     """
     from pyspark.sql import functions as F
 
@@ -107,6 +109,10 @@ def fit_sources(purchases, *, as_of: dt.date, segments, config: RoutingConfig = 
         (cache.get(tuned[name]).join(segments.where(F.col(C.SEGMENT) == name).select(C.CUSTOMER_ID), C.CUSTOMER_ID) for name in tuned_segments),
         cache.get(overall).join(tuned_members, C.CUSTOMER_ID, "left_anti"),
     )
+    als_segments = segments
+    if segment_als_serves is not None:
+        als_segments = segments.where(F.col(C.SEGMENT).isin(list(segment_als_serves)))
+        segment_interactions = segment_interactions.join(als_segments.select(C.CUSTOMER_ID), C.CUSTOMER_ID)
     build = {
         "popularity_by_country": lambda: PopularityRecommender(by=C.COUNTRY).fit(counts, countries),
         "trending": lambda: TrendingRecommender(as_of=as_of.isoformat(), half_life_days=config.trending_half_life_days).fit(counts),
@@ -116,7 +122,7 @@ def fit_sources(purchases, *, as_of: dt.date, segments, config: RoutingConfig = 
         "segment_als": lambda: SegmentedALS(
             min_customers=config.min_segment_customers, **overall.model_settings(),
             per_segment={name: tuned[name].model_settings() for name in tuned_segments},
-        ).fit(segment_interactions, segments),
+        ).fit(segment_interactions, als_segments),
     }
     models = {BASELINE: PopularityRecommender().fit(counts), **{name: build[name]() for name in config.models}}
     return Sources(models=models, as_of=as_of)
@@ -282,6 +288,20 @@ def top_up(served, popular, n: int):
 
 def routed_sources(routes: dict[str, dict]) -> set[str]:
     return {route["source"] for route in routes.values()}
+
+
+def segments_served_by(routes_by_list: dict[str, dict[str, dict]], model: str) -> list[str] | None:
+    """The segments whose customers ``model`` serves in some list (alone or fused); None when an overall route uses it.
+
+    Customers of a segment without a route of its own take the overall route, so
+    when that one uses the model, anyone may be served by it.
+    """
+    def uses(route: dict) -> bool:
+        return model in route["source"].split("+")
+
+    if any(uses(routes[ALL_SEGMENTS]) for routes in routes_by_list.values() if ALL_SEGMENTS in routes):
+        return None
+    return sorted({segment for routes in routes_by_list.values() for segment, route in routes.items() if uses(route)})
 
 
 def last_basket_neighbours(similar, train, customers, n: int):

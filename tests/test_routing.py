@@ -66,12 +66,20 @@ def with_future_item(spark, synthetic):
     return clean.unionByName(launches).cache()
 
 
+# Routes the serving tests follow; per-segment ALS is fitted, as in the final fit, only for the segments they route to it.
+SERVED_ROUTES = {
+    "for_you": {"all": {"source": "buy_again"}, "high": {"source": "buy_again+trending"}, "low": {"source": "segment_als"}},
+    "discover": {"all": {"source": "cooccurrence"}, "mid": {"source": "trending+segment_als"}},
+}
+
+
 @pytest.fixture(scope="module")
 def fitted(spark, with_future_item, synthetic):
     """Every source fitted before the cutoff, the planted tiers as segments, and 300 customers with their country."""
     train, _ = evaluation.split_by_time(with_future_item, cutoff=CUTOFF)
     segments = spark.createDataFrame(synthetic.truth("customers")[["customer_id", "tier"]].rename(columns={"tier": "segment"}))
-    sources = routing.fit_sources(train, as_of=CUTOFF, segments=segments, config=SMALL, als_settings=SMALL_ALS)
+    sources = routing.fit_sources(train, as_of=CUTOFF, segments=segments, config=SMALL, als_settings=SMALL_ALS,
+                                  segment_als_serves=routing.segments_served_by(SERVED_ROUTES, "segment_als"))
     customers = train.select("customer_id", "country").dropDuplicates(["customer_id"]).orderBy("customer_id").limit(300).cache()
     return sources, segments, customers
 
@@ -87,10 +95,15 @@ def test_nothing_from_the_test_window_reaches_the_models(fitted):
             assert recs.count() > 0, (list_name, name)
 
 
-@pytest.mark.parametrize("list_name, routes", [
-    ("for_you", {"all": {"source": "buy_again"}, "high": {"source": "buy_again+trending"}, "low": {"source": "segment_als"}}),
-    ("discover", {"all": {"source": "cooccurrence"}, "mid": {"source": "trending+segment_als"}}),
-])
+def test_segment_als_is_fitted_only_for_the_segments_routed_to_it(fitted):
+    sources, segments, customers = fitted
+    model = sources.models["segment_als"]
+    assert sorted(model._by_segment) == ["low", "mid"] and not model.has_fallback
+    high = customers.join(segments.where("segment = 'high'"), "customer_id")
+    assert high.count() > 0 and model.recommend(high, 5).count() == 0  # never asked for in serving: no model knows them
+
+
+@pytest.mark.parametrize("list_name, routes", SERVED_ROUTES.items())
 def test_serving_runs_each_source_for_its_customers_only_and_serves_the_same_lists(fitted, list_name, routes):
     sources, segments, customers = fitted
     config = RoutingConfig(fusion_depth=20, n=12)
@@ -105,6 +118,18 @@ def test_serving_runs_each_source_for_its_customers_only_and_serves_the_same_lis
     assert actual.groupby("customer_id").size().eq(12).all() and actual["customer_id"].nunique() == 300
     if list_name == "for_you":
         assert "popularity" in set(actual["source"])  # buy-again lists shorter than n were topped up
+
+
+def test_segment_als_is_fitted_only_for_the_segments_routed_to_it():
+    routes = {
+        "discover": {"all": {"source": "cooccurrence"}, "high": {"source": "trending+segment_als"}, "low": {"source": "trending"}},
+        "for_you": {"all": {"source": "buy_again"}, "low": {"source": "buy_again+segment_als"}},
+        "cold": {"all": {"source": "popularity"}},
+    }
+    assert routing.segments_served_by(routes, "segment_als") == ["high", "low"]
+    assert routing.segments_served_by(routes, "als") == []
+    # Segments without a route of their own take the overall one: when it uses the model, anyone may need it.
+    assert routing.segments_served_by({**routes, "for_you": {"all": {"source": "segment_als"}}}, "segment_als") is None
 
 
 def test_evaluation_scores_every_candidate_and_the_routed_system(spark, synthetic):
