@@ -109,7 +109,7 @@ def run_train(spark, output_uri: str, *, as_of: dt.date | None, routing_config: 
     used = sorted({part for routes in chosen["routes"].values() for route in routes.values() for part in route["source"].split("+")}
                   | {"buy_again", similar_source})
     final_config = dataclasses.replace(routing_config, models=tuple(name for name in routing_config.models if name in used))
-    # A segment model no route serves would cost as much as one that does (at 50M rows, most of the final fit).
+    # A segment model no route serves costs as much to fit as one that does (README, "Scale").
     sources = routing.fit_sources(purchases, as_of=as_of, segments=segments, config=final_config, als_settings=chosen["als_settings"],
                                   segment_als_serves=routing.segments_served_by(chosen["routes"], "segment_als"))
     customers = known_customers(purchases, as_of).cache()

@@ -75,14 +75,29 @@ def train_settings() -> dict:
 
 @pytest.fixture(scope="session")
 def pipeline_run(spark, synthetic, tmp_path_factory):
-    """Every stage of ``jobs.pipeline`` on the synthetic shop's raw transactions; the output directory."""
+    """Every stage of ``jobs.pipeline`` on the synthetic shop's raw transactions; the output directory.
+
+    What the command printed is kept beside it (see ``pipeline_printout``).
+    """
+    import contextlib
+    import io
+
     from jobs import cli, pipeline
 
     output = tmp_path_factory.mktemp("pipeline") / "out"
-    status = cli.run(pipeline.main, ["--input", str(synthetic.root / "raw" / "transactions"), "--output", str(output),
-                                     "--config", str(PIPELINE_CONFIG)])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        status = cli.run(pipeline.main, ["--input", str(synthetic.root / "raw" / "transactions"), "--output", str(output),
+                                         "--config", str(PIPELINE_CONFIG)])
     assert status == 0
+    (output.parent / "printout.txt").write_text(printed.getvalue())
     return output
+
+
+@pytest.fixture(scope="session")
+def pipeline_printout(pipeline_run) -> str:
+    """What ``jobs.pipeline`` printed while making ``pipeline_run``."""
+    return (pipeline_run.parent / "printout.txt").read_text()
 
 
 @pytest.fixture(scope="session")

@@ -31,13 +31,14 @@ def test_every_stage_ran_and_published(run):
     assert [row["variant"] for row in backtest["variants"]] == ["bgnbd", "bgnbd+seasonal", "past spend"]
 
 
-def test_pipeline_prints_each_stage(spark, synthetic, tmp_path, capsys):
-    status = cli.run(pipeline.main, ["--input", str(synthetic.root / "raw" / "transactions"), "--output", str(tmp_path),
-                                     "--stages", "ingest,segments"])
-    out = capsys.readouterr().out
-    assert status == 0
-    assert re.search(r"\[2/2\] segments: [\d,]+ rows in, [\d,]+ out, [\d.]+s \(high [\d,]+, low [\d,]+, mid [\d,]+; silhouette", out)
-    assert "done: 2 stage(s)" in out
+def test_pipeline_prints_each_stage(pipeline_printout):
+    out = pipeline_printout
+    assert list(pipeline.STAGES) == ["ingest", "segments", "backtest", "recommendations", "report"]
+    for number, stage in enumerate(pipeline.STAGES, start=1):
+        assert f"[{number}/5] {stage} ..." in out
+    assert re.search(r"\[2/5\] segments: [\d,]+ rows in, [\d,]+ out, [\d.]+s \(high [\d,]+, low [\d,]+, mid [\d,]+; silhouette", out)
+    assert re.search(r"\[4/5\] recommendations: [\d,]+ rows in, [\d,]+ out, [\d.]+s \(discover: all ", out)
+    assert "done: 5 stage(s)" in out
 
 
 def test_report_embeds_every_chart_and_opens_from_disk(run):
