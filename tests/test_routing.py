@@ -120,7 +120,7 @@ def test_serving_runs_each_source_for_its_customers_only_and_serves_the_same_lis
         assert "popularity" in set(actual["source"])  # buy-again lists shorter than n were topped up
 
 
-def test_segment_als_is_fitted_only_for_the_segments_routed_to_it():
+def test_the_segments_a_model_serves_are_read_from_the_routes():
     routes = {
         "discover": {"all": {"source": "cooccurrence"}, "high": {"source": "trending+segment_als"}, "low": {"source": "trending"}},
         "for_you": {"all": {"source": "buy_again"}, "low": {"source": "buy_again+segment_als"}},
