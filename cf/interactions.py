@@ -27,21 +27,32 @@ class InteractionConfig:
 
 def interactions(purchases, *, as_of: dt.date, config: InteractionConfig = InteractionConfig()):
     """customer_id, item_id, strength, last_purchase: one row per pair bought before ``as_of``."""
+    return interactions_by_half_life(purchases, as_of=as_of, weighting=config.weighting, half_lives={C.STRENGTH: config.half_life_days})
+
+
+def interactions_by_half_life(purchases, *, as_of: dt.date, half_lives: dict[str, float | None], weighting: str = "orders"):
+    """customer_id, item_id, one strength column per entry of ``half_lives`` (column: half-life in days, None for none), last_purchase.
+
+    Grouping every purchase by customer and item is the costly part; it is done once for all the strengths.
+    """
     from pyspark.sql import functions as F
 
-    if config.weighting not in WEIGHTINGS:
-        raise RecommendationError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got '{config.weighting}'")
-    if config.half_life_days is not None and config.half_life_days <= 0:
-        raise RecommendationError(f"half_life_days must be positive, got {config.half_life_days}")
+    if weighting not in WEIGHTINGS:
+        raise RecommendationError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got '{weighting}'")
+    for days in half_lives.values():
+        if days is not None and days <= 0:
+            raise RecommendationError(f"half_life_days must be positive, got {days}")
     orders = (
         purchases.where(F.col(C.TIMESTAMP) < F.lit(as_of).cast("timestamp"))
         .groupBy(C.CUSTOMER_ID, C.ITEM_ID, C.ORDER_ID)
         .agg(F.sum(C.QUANTITY).alias("_quantity"), F.sum(C.AMOUNT).alias("_spend"), F.max(C.TIMESTAMP).alias("_when"))
     )
-    weight = {"orders": F.lit(1.0), "quantity": F.col("_quantity"), "spend": F.col("_spend")}[config.weighting]
-    if config.half_life_days:
-        age_days = (F.lit(as_of).cast("timestamp").cast("long") - F.col("_when").cast("long")) / 86400.0
-        weight = weight * F.pow(F.lit(0.5), age_days / config.half_life_days)
+    weight = {"orders": F.lit(1.0), "quantity": F.col("_quantity"), "spend": F.col("_spend")}[weighting]
+    age_days = (F.lit(as_of).cast("timestamp").cast("long") - F.col("_when").cast("long")) / 86400.0
+
+    def decayed(days: float | None):
+        return weight * F.pow(F.lit(0.5), age_days / days) if days else weight
+
     return orders.groupBy(C.CUSTOMER_ID, C.ITEM_ID).agg(
-        F.sum(weight).alias(C.STRENGTH), F.max("_when").alias(C.LAST_PURCHASE)
+        *(F.sum(decayed(days)).alias(column) for column, days in half_lives.items()), F.max("_when").alias(C.LAST_PURCHASE)
     )

@@ -28,8 +28,9 @@ class BuyAgainRecommender(Recommender):
         self._interactions = None  # customer_id, item_id, strength, last_purchase
 
     def fit(self, interactions):
+        """Keeps the interactions as they are: like every model's seen items, they are read at each call (pass them cached)."""
         self._remember(interactions)
-        self._interactions = interactions.select(C.CUSTOMER_ID, C.ITEM_ID, C.STRENGTH, C.LAST_PURCHASE).cache()
+        self._interactions = interactions.select(C.CUSTOMER_ID, C.ITEM_ID, C.STRENGTH, C.LAST_PURCHASE)
         return self
 
     def recommend(self, customers, n: int = 10, *, exclude_seen: bool = False):
@@ -155,40 +156,26 @@ class CooccurrenceRecommender(Recommender):
         if exclude_seen:
             seen = self._seen.join(wanted, C.CUSTOMER_ID).groupBy(C.CUSTOMER_ID).agg(F.collect_list(C.ITEM_ID).alias("_seen"))
             history = history.join(seen, C.CUSTOMER_ID, "left")
-        else:
-            history = history.withColumn("_seen", F.lit(None).cast("array<string>"))
 
         def score_blocks(batches):
             import numpy as np
             import pandas as pd
-            from scipy import sparse
 
             items, similarity = shared.value
             index = pd.Index(items)
             for batch in batches:
-                rows = [positions[positions >= 0] for positions in (index.get_indexer(list(h)) for h in batch["_history"])]
-                pointers = np.concatenate([[0], np.cumsum([len(r) for r in rows])])
-                columns = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-                bought = sparse.csr_matrix((np.ones(len(columns)), columns, pointers), shape=(len(batch), len(items)))
-                scores = (bought @ similarity).tocsr()
-                out = {C.CUSTOMER_ID: [], C.RANK: [], C.ITEM_ID: [], C.SCORE: []}
-                for row, (customer, seen) in enumerate(zip(batch[C.CUSTOMER_ID], batch["_seen"])):
-                    candidates = scores.indices[scores.indptr[row]:scores.indptr[row + 1]]
-                    values = scores.data[scores.indptr[row]:scores.indptr[row + 1]]
-                    if seen is not None and len(seen):
-                        fresh = ~np.isin(candidates, index.get_indexer(list(seen)))
-                        candidates, values = candidates[fresh], values[fresh]
-                    # Items are indexed in id order, so the position breaks ties like the item id.
-                    best = np.lexsort((candidates, -values))[:n]
-                    out[C.CUSTOMER_ID] += [customer] * len(best)
-                    out[C.RANK] += list(range(1, len(best) + 1))
-                    out[C.ITEM_ID] += list(items[candidates[best]])
-                    out[C.SCORE] += list(values[best])
-                yield pd.DataFrame(out)
+                scores = (membership(batch["_history"], index) @ similarity).tocsr()
+                if exclude_seen:
+                    # Scores are sums of positive similarities: only the bought items become zero.
+                    scores = (scores - scores.multiply(membership(batch["_seen"], index))).tocsr()
+                    scores.eliminate_zeros()
+                rows, ranks, positions = best_per_row(scores, n)
+                yield pd.DataFrame({C.CUSTOMER_ID: batch[C.CUSTOMER_ID].to_numpy()[rows], C.RANK: ranks.astype(np.int32),
+                                    C.ITEM_ID: items[scores.indices[positions]], C.SCORE: scores.data[positions]})
 
         schema = StructType([StructField(C.CUSTOMER_ID, StringType()), StructField(C.RANK, IntegerType()),
                              StructField(C.ITEM_ID, StringType()), StructField(C.SCORE, DoubleType())])
-        return history.select(C.CUSTOMER_ID, "_history", "_seen").mapInPandas(score_blocks, schema=schema)
+        return history.mapInPandas(score_blocks, schema=schema)
 
     def _save_state(self, path: str) -> None:
         self._similar.write.mode("overwrite").parquet(f"{path}/similar")
@@ -198,6 +185,44 @@ class CooccurrenceRecommender(Recommender):
         self._similar = spark.read.parquet(f"{path}/similar")
         self._shared_similarity = None
         self._history = spark.read.parquet(f"{path}/history")
+
+
+def membership(lists, index):
+    """A 0/1 sparse matrix, one row per list of item ids, one column per entry of ``index``; ids not in it are left out."""
+    import numpy as np
+    from scipy import sparse
+
+    lengths = np.fromiter((0 if ids is None else len(ids) for ids in lists), np.int64, len(lists))
+    flat = np.concatenate([ids for ids in lists if ids is not None and len(ids)]) if lengths.any() else np.zeros(0, object)
+    positions = index.get_indexer(flat)
+    owners = np.repeat(np.arange(len(lists)), lengths)
+    known = positions >= 0
+    matrix = sparse.csr_matrix((np.ones(known.sum()), (owners[known], positions[known])), shape=(len(lists), len(index)))
+    matrix.data[:] = 1.0  # an id listed twice is still one item
+    return matrix
+
+
+def best_per_row(scores, n: int):
+    """(rows, ranks, positions) of the ``n`` largest entries of each row of a CSR matrix, best first, ties to the smaller column.
+
+    ``positions`` index ``scores.data`` and ``scores.indices``; ranks start at 1. A
+    row's ``n``-th largest value, found by partitioning, bounds what needs sorting.
+    """
+    import numpy as np
+
+    picks = []
+    for row in range(scores.shape[0]):
+        start, end = scores.indptr[row], scores.indptr[row + 1]
+        values, columns = scores.data[start:end], scores.indices[start:end]
+        candidates = np.arange(end - start)
+        if end - start > n:
+            candidates = np.flatnonzero(values >= np.partition(values, end - start - n)[end - start - n])
+        picks.append(start + candidates[np.lexsort((columns[candidates], -values[candidates]))[:n]])
+    lengths = np.fromiter(map(len, picks), np.int64, len(picks))
+    positions = np.concatenate(picks).astype(np.int64) if picks else np.zeros(0, np.int64)
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    ranks = np.arange(len(positions)) - np.repeat(np.cumsum(lengths) - lengths, lengths) + 1
+    return rows, ranks, positions
 
 
 def co_purchase_counts(batches, *, catalogue: int, flush_at: int = PAIRS_PER_FLUSH):

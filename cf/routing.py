@@ -22,7 +22,7 @@ from functools import reduce
 
 from cf.als import ALSRecommender, SegmentedALS
 from cf.base import drop_seen, in_parallel, top_n
-from cf.interactions import InteractionConfig, RecommendationError, interactions
+from cf.interactions import RecommendationError
 from cf.tuning import ALL_SEGMENTS, ALSSettings, InteractionCache
 from cf.neighbours import BuyAgainRecommender, CooccurrenceRecommender
 from coldstart.popularity import PopularityRecommender, TrendingRecommender
@@ -97,12 +97,13 @@ def fit_sources(purchases, *, as_of: dt.date, segments, config: RoutingConfig = 
 
     tuned = als_settings or {}
     overall = tuned.get(ALL_SEGMENTS, ALSSettings())
-    cache = InteractionCache(purchases, as_of)
-    counts = cache.get(ALSSettings(half_life_days=0.0))
-    staples = interactions(purchases, as_of=as_of, config=InteractionConfig(half_life_days=config.buy_again_half_life_days))
+    tuned_segments = sorted(name for name in tuned if name != ALL_SEGMENTS)
+    cache = InteractionCache(purchases, as_of, [0.0, config.buy_again_half_life_days, overall.half_life_days,
+                                                *(tuned[name].half_life_days for name in tuned_segments)])
+    counts = cache.with_half_life(0.0)
+    staples = cache.with_half_life(config.buy_again_half_life_days)
     countries = counts.select(C.CUSTOMER_ID).distinct().join(purchases.select(C.CUSTOMER_ID, C.COUNTRY).distinct(), C.CUSTOMER_ID)
     # Each segment's model learns from interactions decayed with its own tuned half-life.
-    tuned_segments = sorted(name for name in tuned if name != ALL_SEGMENTS)
     tuned_members = segments.where(F.col(C.SEGMENT).isin(tuned_segments)).select(C.CUSTOMER_ID)
     segment_interactions = reduce(
         lambda a, b: a.unionByName(b),
@@ -116,7 +117,7 @@ def fit_sources(purchases, *, as_of: dt.date, segments, config: RoutingConfig = 
     build = {
         "popularity_by_country": lambda: PopularityRecommender(by=C.COUNTRY).fit(counts, countries),
         "trending": lambda: TrendingRecommender(as_of=as_of.isoformat(), half_life_days=config.trending_half_life_days).fit(counts),
-        "buy_again": lambda: BuyAgainRecommender().fit(staples.cache()),
+        "buy_again": lambda: BuyAgainRecommender().fit(staples),
         "cooccurrence": lambda: CooccurrenceRecommender(max_items_per_customer=config.cooccurrence_max_items).fit(counts),
         "als": lambda: ALSRecommender(**overall.model_settings()).fit(cache.get(overall)),
         "segment_als": lambda: SegmentedALS(
@@ -275,15 +276,20 @@ def serve_routed(sources: Sources, customers, list_name: str, routes: dict[str, 
 
 
 def top_up(served, popular, n: int):
-    """Lists shorter than ``n`` (buy-again for a customer with few staples, say) filled from ``popular``, marked as its source."""
+    """Lists shorter than ``n`` (buy-again for a customer with few staples, say) filled from ``popular``, marked as its source.
+
+    Only the filler is ranked, after the list it fills: served lists are ranked 1..k
+    already, and re-ranking them all would sort every served row again.
+    """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    filler = popular.join(served.select(C.CUSTOMER_ID, C.ITEM_ID), [C.CUSTOMER_ID, C.ITEM_ID], "left_anti").withColumn(
-        "source", F.lit(BASELINE))
-    order = Window.partitionBy(C.CUSTOMER_ID).orderBy("_filler", C.RANK)
-    both = served.withColumn("_filler", F.lit(0)).unionByName(filler.withColumn("_filler", F.lit(1)))
-    return both.withColumn(C.RANK, F.row_number().over(order)).where(F.col(C.RANK) <= n).drop("_filler")
+    lengths = served.groupBy(C.CUSTOMER_ID).agg(F.count(F.lit(1)).alias("_length"))
+    short = popular.join(lengths, C.CUSTOMER_ID, "left").withColumn("_length", F.coalesce("_length", F.lit(0))).where(F.col("_length") < n)
+    filler = short.join(served.select(C.CUSTOMER_ID, C.ITEM_ID), [C.CUSTOMER_ID, C.ITEM_ID], "left_anti")
+    after = F.col("_length") + F.row_number().over(Window.partitionBy(C.CUSTOMER_ID).orderBy(C.RANK))
+    filled = filler.withColumn(C.RANK, after).where(F.col(C.RANK) <= n).withColumn("source", F.lit(BASELINE))
+    return served.unionByName(filled.select(*served.columns))
 
 
 def routed_sources(routes: dict[str, dict]) -> set[str]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from cf.als import ALSRecommender
 from cf.evaluation import ranking_metrics
 from cf.ids import IdMapping
-from cf.interactions import InteractionConfig, RecommendationError, interactions
+from cf.interactions import RecommendationError, interactions_by_half_life
 from segmentation import columns as C
 
 ALL_SEGMENTS = "all"  # the global model's "segment", and every customer in metrics
@@ -35,9 +35,6 @@ class ALSSettings:
 
     def model_settings(self) -> dict:
         return {"rank": self.rank, "reg_param": self.reg_param, "alpha": self.alpha, "max_iter": self.max_iter}
-
-    def interaction_config(self) -> InteractionConfig:
-        return InteractionConfig(half_life_days=self.half_life_days or None)
 
 
 @dataclass(frozen=True)
@@ -94,21 +91,32 @@ class SegmentTuning:
 
 
 class InteractionCache:
-    """Training interactions for each half-life, computed once and shared by all segments' trials."""
+    """Training interactions for each half-life named up front (0: no decay), cached and shared by every model and trial.
 
-    def __init__(self, purchases, as_of: dt.date):
-        self.purchases, self.as_of = purchases, as_of
-        self._frames = {}
+    They come from one pass over the purchases: each half-life is one more column
+    of the same grouping, where a pass per half-life would group them all again.
+    """
+
+    def __init__(self, purchases, as_of: dt.date, half_lives):
+        self._columns = {days: f"_strength_{position}" for position, days in enumerate(sorted({days or 0.0 for days in half_lives}))}
+        self._frame = interactions_by_half_life(
+            purchases, as_of=as_of, half_lives={column: days or None for days, column in self._columns.items()}).cache()
 
     def get(self, settings: ALSSettings):
-        key = settings.half_life_days
-        if key not in self._frames:
-            self._frames[key] = interactions(self.purchases, as_of=self.as_of, config=settings.interaction_config()).cache()
-        return self._frames[key]
+        return self.with_half_life(settings.half_life_days)
+
+    def with_half_life(self, days: float):
+        """customer_id, item_id, strength, last_purchase, with ``days`` of half-life."""
+        from pyspark.sql import functions as F
+
+        column = self._columns.get(days or 0.0)
+        if column is None:
+            raise RecommendationError(f"no interactions with a half-life of {days} days were asked for: "
+                                      f"only {', '.join(map(str, self._columns))}")
+        return self._frame.select(C.CUSTOMER_ID, C.ITEM_ID, F.col(column).alias(C.STRENGTH), C.LAST_PURCHASE)
 
     def release(self) -> None:
-        for frame in self._frames.values():
-            frame.unpersist()
+        self._frame.unpersist()
 
 
 def tune(train, relevant, segments, *, as_of: dt.date, config: TuningConfig = TuningConfig(), k: int = 10,
@@ -122,7 +130,7 @@ def tune(train, relevant, segments, *, as_of: dt.date, config: TuningConfig = Tu
     """
     from pyspark.sql import functions as F
 
-    cache = InteractionCache(train, as_of)
+    cache = InteractionCache(train, as_of, config.half_life_days)
     deadline = clock() + config.budget_seconds
     results = {}
     try:

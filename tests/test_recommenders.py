@@ -176,6 +176,27 @@ def test_time_decay_weighs_recent_orders_more(spark):
     assert decayed["new"] == pytest.approx(0.5 ** (age_days / 30)) and decayed["old"] < 1e-5
 
 
+def test_the_interaction_cache_gives_each_half_life_what_a_pass_of_its_own_would(synthetic):
+    from cf.tuning import ALSSettings, InteractionCache
+
+    purchases = synthetic.place("clean")
+    cache = InteractionCache(purchases, AS_OF, [0.0, 30.0, 180.0, 30.0])
+    try:
+        for days in (0.0, 30.0, 180.0):
+            alone = interactions(purchases, as_of=AS_OF, config=InteractionConfig(half_life_days=days or None)).toPandas()
+            shared = cache.get(ALSSettings(half_life_days=days)).toPandas()
+            assert list(shared.columns) == list(alone.columns)
+            key = ["customer_id", "item_id"]
+            merged = alone.merge(shared, on=key, suffixes=("_alone", "_shared"), how="outer", indicator=True)
+            assert len(merged) > 1000 and (merged["_merge"] == "both").all()
+            assert merged["strength_shared"].to_numpy() == pytest.approx(merged["strength_alone"].to_numpy(), rel=1e-12)
+            assert (merged["last_purchase_shared"] == merged["last_purchase_alone"]).all()
+        with pytest.raises(RecommendationError, match="half-life of 365"):
+            cache.with_half_life(365.0)
+    finally:
+        cache.release()
+
+
 def test_stable_ids_keep_their_index_when_new_ids_arrive(spark):
     from cf.ids import IdMapping
 
@@ -215,6 +236,34 @@ def test_co_purchase_counts_add_up_across_batches_and_flushes():
         summed = counts.groupby(["item_index", "_similar_index"])["_common"].sum().to_dict()
         assert summed == {(0, 1): 1, (0, 2): 2, (1, 2): 2}  # each pair once, smaller index first
     assert len(pd.concat(co_purchase_counts(iter(batches), catalogue=4, flush_at=1))) > len(summed)  # flushed per batch
+
+
+def test_best_per_row_ranks_each_row_and_breaks_ties_by_the_smaller_column():
+    """Against a plain sort, on rows full of ties (small integer scores), some shorter than n and some empty."""
+    import numpy as np
+    from scipy import sparse
+
+    from cf.neighbours import best_per_row
+
+    rng = np.random.default_rng(3)
+    dense = rng.integers(0, 4, size=(200, 60)).astype(float) * (rng.random((200, 60)) < rng.random((200, 1)))
+    dense[:5] = 0.0
+    scores = sparse.csr_matrix(dense)
+    rows, ranks, positions = best_per_row(scores, 7)
+    actual = list(zip(rows, ranks, scores.indices[positions], scores.data[positions]))
+    expected = [(row, rank, column, value) for row in range(200)
+                for rank, (value, column) in enumerate(sorted((-v, c) for c, v in enumerate(dense[row]) if v)[:7], start=1)]
+    assert actual == [(row, rank, column, -value) for row, rank, column, value in expected]
+    assert 0 < (ranks == 7).sum() < 200 - 5  # some rows are cut at n, some are shorter
+
+
+def test_membership_marks_known_ids_once():
+    import pandas as pd
+
+    from cf.neighbours import membership
+
+    matrix = membership([["b", "a", "b"], None, [], ["zz", "c"]], pd.Index(["a", "b", "c"]))
+    assert matrix.toarray().tolist() == [[1, 1, 0], [0, 0, 0], [0, 0, 0], [0, 0, 1]]
 
 
 @pytest.mark.parametrize("exclude_seen", [False, True])

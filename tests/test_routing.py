@@ -55,6 +55,22 @@ def test_serving_follows_the_routes(spark):
     assert served.loc["b", "item_id"] == "p" and served.loc["b", "source"] == "popularity"
 
 
+def test_short_lists_are_topped_up_after_their_own_items_and_full_lists_are_untouched(spark):
+    served = spark.createDataFrame(pd.DataFrame({
+        "customer_id": ["full"] * 3 + ["short"] * 2, "rank": [1, 2, 3, 1, 2], "item_id": ["p3", "x", "y", "p1", "z"],
+        "score": [0.9, 0.8, 0.7, 0.5, 0.4], "source": ["als"] * 3 + ["buy_again"] * 2}))
+    customers = ["full", "short", "none"]
+    popular = spark.createDataFrame(pd.DataFrame({
+        "customer_id": [c for c in customers for _ in range(3)], "rank": [1, 2, 3] * 3, "item_id": ["p1", "p2", "p3"] * 3, "score": [3.0, 2.0, 1.0] * 3}))
+    rows = routing.top_up(served, popular, 3).toPandas().sort_values(["customer_id", "rank"])
+    as_tuples = list(rows[["customer_id", "rank", "item_id", "source"]].itertuples(index=False, name=None))
+    assert as_tuples == [
+        ("full", 1, "p3", "als"), ("full", 2, "x", "als"), ("full", 3, "y", "als"),
+        ("none", 1, "p1", "popularity"), ("none", 2, "p2", "popularity"), ("none", 3, "p3", "popularity"),
+        ("short", 1, "p1", "buy_again"), ("short", 2, "z", "buy_again"), ("short", 3, "p2", "popularity"),
+    ]
+
+
 @pytest.fixture(scope="module")
 def with_future_item(spark, synthetic):
     """The synthetic purchases plus an item that only exists after the cutoff, bought by many customers."""
