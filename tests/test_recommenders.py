@@ -150,7 +150,9 @@ def test_segment_als_fits_its_global_model_only_for_customers_no_segment_model_k
     ordered = tiers.join(training.select("customer_id").distinct(), "customer_id").orderBy("customer_id")
     without_segment = ordered.limit(20).select("customer_id")
     too_small = ordered.offset(20).limit(10).withColumn("segment", F.lit("tiny"))
-    relabelled = tiers.join(ordered.limit(30).select("customer_id"), "customer_id", "left_anti").unionByName(too_small)
+    # One segment big enough for a model of its own is all the fallback needs beside it (each model is an ALS fit).
+    rest = tiers.join(ordered.limit(30).select("customer_id"), "customer_id", "left_anti").withColumn("segment", F.lit("rest"))
+    relabelled = rest.unionByName(too_small)
     model = SegmentedALS(rank=16, max_iter=8).fit(training, relabelled)
     assert model.has_fallback
     fallback_customers = without_segment.unionByName(too_small.select("customer_id"))
