@@ -270,7 +270,7 @@ def serve_routed(sources: Sources, customers, list_name: str, routes: dict[str, 
         .withColumn("source", F.lit(name))
         for name in sorted(routed_sources(routes))
     ])
-    full = served.groupBy(C.CUSTOMER_ID).count().where(F.col("count") >= config.n)
+    full = list_lengths(served).where(F.col("_length") >= config.n)
     short = chosen.join(full, C.CUSTOMER_ID, "left_anti")
     return top_up(served, candidate_lists(sources, short, list_name, config, names=[BASELINE])[BASELINE], config.n)
 
@@ -284,12 +284,18 @@ def top_up(served, popular, n: int):
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    lengths = served.groupBy(C.CUSTOMER_ID).agg(F.count(F.lit(1)).alias("_length"))
-    short = popular.join(lengths, C.CUSTOMER_ID, "left").withColumn("_length", F.coalesce("_length", F.lit(0))).where(F.col("_length") < n)
+    short = popular.join(list_lengths(served), C.CUSTOMER_ID, "left").withColumn("_length", F.coalesce("_length", F.lit(0))).where(F.col("_length") < n)
     filler = short.join(served.select(C.CUSTOMER_ID, C.ITEM_ID), [C.CUSTOMER_ID, C.ITEM_ID], "left_anti")
     after = F.col("_length") + F.row_number().over(Window.partitionBy(C.CUSTOMER_ID).orderBy(C.RANK))
     filled = filler.withColumn(C.RANK, after).where(F.col(C.RANK) <= n).withColumn("source", F.lit(BASELINE))
     return served.unionByName(filled.select(*served.columns))
+
+
+def list_lengths(served):
+    """customer_id, _length: rows per customer. One definition, so that serving and its top-up count in one shuffle (Spark reuses it)."""
+    from pyspark.sql import functions as F
+
+    return served.groupBy(C.CUSTOMER_ID).agg(F.count(F.lit(1)).alias("_length"))
 
 
 def routed_sources(routes: dict[str, dict]) -> set[str]:
