@@ -99,9 +99,10 @@ def run_backtest(purchases, returns, *, calibration_end: dt.date, holdout_end: d
         raise SegmentationError(f"the hold-out after {calibration_end} is empty: the data ends on {holdout_end - dt.timedelta(days=1)}")
     check_as_of(purchases, holdout_start)
 
-    features = rfm.rfm_summary(purchases, as_of=holdout_start, period=clv_config.period)
+    # Cached: the models are fitted on its calibration features, and every variant adds its scores to it.
     frame = (
-        features.join(_holdout_actuals(purchases, start=holdout_start, end=holdout_end, period=clv_config.period), C.CUSTOMER_ID, "left")
+        rfm.rfm_summary(purchases, as_of=holdout_start, period=clv_config.period)
+        .join(_holdout_actuals(purchases, start=holdout_start, end=holdout_end, period=clv_config.period), C.CUSTOMER_ID, "left")
         .join(_past_spend(purchases, before=holdout_start), C.CUSTOMER_ID, "left")
         .fillna({"actual_purchases": 0.0, "holdout_revenue": 0.0})
         .cache()
@@ -111,7 +112,7 @@ def run_backtest(purchases, returns, *, calibration_end: dt.date, holdout_end: d
     # The model the segments use is always among those backtested.
     models = tuple(dict.fromkeys((clv_config.model, *models)))
     for model in models:
-        fitted = clv.fit_clv(features, purchases, as_of=holdout_start, config=dataclasses.replace(clv_config, model=model, seasonal=True))
+        fitted = clv.fit_clv(frame, purchases, as_of=holdout_start, config=dataclasses.replace(clv_config, model=model, seasonal=True))
         notes += [f"{model}: {note}" for note in fitted.notes]
         for seasonal in (False, True):
             if seasonal and not fitted.seasonal_index:

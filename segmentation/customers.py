@@ -35,17 +35,16 @@ def check_as_of(purchases, as_of: dt.date) -> None:
         raise SegmentationError(f"the as-of date {as_of} is not after the first purchase ({first.date()}): nothing to learn from")
 
 
-def score_customers(purchases, returns, *, as_of: dt.date, config: CLVConfig):
-    """Customer features with CLV scores over ``config.horizon_months``; and the fitted CLV models."""
-    check_as_of(purchases, as_of)
-    features = rfm.customer_features(purchases, returns, as_of=as_of, period=config.period)
-    fitted = clv.fit_clv(features, purchases, as_of=as_of, config=config)
-    horizon = config.horizon_months * DAYS_PER_MONTH
-    return clv.score_clv(features, fitted, horizon_days=horizon, discount_rate=config.discount_rate), fitted
-
-
 def segment_customers(purchases, returns, *, as_of: dt.date, clv_config: CLVConfig, segment_config: SegmentConfig) -> ValueSegments:
-    scored, fitted = score_customers(purchases, returns, as_of=as_of, config=clv_config)
-    scored = scored.cache()
+    """Customer features with CLV scores over ``clv_config.horizon_months``, split into value segments."""
+    check_as_of(purchases, as_of)
+    # Fitting reads the features three times and scoring once more; each read would otherwise
+    # aggregate every purchase again (about 7 s a read at 10M rows).
+    features = rfm.customer_features(purchases, returns, as_of=as_of, period=clv_config.period).cache()
+    fitted = clv.fit_clv(features, purchases, as_of=as_of, config=clv_config)
+    horizon = clv_config.horizon_months * DAYS_PER_MONTH
+    scored = clv.score_clv(features, fitted, horizon_days=horizon, discount_rate=clv_config.discount_rate).cache()
     model = ValueSegmenter.from_config(segment_config).fit(scored)
+    # Fitting the segments has filled the scores' cache, which no longer needs the features'.
+    features.unpersist()
     return ValueSegments(customers=model.transform(scored).select(*CUSTOMER_COLUMNS), clv=fitted, model=model)
