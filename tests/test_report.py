@@ -71,6 +71,10 @@ def test_top_items_come_with_descriptions(spark, run):
     assert items.groupby("segment").size().tolist() == [5, 5, 5]
     assert items.description.str.startswith("GROUP ").all()
     assert (items.groupby("segment").buyers.apply(lambda b: b.is_monotonic_decreasing)).all()
+    bought = purchases.where(f"timestamp < '{dt.date(2011, 12, 12)}'").select("customer_id", "item_id").toPandas().merge(
+        customers.select("customer_id", "segment").toPandas(), on="customer_id")
+    buyers = bought.groupby(["segment", "item_id"]).customer_id.nunique()
+    assert all(buyers[(row.segment, row.item_id)] == row.buyers for row in items.itertuples())
 
 
 def test_report_before_segments_says_what_to_run(spark, tmp_path, capsys):
