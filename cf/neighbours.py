@@ -10,12 +10,13 @@ customer's score for an item sums its similarity to what they bought.
 from __future__ import annotations
 
 import functools
+import math
 
 from cf.base import Recommender, top_n
 from cf.ids import IdMapping
 from segmentation import columns as C
 
-PAIRS_PER_FLUSH = 20_000_000  # item pairs a Python worker holds before handing its counts to Spark
+COUNTS_PER_BLOCK = 20_000_000  # co-purchase counts a Python worker holds for its block of items (about 8 bytes each)
 
 
 class BuyAgainRecommender(Recommender):
@@ -74,18 +75,21 @@ class CooccurrenceRecommender(Recommender):
         return {"neighbours": self.neighbours, "min_common": self.min_common, "max_items_per_customer": self.max_items_per_customer}
 
     def fit(self, interactions):
-        """Cosine of co-purchase counts; the counts are a sparse XᵀX per partition of customer baskets, summed by Spark.
+        """Cosine of co-purchase counts, one block of items per task.
 
-        A self-join of the histories would make a row per pair of items in every
-        basket (up to ``max_items_per_customer`` squared per customer) and shuffle
-        them all; the sparse product counts those pairs in C and shuffles at most one
-        row per item pair and partition.
+        A block (every ``blocks``-th item) is counted by one task that reads every
+        basket, as a sparse product in C: it holds whole rows of XᵀX, so the cosine,
+        ``min_common`` and the top ``neighbours`` are taken there too, and only the
+        kept neighbours leave it. Counting per partition of baskets instead leaves
+        partial counts for Spark to shuffle and sum (15M rows at 10M purchases, for
+        250k rows kept); a self-join of the histories, a row per pair in every basket.
         """
         from pyspark.sql import Window
         from pyspark.sql import functions as F
-        from pyspark.sql.types import IntegerType, LongType, StructField, StructType
+        from pyspark.sql.types import DoubleType, IntegerType, StructField, StructType
 
         self._remember(interactions)
+        spark = interactions.sparkSession
         recent_first = Window.partitionBy(C.CUSTOMER_ID).orderBy(F.desc(C.STRENGTH), F.desc(C.LAST_PURCHASE), C.ITEM_ID)
         self._history = (
             interactions.withColumn("_position", F.row_number().over(recent_first))
@@ -93,27 +97,24 @@ class CooccurrenceRecommender(Recommender):
         )
         items = IdMapping.build(self._history, C.ITEM_ID, C.ITEM_INDEX).cache_frame()
         catalogue = items.frame.count()
-        # One partition of baskets per core: each partition hands Spark its own copy of the pairs it counted.
-        baskets = items.encode(self._history).groupBy(C.CUSTOMER_ID).agg(F.collect_list(C.ITEM_INDEX).alias("_basket")).coalesce(
-            interactions.sparkSession.sparkContext.defaultParallelism)
+        # Cached: every block reads all of them.
+        baskets = items.encode(self._history).groupBy(C.CUSTOMER_ID).agg(F.collect_list(C.ITEM_INDEX).alias("_basket")).select(
+            "_basket").cache()
+        # Each basket of b items adds at most b² counts; a block holds its share of them.
+        counts_bound = min(catalogue ** 2, baskets.agg(F.sum(F.size("_basket") ** 2)).first()[0] or 0)
+        blocks = max(spark.sparkContext.defaultParallelism, math.ceil(counts_bound / COUNTS_PER_BLOCK))
         schema = StructType([StructField(C.ITEM_INDEX, IntegerType()), StructField("_similar_index", IntegerType()),
-                             StructField("_common", LongType())])
-        counts = baskets.select("_basket").mapInPandas(functools.partial(co_purchase_counts, catalogue=catalogue), schema=schema)
-        upper = counts.groupBy(C.ITEM_INDEX, "_similar_index").agg(F.sum("_common").alias("_common")).where(
-            F.col("_common") >= self.min_common)
-        both_ways = F.explode(F.array(F.struct(F.col(C.ITEM_INDEX).alias("a"), F.col("_similar_index").alias("b")),
-                                      F.struct(F.col("_similar_index").alias("a"), F.col(C.ITEM_INDEX).alias("b"))))
-        common = upper.select(both_ways.alias("_pair"), "_common").select(
-            F.col("_pair.a").alias(C.ITEM_INDEX), F.col("_pair.b").alias("_similar_index"), "_common")
+                             StructField(C.SCORE, DoubleType())])
+        # coalesce(1): a block's one task reads every cached basket; the union runs the blocks side by side.
+        nearest = functools.reduce(lambda a, b: a.union(b), (
+            baskets.coalesce(1).mapInPandas(functools.partial(
+                block_neighbours, block=block, blocks=blocks, catalogue=catalogue, neighbours=self.neighbours,
+                min_common=self.min_common), schema=schema)
+            for block in range(blocks)))
         similar_names = items.frame.select(F.col(C.ITEM_ID).alias(C.SIMILAR_ITEM_ID), F.col(C.ITEM_INDEX).alias("_similar_index"))
-        named = items.decode(common).join(similar_names, "_similar_index")
-        buyers = self._history.groupBy(C.ITEM_ID).agg(F.count(F.lit(1)).alias("_buyers"))
-        cosine = (
-            named.join(buyers, C.ITEM_ID)
-            .join(buyers.select(F.col(C.ITEM_ID).alias(C.SIMILAR_ITEM_ID), F.col("_buyers").alias("_other_buyers")), C.SIMILAR_ITEM_ID)
-            .select(C.ITEM_ID, C.SIMILAR_ITEM_ID, (F.col("_common") / F.sqrt(F.col("_buyers") * F.col("_other_buyers"))).alias(C.SCORE))
-        )
-        self._similar = top_n(cosine, self.neighbours, key=C.ITEM_ID, item=C.SIMILAR_ITEM_ID).drop(C.RANK).cache()
+        self._similar = items.decode(nearest).join(similar_names, "_similar_index").select(C.ITEM_ID, C.SIMILAR_ITEM_ID, C.SCORE).cache()
+        self._similar.count()
+        baskets.unpersist()
         self._shared_similarity = None
         return self
 
@@ -225,33 +226,36 @@ def best_per_row(scores, n: int):
     return rows, ranks, positions
 
 
-def co_purchase_counts(batches, *, catalogue: int, flush_at: int = PAIRS_PER_FLUSH):
-    """item_index, _similar_index, _common: how many of these baskets hold both items, for item_index < _similar_index.
+def block_neighbours(batches, *, block: int, blocks: int, catalogue: int, neighbours: int, min_common: int):
+    """item_index, _similar_index, score: the ``neighbours`` most similar items of each item whose index % blocks == block.
 
-    Counts add up over the batches of a partition, so a partition hands Spark
-    each item pair once (or once per ``flush_at`` pairs held).
+    ``batches`` must hold every basket (``_basket``: item indexes): the block's
+    co-purchase counts are then whole rows of XᵀX, and each item's buyers are a
+    column sum of X. Cosine = common buyers / sqrt(buyers × other buyers), kept
+    from ``min_common`` common buyers; ties go to the smaller index.
     """
     import numpy as np
     import pandas as pd
     from scipy import sparse
 
-    def pairs(counts):
-        upper = sparse.triu(counts, k=1).tocoo()
-        return pd.DataFrame({C.ITEM_INDEX: upper.row.astype(np.int32), "_similar_index": upper.col.astype(np.int32),
-                             "_common": upper.data.astype(np.int64)})
-
-    empty = sparse.csr_matrix((catalogue, catalogue), dtype=np.int32)
-    total = empty
+    owned = np.arange(block, catalogue, blocks)  # row r of the block's counts is item owned[r]
+    counts = sparse.csr_matrix((len(owned), catalogue), dtype=np.int32)
+    buyers = np.zeros(catalogue, np.int64)
     for batch in batches:
         baskets = batch["_basket"]
         if baskets.empty:
             continue
+        entries = np.concatenate(baskets.to_numpy()).astype(np.int64)
         pointers = np.concatenate([[0], np.cumsum(baskets.map(len).to_numpy())])
-        bought = sparse.csr_matrix((np.ones(pointers[-1], np.int32), np.concatenate(baskets.to_numpy()).astype(np.int64), pointers),
-                                   shape=(len(baskets), catalogue))
-        total = total + (bought.T @ bought).tocsr()
-        if total.nnz >= flush_at:
-            yield pairs(total)
-            total = empty
-    if total.nnz:
-        yield pairs(total)
+        bought = sparse.csr_matrix((np.ones(len(entries), np.int32), entries, pointers), shape=(len(baskets), catalogue))
+        counts = counts + (bought[:, block::blocks].T @ bought).tocsr()
+        buyers += np.bincount(entries, minlength=catalogue)
+    pairs = counts.tocoo()
+    keep = (pairs.data >= min_common) & (pairs.col != owned[pairs.row])
+    rows, columns, common = pairs.row[keep], pairs.col[keep], pairs.data[keep]
+    scores = sparse.csr_matrix((common / np.sqrt(buyers[owned[rows]].astype(np.float64) * buyers[columns]), (rows, columns)),
+                               shape=counts.shape)
+    picked, _, positions = best_per_row(scores, neighbours)
+    if len(positions):
+        yield pd.DataFrame({C.ITEM_INDEX: owned[picked].astype(np.int32), "_similar_index": scores.indices[positions].astype(np.int32),
+                            C.SCORE: scores.data[positions]})

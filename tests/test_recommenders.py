@@ -229,15 +229,28 @@ def test_cooccurrence_similarities_match_the_pandas_reference(training):
     assert both["score_expected"].to_numpy() == pytest.approx(both["score_actual"].to_numpy(), rel=1e-12)
 
 
-def test_co_purchase_counts_add_up_across_batches_and_flushes():
-    from cf.neighbours import co_purchase_counts
+def test_block_neighbours_are_the_same_for_any_number_of_blocks_and_batches():
+    """Cosine by hand on 4 baskets; split into 1, 2 or 3 blocks of items, and the baskets into 1 or 2 batches."""
+    from cf.neighbours import block_neighbours
 
-    batches = [pd.DataFrame({"_basket": [[0, 1, 2], [1, 2]]}), pd.DataFrame({"_basket": [[2, 0], [3]]})]
-    for flush_at in (1, 1000):
-        counts = pd.concat(co_purchase_counts(iter(batches), catalogue=4, flush_at=flush_at))
-        summed = counts.groupby(["item_index", "_similar_index"])["_common"].sum().to_dict()
-        assert summed == {(0, 1): 1, (0, 2): 2, (1, 2): 2}  # each pair once, smaller index first
-    assert len(pd.concat(co_purchase_counts(iter(batches), catalogue=4, flush_at=1))) > len(summed)  # flushed per batch
+    baskets = [[0, 1, 2], [1, 2], [2, 0], [3, 1, 2]]  # buyers: 0: 2, 1: 3, 2: 4, 3: 1
+    expected = {  # item, neighbour, common buyers / sqrt(buyers x buyers): the best 2 of each item
+        (0, 2, 2 / 8 ** 0.5), (0, 1, 1 / 6 ** 0.5),
+        (1, 2, 3 / 12 ** 0.5), (1, 3, 1 / 3 ** 0.5),
+        (2, 1, 3 / 12 ** 0.5), (2, 0, 2 / 8 ** 0.5),
+        (3, 1, 1 / 3 ** 0.5), (3, 2, 1 / 4 ** 0.5),
+    }
+    expected = {(a, b, round(score, 12)) for a, b, score in expected}
+    for blocks in (1, 2, 3):
+        for batches in ([baskets], [baskets[:2], baskets[2:]]):
+            rows = set()
+            for block in range(blocks):
+                for frame in block_neighbours(iter(pd.DataFrame({"_basket": part}) for part in batches), block=block, blocks=blocks,
+                                              catalogue=4, neighbours=2, min_common=1):
+                    rows |= {(a, b, round(score, 12)) for a, b, score in frame.itertuples(index=False)}
+            assert rows == expected, (blocks, len(batches))
+    kept = pd.concat(block_neighbours(iter([pd.DataFrame({"_basket": baskets})]), block=0, blocks=1, catalogue=4, neighbours=5, min_common=2))
+    assert sorted(zip(kept["item_index"], kept["_similar_index"])) == [(0, 2), (1, 2), (2, 0), (2, 1)]  # 2 common buyers or more
 
 
 def test_best_per_row_ranks_each_row_and_breaks_ties_by_the_smaller_column():
