@@ -84,13 +84,19 @@ class Recommender(ABC):
     def _load_state(self, spark, path: str) -> None:
         """Read what ``_save_state`` wrote."""
 
-    def save(self, path: str) -> None:
+    def save(self, path: str, *, seen_in: str | None = None) -> None:
+        """``seen_in``: a model saved next to this one (same parent directory) from the same training pairs.
+
+        Its seen pairs are then referenced instead of written again: they are as many rows
+        as the interactions, and several models of one fit learn from the same ones.
+        """
         from pyspark.sql import SparkSession
 
         self._check_fitted()
         spark = SparkSession.active()
-        write_small_json(spark, f"{path}/meta", {"class": type(self).__name__, "settings": self.settings()})
-        self._seen.write.mode("overwrite").parquet(f"{path}/seen")
+        write_small_json(spark, f"{path}/meta", {"class": type(self).__name__, "settings": self.settings(), "seen_in": seen_in})
+        if seen_in is None:
+            self._seen.write.mode("overwrite").parquet(f"{path}/seen")
         self._save_state(path)
 
     @classmethod
@@ -99,7 +105,8 @@ class Recommender(ABC):
         if meta["class"] != cls.__name__:
             raise RecommendationError(f"{path} holds a {meta['class']}, not a {cls.__name__}")
         model = cls(**meta["settings"])
-        model._seen = spark.read.parquet(f"{path}/seen")
+        seen_in = meta.get("seen_in")
+        model._seen = spark.read.parquet(f"{path.rstrip('/').rsplit('/', 1)[0]}/{seen_in}/seen" if seen_in else f"{path}/seen")
         model._load_state(spark, path)
         return model
 

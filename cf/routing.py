@@ -83,6 +83,8 @@ class RoutingConfig:
 class Sources:
     models: dict
     as_of: dt.date
+    # The models that learnt from every training pair: their seen pairs are the same (saved once, see save_models).
+    on_all_pairs: frozenset[str] = frozenset()
 
 
 def fit_sources(purchases, *, as_of: dt.date, segments, config: RoutingConfig = RoutingConfig(),
@@ -126,7 +128,18 @@ def fit_sources(purchases, *, as_of: dt.date, segments, config: RoutingConfig = 
         ).fit(segment_interactions, als_segments),
     }
     models = {BASELINE: PopularityRecommender().fit(counts), **{name: build[name]() for name in config.models}}
-    return Sources(models=models, as_of=as_of)
+    # Per-segment ALS learns from its segments' pairs only; every other model from all of them.
+    return Sources(models=models, as_of=as_of, on_all_pairs=frozenset(models) - {"segment_als"})
+
+
+def save_models(sources: Sources, names, path: str) -> None:
+    """Each of the named models in ``path``/name; the seen pairs of those that learnt from all pairs are written once."""
+    shared = None
+    for name in names:
+        on_all_pairs = name in sources.on_all_pairs
+        sources.models[name].save(f"{path}/{name}", seen_in=shared if on_all_pairs else None)
+        if on_all_pairs and shared is None:
+            shared = name
 
 
 def fuse(first, second, *, weight: float, offset: float, n: int):

@@ -124,8 +124,7 @@ def run_train(spark, output_uri: str, *, as_of: dt.date | None, routing_config: 
             "similar_items": lambda: sources.models[similar_source].similar_items(items, routing_config.similar_items).write.parquet(
                 storage.join(staging, "similar_items")),
         })
-        for name in used:
-            sources.models[name].save(storage.join(staging, "models", name))
+        routing.save_models(sources, used, storage.join(staging, "models"))
         written = spark.read.parquet(storage.join(staging, "recommendations"))
         counts = {row[C.LIST]: row["count"] for row in written.groupBy(C.LIST).count().collect()}
         manifest = {

@@ -109,6 +109,19 @@ def test_save_and_load_give_the_same_lists(spark, model, customers, tmp_path):
     assert after.score.to_numpy() == pytest.approx(before.score.to_numpy(), rel=1e-6)
 
 
+def test_a_model_saved_with_another_models_seen_pairs_reads_them(spark, training, customers, tmp_path):
+    """Models fitted on the same pairs: the second references the first's seen pairs, and still never lists a bought item."""
+    BuyAgainRecommender().fit(training).save(str(tmp_path / "buy_again"))
+    model = PopularityRecommender().fit(training)
+    model.save(str(tmp_path / "popularity"), seen_in="buy_again")
+    assert not (tmp_path / "popularity" / "seen").exists()
+    loaded = PopularityRecommender.load(spark, str(tmp_path / "popularity"))
+    before = model.recommend(customers, N, exclude_seen=True).toPandas().sort_values(["customer_id", "rank"]).reset_index(drop=True)
+    after = loaded.recommend(customers, N, exclude_seen=True).toPandas().sort_values(["customer_id", "rank"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(before[["customer_id", "rank", "item_id"]], after[["customer_id", "rank", "item_id"]])
+    assert loaded._seen.count() == training.select("customer_id", "item_id").distinct().count()
+
+
 def test_unfitted_and_bad_n_are_clear_errors(model, customers):
     unfitted = type(model)(as_of="2011-01-01") if isinstance(model, TrendingRecommender) else type(model)()
     with pytest.raises(RecommendationError, match="is not fitted"):

@@ -76,6 +76,10 @@ def test_the_saved_models_and_manifest_reproduce_the_lists(spark, trained):
     again = model.recommend(some, N).toPandas().sort_values(["customer_id", "rank"]).reset_index(drop=True)
     expected = written.merge(again[["customer_id"]].drop_duplicates()).sort_values(["customer_id", "rank"]).reset_index(drop=True)
     assert list(again.item_id) == list(expected.item_id)
+    # Every model but per-segment ALS learnt from all the pairs: one copy of them, written by the first saved.
+    models = output / train.STAGE / "models"
+    with_seen = sorted(name for name in manifest["models"] if (models / name / "seen").exists())
+    assert with_seen == sorted({manifest["models"][0]} | ({"segment_als"} & set(manifest["models"])))
 
 
 def test_segments_of_another_date_are_a_clear_error_and_the_lists_stay(spark, trained, train_settings):
