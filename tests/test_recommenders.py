@@ -86,6 +86,30 @@ def test_exclude_seen_never_returns_a_bought_item(model, customers, training):
         assert recs.groupby("customer_id").size().min() == N
 
 
+@pytest.mark.parametrize("exclude_seen", [False, True])
+def test_popularity_lists_match_the_pandas_reference(spark, training, tiers, customers, exclude_seen):
+    """Each customer's group list (distinct buyers, ties to the smaller id), the overall one for an unknown group; bought items dropped if asked."""
+    model = PopularityRecommender(by="segment").fit(training, tiers)
+    wanted = customers.join(tiers, "customer_id").toPandas()
+    wanted.loc[wanted.index[::7], "segment"] = "no such segment"
+    bought = training.select("customer_id", "item_id").toPandas().merge(tiers.toPandas(), on="customer_id")
+    lists = pd.concat([bought.assign(segment="__all__"), bought])
+    scores = lists.groupby(["segment", "item_id"]).customer_id.nunique().rename("score").reset_index()
+    scores = scores.sort_values(["segment", "score", "item_id"], ascending=[True, False, True])
+    expected = wanted.assign(segment=wanted.segment.where(wanted.segment.isin(scores.segment), "__all__")).merge(scores, on="segment")
+    if exclude_seen:
+        expected = expected.merge(bought[["customer_id", "item_id"]].assign(_seen=True), on=["customer_id", "item_id"], how="left")
+        expected = expected[expected._seen.isna()]
+    expected = expected.sort_values(["customer_id", "score", "item_id"], ascending=[True, False, True]).groupby("customer_id").head(N)
+    expected["rank"] = expected.groupby("customer_id").cumcount() + 1
+
+    actual = model.recommend(spark.createDataFrame(wanted), N, exclude_seen=exclude_seen).toPandas()
+    merged = expected.merge(actual, on=["customer_id", "rank"], how="outer", suffixes=("_expected", "_actual"), indicator=True)
+    assert (merged["_merge"] == "both").all() and merged.customer_id.nunique() == len(wanted) and len(merged) == N * len(wanted)
+    assert list(merged.item_id_expected) == list(merged.item_id_actual)
+    assert merged.score_expected.to_numpy() == pytest.approx(merged.score_actual.to_numpy())
+
+
 def test_similar_items_never_lists_the_item_itself(model, training):
     items = training.select("item_id").distinct().orderBy("item_id").limit(30)
     similar = model.similar_items(items, 5).toPandas()
