@@ -111,8 +111,9 @@ def run_backtest(purchases, returns, *, calibration_end: dt.date, holdout_end: d
     variants = []
     # The model the segments use is always among those backtested.
     models = tuple(dict.fromkeys((clv_config.model, *models)))
+    fits = {}
     for model in models:
-        fitted = clv.fit_clv(frame, purchases, as_of=holdout_start, config=dataclasses.replace(clv_config, model=model, seasonal=True))
+        fitted = fits[model] = clv.fit_clv(frame, purchases, as_of=holdout_start, config=dataclasses.replace(clv_config, model=model, seasonal=True))
         notes += [f"{model}: {note}" for note in fitted.notes]
         for seasonal in (False, True):
             if seasonal and not fitted.seasonal_index:
@@ -153,7 +154,10 @@ def run_backtest(purchases, returns, *, calibration_end: dt.date, holdout_end: d
              F.avg(_column("pred", plain)).alias("predicted_plain"), F.avg(_column("pred", chosen)).alias("predicted"))
         .orderBy("calibration_frequency").toPandas()
     )
-    segments = segment_holdout_check(purchases, returns, frame, holdout_start=holdout_start, clv_config=clv_config, segment_config=segment_config)
+    # The segments' CLV model is the chosen variant, fitted above on the same calibration features.
+    own = fits[clv_config.model] if clv_config.seasonal else dataclasses.replace(fits[clv_config.model], seasonal_index={})
+    segments = segment_holdout_check(purchases, returns, frame, holdout_start=holdout_start, clv_config=clv_config,
+                                     segment_config=segment_config, fitted=own)
     frame.unpersist()
     return {
         "calibration_end": calibration_end.isoformat(),
@@ -170,11 +174,12 @@ def run_backtest(purchases, returns, *, calibration_end: dt.date, holdout_end: d
     }
 
 
-def segment_holdout_check(purchases, returns, frame, *, holdout_start, clv_config, segment_config) -> dict:
-    """Segments fitted on the calibration period, against each customer's hold-out revenue."""
+def segment_holdout_check(purchases, returns, frame, *, holdout_start, clv_config, segment_config, fitted) -> dict:
+    """Segments fitted on the calibration period (CLV model ``fitted``), against each customer's hold-out revenue."""
     from pyspark.sql import functions as F
 
-    segmented = segment_customers(purchases, returns, as_of=holdout_start, clv_config=clv_config, segment_config=segment_config)
+    segmented = segment_customers(purchases, returns, as_of=holdout_start, clv_config=clv_config, segment_config=segment_config,
+                                  fitted=fitted)
     per_segment = (
         segmented.customers.select(C.CUSTOMER_ID, C.SEGMENT).join(frame.select(C.CUSTOMER_ID, "holdout_revenue"), C.CUSTOMER_ID)
         .groupBy(C.SEGMENT).agg(F.count(F.lit(1)).alias("customers"), F.avg("holdout_revenue").alias("holdout_revenue_per_customer"))

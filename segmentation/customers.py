@@ -35,13 +35,18 @@ def check_as_of(purchases, as_of: dt.date) -> None:
         raise SegmentationError(f"the as-of date {as_of} is not after the first purchase ({first.date()}): nothing to learn from")
 
 
-def segment_customers(purchases, returns, *, as_of: dt.date, clv_config: CLVConfig, segment_config: SegmentConfig) -> ValueSegments:
-    """Customer features with CLV scores over ``clv_config.horizon_months``, split into value segments."""
+def segment_customers(purchases, returns, *, as_of: dt.date, clv_config: CLVConfig, segment_config: SegmentConfig,
+                      fitted: FittedCLV | None = None) -> ValueSegments:
+    """Customer features with CLV scores over ``clv_config.horizon_months``, split into value segments.
+
+    ``fitted``: the CLV model ``clv_config`` fits on these purchases as of ``as_of``, when
+    the caller has it already (the backtest does); fitted here otherwise.
+    """
     check_as_of(purchases, as_of)
     # Fitting reads the features three times and scoring once more; each read would otherwise
     # aggregate every purchase again (about 7 s a read at 10M rows).
     features = rfm.customer_features(purchases, returns, as_of=as_of, period=clv_config.period).cache()
-    fitted = clv.fit_clv(features, purchases, as_of=as_of, config=clv_config)
+    fitted = fitted or clv.fit_clv(features, purchases, as_of=as_of, config=clv_config)
     horizon = clv_config.horizon_months * DAYS_PER_MONTH
     scored = clv.score_clv(features, fitted, horizon_days=horizon, discount_rate=clv_config.discount_rate).cache()
     model = ValueSegmenter.from_config(segment_config).fit(scored)

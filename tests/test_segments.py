@@ -126,6 +126,15 @@ def test_backtest_segments_order_holdout_revenue(backtest_result):
     assert set(backtest_result["segments"]["ratios"]) == {"high/mid", "mid/low"}
 
 
+def test_backtest_segments_are_the_ones_the_segments_job_fits_on_the_calibration_period(synthetic, backtest_result):
+    """The check reuses the backtest's CLV fit: the segments must be those a fit of their own gives."""
+    alone = segment_customers(synthetic.place("clean"), synthetic.place("returns"), as_of=dt.date(2011, 9, 9),
+                              clv_config=CLVConfig(), segment_config=SegmentConfig())
+    sizes = {row["segment"]: row["count"] for row in alone.customers.groupBy("segment").count().collect()}
+    assert {label: v["customers"] for label, v in backtest_result["segments"]["by_segment"].items()} == sizes
+    assert backtest_result["segments"]["silhouette"] == pytest.approx(alone.model.silhouette, rel=1e-12)
+
+
 def test_backtest_by_frequency_table(backtest_result):
     table = pd.DataFrame(backtest_result["by_frequency"])
     assert table.customers.sum() == backtest_result["customers"]
