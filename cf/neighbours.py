@@ -80,9 +80,10 @@ class CooccurrenceRecommender(Recommender):
         A block (every ``blocks``-th item) is counted by one task that reads every
         basket, as a sparse product in C: it holds whole rows of XᵀX, so the cosine,
         ``min_common`` and the top ``neighbours`` are taken there too, and only the
-        kept neighbours leave it. Counting per partition of baskets instead leaves
-        partial counts for Spark to shuffle and sum (15M rows at 10M purchases, for
-        250k rows kept); a self-join of the histories, a row per pair in every basket.
+        kept neighbours leave it. Counted per partition of baskets instead, the partial
+        counts must be shuffled and summed by Spark (15M rows at 10M purchases, for 250k
+        neighbours kept); a self-join of the histories would make a row per pair of
+        items in every basket.
         """
         from pyspark.sql import Window
         from pyspark.sql import functions as F
