@@ -14,6 +14,10 @@ stopped when it passes its memory cap or time limit, which is recorded as its
 result. Results are merged into BENCHMARKS.json next to the report (so sizes
 can be run separately, on another day or machine, and the report keeps every
 size) and written up in BENCHMARKS.md with a log-log plot.
+
+Then the pipeline runs once more on the same output with ``--reuse-routes 0``:
+a refit that takes the routes just chosen instead of validating, which is what
+a daily run between weekly validations costs (``--no-refit`` skips it).
 """
 
 from __future__ import annotations
@@ -168,7 +172,7 @@ def code_version(report: Path) -> str:
 
 
 def bench_size(rows: int, work_dir: Path, *, profile: Path, reference: bool, reference_timeout: float, driver_memory: str,
-               reference_memory_cap: int, report: Path, echo=print) -> dict:
+               reference_memory_cap: int, report: Path, refit: bool = True, echo=print) -> dict:
     base = work_dir / f"rows-{rows}"
     data, output = base / "input", base / "output"
     env = project_env()
@@ -183,18 +187,24 @@ def bench_size(rows: int, work_dir: Path, *, profile: Path, reference: bool, ref
         synth = _checked(run_measured([python, "-m", "jobs.synth", "--output", str(data), "--rows", str(rows), "--config", str(profile)],
                                       log=log, env=env), "the generator", log)
         result["synth_seconds"] = synth.seconds
-    log = base / "pipeline.log"
-    echo(f"{rows:,} rows: pipeline ...")
-    pipeline = run_measured([python, "-m", "jobs.pipeline", "--input", str(data / "transactions"), "--output", str(output),
-                             "--config", str(profile)], log=log, env=env)
+
+    def run_pipeline(name: str, *flags: str) -> tuple[Measured, Path]:
+        log = base / f"{name}.log"
+        echo(f"{rows:,} rows: {name} ...")
+        return run_measured([python, "-m", "jobs.pipeline", "--input", str(data / "transactions"), "--output", str(output),
+                             "--config", str(profile), *flags], log=log, env=env), log
+
+    def stages_run() -> dict:
+        return {stage["stage"]: stage for stage in json.loads((output / "run.json").read_text())["stages"]}
+
+    pipeline, log = run_pipeline("pipeline")
     result.update({"pipeline_seconds": pipeline.seconds, "peak_bytes": pipeline.peak_bytes, "driver_memory": driver_memory})
     if pipeline.status != 0:
         # Recorded, not raised: at the largest sizes a failure (out of memory, say) is the finding.
         result["pipeline_failed"] = f"status {pipeline.status}; see {log}"
         echo(f"{rows:,} rows: pipeline failed after {pipeline.seconds:.0f}s ({result['pipeline_failed']})")
         return result
-    run = json.loads((output / "run.json").read_text())
-    stages = {stage["stage"]: stage for stage in run["stages"]}
+    stages = stages_run()
     result.update({
         "rows": stages["ingest"]["rows_in"],
         "clean_rows": stages["ingest"]["rows_out"],
@@ -203,6 +213,16 @@ def bench_size(rows: int, work_dir: Path, *, profile: Path, reference: bool, ref
         "stage_seconds": {name: stage["seconds"] for name, stage in stages.items()},
     })
     echo(f"{rows:,} rows: pipeline {pipeline.seconds:.0f}s, JVM peak {pipeline.peak_bytes.get('jvm', 0) / GB:.1f} GB")
+    if refit:
+        measured, log = run_pipeline("refit", "--reuse-routes", "0")
+        result["refit"] = {"seconds": measured.seconds, "peak_bytes": measured.peak_bytes}
+        manifest = json.loads((output / "recommendations" / "manifest.json").read_text()) if measured.status == 0 else {}
+        if not (manifest.get("reuse") or {}).get("reused"):
+            why = (manifest.get("reuse") or {}).get("reason") if manifest else f"status {measured.status}"
+            result["refit"]["failed"] = f"{why}; see {log}"
+        else:
+            result["refit"]["stage_seconds"] = {name: stage["seconds"] for name, stage in stages_run().items()}
+        echo(f"{rows:,} rows: refit {result['refit'].get('failed') or f'{measured.seconds:.0f}s'}")
     if reference:
         log = base / "reference.log"
         echo(f"{rows:,} rows: reference ...")
@@ -334,6 +354,24 @@ def write_report(results: list[dict], target: Path, plot: Path, *, about: dict, 
     ]
     notes = [f"- {r.get('rows', r['rows_requested']):,} rows: {r['peak_note']}." for r in results if r.get("peak_note")]
     lines += notes + ([""] if notes else [])
+    refits = [r for r in results if r.get("refit")]
+    if refits:
+        lines += [
+            "## Refit with the routes just chosen (`--reuse-routes 0`)",
+            "",
+            "The pipeline run again on the same output: every stage runs, but the recommendations stage takes the routes and "
+            "ALS settings the run above chose instead of validating (README, \"Refitting without validating\"). This is what a "
+            "daily run between weekly validations costs; the targets above are for the whole pipeline, validation included.",
+            "",
+            "| rows | " + " | ".join(stages) + " | **total** | JVM peak (GB) | code |",
+            "|" + "---:|" * (len(stages) + 3) + "---|",
+        ]
+        for r in refits:
+            refit = r["refit"]
+            cells = (["–"] * len(stages) + [f"failed: {refit['failed']}"] if "failed" in refit else
+                     [f"{refit['stage_seconds'][stage]:.0f}" for stage in stages] + [f"**{_minutes(refit['seconds'])}**"])
+            lines.append(f"| {r['rows']:,} | " + " | ".join(cells) + f" | {_gb(refit['peak_bytes'].get('jvm'))} | {r.get('commit', 'unknown')} |")
+        lines.append("")
     lines += [
         "## Against a single-machine reference",
         "",
@@ -391,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--driver-memory", default=SparkSettings().driver_memory,
                         help="JVM heap of the pipeline (in local mode driver and executor are one JVM); default 4g")
     parser.add_argument("--no-reference", dest="reference", action="store_false", help="skip the pandas reference")
+    parser.add_argument("--no-refit", dest="refit", action="store_false", help="skip the second run that reuses the routes")
     parser.add_argument("--reference-timeout-minutes", type=float, default=60.0)
     parser.add_argument("--reference-memory-gb", type=float, default=20.0, help="stop the reference past this resident memory")
     parser.add_argument("--report-only", action="store_true", help="rewrite the report from the merged results, run nothing")
@@ -412,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     for rows in args.sizes:
         result = bench_size(rows, args.work_dir, profile=args.profile, reference=args.reference,
                             reference_timeout=args.reference_timeout_minutes * 60, reference_memory_cap=int(args.reference_memory_gb * GB),
-                            driver_memory=args.driver_memory, report=args.report)
+                            driver_memory=args.driver_memory, report=args.report, refit=args.refit)
         report([result])  # after every size, so a long run that is stopped keeps what it measured
     return 0
 

@@ -75,9 +75,12 @@ def recommendations_stage(context: RunContext) -> StageResult:
     clv_config, segment_config, _ = segment.segment_configs(context.args, context.settings)
     routing_config, tuning_config = evaluate.recommendation_configs(context.args, context.settings)
     manifest = train.run_train(context.spark, context.output_uri, as_of=context.as_of, routing_config=routing_config,
-                               tuning_config=tuning_config, clv_config=clv_config, segment_config=segment_config, echo=context.echo)
+                               tuning_config=tuning_config, clv_config=clv_config, segment_config=segment_config,
+                               config=train.train_config(context.args, context.settings), echo=context.echo)
     routes = "; ".join(f"{name}: " + ", ".join(f"{segment_name} {route['source']}" for segment_name, route in routes.items())
                        for name, routes in manifest["routes"].items())
+    if train.routes_reused(manifest):
+        routes = f"routes reused, chosen as of {manifest['routes_chosen_as_of']}: {routes}"
     return StageResult(rows_in=_clean_rows(context), rows_out=sum(manifest["rows"].values()), note=routes)
 
 
@@ -104,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_ingest_arguments(parser)
     segment.add_segment_arguments(parser)
     evaluate.add_recommendation_arguments(parser)
+    train.add_train_arguments(parser)
     cli.add_common_arguments(parser)
     return parser
 

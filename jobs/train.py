@@ -16,6 +16,12 @@ lists are written, atomically, to ``<output>/recommendations``:
     similar_items/    item_id, rank, similar_item_id, score: "also bought", every item
     models/           the fitted models the routes use, one directory each
     manifest.json     routes, tuned ALS settings with every trial, validation scores
+
+Routes change slowly while validation is most of this stage's time on small
+inputs. ``--reuse-routes DAYS`` skips it when the last run written under
+``--output`` chose its routes at most DAYS before this as-of date, under the same
+settings; otherwise it validates as usual and says why. A daily refit can then
+validate once a week: ``--reuse-routes 6``.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import argparse
 import dataclasses
 import datetime as dt
 import functools
+import json
 import sys
 import time
 from functools import reduce
@@ -36,13 +43,66 @@ from cf import routing
 from cf.base import in_parallel
 from cf.interactions import RecommendationError
 from cf.routing import RoutingConfig
-from cf.tuning import TuningConfig
+from cf.tuning import ALSSettings, TuningConfig
 from segmentation import columns as C
 from segmentation import rfm
 
 STAGE = "recommendations"
 SERVED_LISTS = ("discover", "for_you")  # routed; buy_again has one source, cold is the trending table
 EVERYONE = "everyone"  # the pseudo-customer that stands for visitors without a country
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    reuse_routes_days: int | None = None  # reuse the last run's routes chosen at most this many days before; None: always validate
+
+    def __post_init__(self):
+        if self.reuse_routes_days is not None and self.reuse_routes_days < 0:
+            raise RecommendationError(f"--reuse-routes (train.reuse_routes_days) must be 0 or more days, got {self.reuse_routes_days}")
+
+
+def choice_settings(routing_config: RoutingConfig, tuning_config: TuningConfig, clv_config, segment_config) -> dict:
+    """Every setting that decides which routes win, as a manifest records them (tuples as lists)."""
+    return json.loads(json.dumps({"routing": dataclasses.asdict(routing_config), "tuning": dataclasses.asdict(tuning_config),
+                                  "clv": dataclasses.asdict(clv_config), "segments": dataclasses.asdict(segment_config)}))
+
+
+def last_manifest(spark, output_uri: str) -> dict | None:
+    """The manifest of the recommendations last written under ``output_uri``, if any."""
+    files = storage.FileSystem(spark)
+    stage = storage.join(output_uri, STAGE)
+    storage.recover(files, stage)
+    path = storage.join(stage, "manifest.json")
+    return storage.read_json(spark, path) if files.exists(path) else None
+
+
+def reusable_choice(earlier: dict | None, *, as_of: dt.date, max_age_days: int, settings: dict) -> tuple[dict | None, str]:
+    """What validation chose for the run whose manifest is ``earlier``, in ``validate``'s shape, if it may serve
+    a run as of ``as_of`` under ``settings`` (see ``choice_settings``); None if not. The reason, either way.
+    """
+    if earlier is None:
+        return None, "no earlier run in this output"
+    if "routes_chosen_as_of" not in earlier:
+        return None, "the last run's manifest does not say when its routes were chosen (written before --reuse-routes existed)"
+    chosen_as_of = dt.date.fromisoformat(earlier["routes_chosen_as_of"])
+    age = (as_of - chosen_as_of).days
+    if age < 0:
+        return None, f"the last run's routes were chosen as of {chosen_as_of}, after {as_of}"
+    if age > max_age_days:
+        return None, f"the last run's routes were chosen {age} days before {as_of}, more than {max_age_days}"
+    missing = object()
+    changed = [f"{section}.{key}" for section, values in settings.items() for key, value in values.items()
+               if earlier["settings"].get(section, {}).get(key, missing) != value]
+    if changed:
+        return None, f"settings changed since the last run's routes were chosen: {', '.join(changed)}"
+    chosen = {
+        "routes": earlier["routes"],
+        "als_settings": {name: ALSSettings(**values) for name, values in earlier["als_settings"].items()},
+        "similar_items_source": earlier["similar_items_source"],
+        "window": {**earlier["validation"], "tuning": earlier["tuning"]},
+        "chosen_as_of": chosen_as_of,
+    }
+    return chosen, f"routes chosen as of {chosen_as_of}, {age} days before"
 
 
 def _segments_as_of(spark, output_uri: str, as_of: dt.date):
@@ -93,14 +153,22 @@ def cold_lists(sources, purchases, route: str, config: RoutingConfig):
 
 
 def run_train(spark, output_uri: str, *, as_of: dt.date | None, routing_config: RoutingConfig, tuning_config: TuningConfig,
-              clv_config, segment_config, echo=print) -> dict:
+              clv_config, segment_config, config: TrainConfig = TrainConfig(), echo=print) -> dict:
     started = time.monotonic()
     purchases, returns = segment.read_transactions(spark, output_uri)
     as_of = as_of or rfm.default_as_of(purchases)
     segments = _segments_as_of(spark, output_uri, as_of)  # checked before the long validation, cached after it
-    echo(f"  validation: tune ALS and choose routes on the {routing_config.validation_days} days before {as_of}")
-    chosen = validate(purchases, returns, cutoff=as_of, config=routing_config, tuning=tuning_config,
-                      clv_config=clv_config, segment_config=segment_config)
+    settings = choice_settings(routing_config, tuning_config, clv_config, segment_config)
+    chosen, reuse = None, None
+    if config.reuse_routes_days is not None:
+        chosen, reason = reusable_choice(last_manifest(spark, output_uri), as_of=as_of, max_age_days=config.reuse_routes_days,
+                                         settings=settings)
+        reuse = {"max_age_days": config.reuse_routes_days, "reused": chosen is not None, "reason": reason}
+        echo(f"  validation: skipped, the last run's {reason}" if chosen else f"  validation: not reusing routes: {reason}")
+    if chosen is None:
+        echo(f"  validation: tune ALS and choose routes on the {routing_config.validation_days} days before {as_of}")
+        chosen = validate(purchases, returns, cutoff=as_of, config=routing_config, tuning=tuning_config,
+                          clv_config=clv_config, segment_config=segment_config)
     validated = time.monotonic()
     echo(f"  final: fit on everything before {as_of} and write the lists")
     segments = segments.cache()
@@ -132,17 +200,24 @@ def run_train(spark, output_uri: str, *, as_of: dt.date | None, routing_config: 
             "customers": customers.count(),
             "rows": counts,
             "routes": chosen["routes"],
+            "routes_chosen_as_of": chosen.get("chosen_as_of", as_of).isoformat(),
+            "reuse": reuse,
             "similar_items_source": similar_source,
             "trending_source": cold_route,
             "models": used,
+            "als_settings": {name: dataclasses.asdict(values) for name, values in chosen["als_settings"].items()},
             "tuning": chosen["window"]["tuning"],
             "validation": {key: value for key, value in chosen["window"].items() if key != "tuning"},
-            "settings": {"routing": dataclasses.asdict(routing_config), "tuning": dataclasses.asdict(tuning_config)},
+            "settings": settings,
             "seconds": {"validation": round(validated - started, 1), "final": round(time.monotonic() - validated, 1)},
         }
         storage.write_json(spark, storage.join(staging, "manifest.json"), manifest)
     spark.catalog.clearCache()
     return manifest
+
+
+def routes_reused(manifest: dict) -> bool:
+    return bool((manifest["reuse"] or {}).get("reused"))
 
 
 def format_manifest(manifest: dict) -> str:
@@ -151,22 +226,36 @@ def format_manifest(manifest: dict) -> str:
     for list_name, routes in manifest["routes"].items():
         lines.append(f"  {list_name}: " + routing.describe_routes(routes))
     lines.append(f"  also bought from {manifest['similar_items_source']}; unknown customers get {manifest['trending_source']}")
-    lines.append(f"  {manifest['seconds']['validation']:.0f}s validation and tuning, {manifest['seconds']['final']:.0f}s final fit and write")
+    seconds = manifest["seconds"]
+    validation = (f"routes reused (chosen as of {manifest['routes_chosen_as_of']})" if routes_reused(manifest)
+                  else f"{seconds['validation']:.0f}s validation and tuning")
+    lines.append(f"  {validation}, {seconds['final']:.0f}s final fit and write")
     return "\n".join(lines)
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reuse-routes", type=int, metavar="DAYS",
+                        help="skip validation when the last run under --output chose its routes at most DAYS before this as-of date")
+
+
+def train_config(args: argparse.Namespace, settings: dict) -> TrainConfig:
+    return build(TrainConfig, settings.get("train"), {"reuse_routes_days": vars(args).get("reuse_routes")})
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", required=True, help="pipeline output directory (reads <output>/ingest and <output>/segments)")
     add_recommendation_arguments(parser)
+    add_train_arguments(parser)
     cli.add_common_arguments(parser)
     args = parser.parse_args(argv)
     settings = load_config_file(args.config)
     routing_config, tuning_config = recommendation_configs(args, settings)
+    config = train_config(args, settings)
     spark = build_session(build(SparkSettings, {"app_name": "segrec-train"}, settings.get("spark"), {"master": args.master}))
     clv_config, segment_config, _ = segment.segment_configs(args, settings)
     manifest = run_train(spark, args.output, as_of=args.as_of, routing_config=routing_config, tuning_config=tuning_config,
-                         clv_config=clv_config, segment_config=segment_config)
+                         clv_config=clv_config, segment_config=segment_config, config=config)
     print(format_manifest(manifest))
     return 0
 

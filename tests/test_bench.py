@@ -119,3 +119,19 @@ def test_a_java_child_of_the_jvm_is_not_counted_twice():
     tree = [(1, None), (2, 1), (3, 2), (4, 2)]
     kinds = {1: "python_driver", 2: "jvm", 3: "jvm", 4: "python_workers"}
     assert bench.classify_tree(tree, kinds.get) == {1: "python_driver", 2: "jvm", 4: "python_workers"}
+
+
+def test_report_has_the_refit_with_reused_routes_per_size(tmp_path):
+    reused = result(1_000_000, 100.0, None)
+    reused["refit"] = {"seconds": 90.0, "peak_bytes": {"jvm": 2 * bench.GB},
+                       "stage_seconds": {"ingest": 6.0, "segments": 12.0, "backtest": 6.0, "recommendations": 40.0, "report": 6.0}}
+    validated = result(10_000_000, 900.0, None)
+    validated["refit"] = {"seconds": 950.0, "peak_bytes": {}, "failed": "no earlier run in this output; see refit.log"}
+    about = {"cpu": "test cpu", "cores": 2, "memory_gb": 24, "os": "linux", "python": "3.11", "java": "java 17", "pyspark": "4"}
+    bench.write_report([reused, validated, result(50_000_000, 3000.0, None)], tmp_path / "BENCHMARKS.md", tmp_path / "BENCHMARKS.png",
+                       about=about, items=5000)
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    refits = text.split("## Refit with the routes just chosen")[1].split("## Against")[0]
+    assert "| 999,990 | 6 | 12 | 6 | 40 | 6 | **1.5** | 2.0 | unknown |" in refits
+    assert "| 9,999,990 | – | – | – | – | – | failed: no earlier run in this output; see refit.log | – | unknown |" in refits
+    assert "49,999,990" not in refits

@@ -1,5 +1,8 @@
 """The train stage on synthetic data: the lists written are the ones a customer must be served."""
 
+import json
+import re
+
 import pandas as pd
 import pytest
 
@@ -89,3 +92,58 @@ def test_segments_of_another_date_are_a_clear_error_and_the_lists_stay(spark, tr
     with pytest.raises(RecommendationError, match="segments were computed as of"):
         train.run_train(spark, str(output), as_of=dt.date(2011, 6, 1), **train_settings)
     assert len(pd.read_parquet(output / train.STAGE / "recommendations")) == len(tables["recommendations"])
+
+
+def _earlier(chosen_as_of="2011-12-01", settings=None) -> dict:
+    """The parts of a manifest that route reuse reads."""
+    return {"routes_chosen_as_of": chosen_as_of, "settings": settings or {"routing": {"k": 10}, "tuning": {"alpha": [1.0]}},
+            "routes": {"discover": {"all": {"source": "als"}}}, "similar_items_source": "cooccurrence",
+            "als_settings": {"all": {"rank": 16, "reg_param": 0.1, "alpha": 1.0, "max_iter": 10, "half_life_days": 0.0}},
+            "tuning": {}, "validation": {"cutoff": "2011-09-02"}}
+
+
+def test_routes_are_reused_only_when_recent_and_chosen_under_the_same_settings():
+    import datetime as dt
+
+    from cf.tuning import ALSSettings
+
+    def choice(earlier, as_of=dt.date(2011, 12, 8), max_age_days=7, settings=None):
+        return train.reusable_choice(earlier, as_of=as_of, max_age_days=max_age_days,
+                                     settings=settings or {"routing": {"k": 10}, "tuning": {"alpha": [1.0]}})
+
+    chosen, reason = choice(_earlier())
+    assert reason == "routes chosen as of 2011-12-01, 7 days before"
+    assert chosen["routes"] == _earlier()["routes"] and chosen["similar_items_source"] == "cooccurrence"
+    assert chosen["als_settings"] == {"all": ALSSettings(rank=16, alpha=1.0)}
+    assert chosen["window"] == {"cutoff": "2011-09-02", "tuning": {}}
+    for earlier, kwargs, why in [
+        (None, {}, "no earlier run"),
+        ({key: value for key, value in _earlier().items() if key != "routes_chosen_as_of"}, {}, "before --reuse-routes existed"),
+        (_earlier(), {"max_age_days": 6}, "chosen 7 days before 2011-12-08, more than 6"),
+        (_earlier(), {"as_of": dt.date(2011, 11, 30)}, "chosen as of 2011-12-01, after 2011-11-30"),
+        (_earlier(), {"settings": {"routing": {"k": 5}, "tuning": {"alpha": [1.0]}}}, "settings changed .*: routing.k$"),
+        (_earlier(), {"settings": {"routing": {"k": 10}, "tuning": {"alpha": [1.0]}, "segments": {"k": 4}}}, "changed .*: segments.k$"),
+    ]:
+        chosen, reason = choice(earlier, **kwargs)
+        assert chosen is None and re.search(why, reason), reason
+
+
+def test_a_refit_with_the_last_routes_skips_validation_and_writes_the_same_lists(trained, tmp_path):
+    import shutil
+
+    from jobs import cli, ingest, segment
+    from tests.conftest import PIPELINE_CONFIG
+
+    output, manifest, tables, _ = trained
+    for stage in (ingest.STAGE, segment.STAGE, train.STAGE):
+        shutil.copytree(output / stage, tmp_path / stage)
+    assert cli.run(train.main, ["--output", str(tmp_path), "--config", str(PIPELINE_CONFIG), "--reuse-routes", "0"]) == 0
+    refit = json.loads((tmp_path / train.STAGE / "manifest.json").read_text())
+    assert refit["reuse"] == {"max_age_days": 0, "reused": True, "reason": f"routes chosen as of {manifest['as_of']}, 0 days before"}
+    assert refit["seconds"]["validation"] < 5
+    assert {key: refit[key] for key in ("routes", "routes_chosen_as_of", "als_settings", "validation", "models")} == {
+        key: manifest[key] for key in ("routes", "routes_chosen_as_of", "als_settings", "validation", "models")}
+    for name, table in tables.items():
+        again = pd.read_parquet(tmp_path / train.STAGE / name)
+        keys = [column for column in table.columns if column != "score"]
+        pd.testing.assert_frame_equal(again.sort_values(keys).reset_index(drop=True), table.sort_values(keys).reset_index(drop=True))
