@@ -137,6 +137,8 @@ def run_pipeline(context: RunContext, stages: list[str]) -> dict:
         echo(f"[{number}/{len(stages)}] {name} ...")
         stage_started = time.monotonic()
         result = STAGES[name](context)
+        # Stages hand over through their published outputs: what one cached is of no use to the next.
+        context.spark.catalog.clearCache()
         elapsed = time.monotonic() - stage_started
         echo(f"[{number}/{len(stages)}] {name}: {result.rows_in:,} rows in, {result.rows_out:,} out, "
              f"{elapsed:.1f}s{' (' + result.note + ')' if result.note else ''}")

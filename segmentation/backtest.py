@@ -99,8 +99,8 @@ def run_backtest(purchases, returns, *, calibration_end: dt.date, holdout_end: d
         raise SegmentationError(f"the hold-out after {calibration_end} is empty: the data ends on {holdout_end - dt.timedelta(days=1)}")
     check_as_of(purchases, holdout_start)
 
-    # Cached: the models are fitted on its calibration features, and every variant adds its scores to it.
-    frame = (
+    # Cached: every model is fitted on these calibration features.
+    calibration = (
         rfm.rfm_summary(purchases, as_of=holdout_start, period=clv_config.period)
         .join(_holdout_actuals(purchases, start=holdout_start, end=holdout_end, period=clv_config.period), C.CUSTOMER_ID, "left")
         .join(_past_spend(purchases, before=holdout_start), C.CUSTOMER_ID, "left")
@@ -112,8 +112,10 @@ def run_backtest(purchases, returns, *, calibration_end: dt.date, holdout_end: d
     # The model the segments use is always among those backtested.
     models = tuple(dict.fromkeys((clv_config.model, *models)))
     fits = {}
+    frame = calibration
     for model in models:
-        fitted = fits[model] = clv.fit_clv(frame, purchases, as_of=holdout_start, config=dataclasses.replace(clv_config, model=model, seasonal=True))
+        fitted = fits[model] = clv.fit_clv(calibration, purchases, as_of=holdout_start,
+                                           config=dataclasses.replace(clv_config, model=model, seasonal=True))
         notes += [f"{model}: {note}" for note in fitted.notes]
         for seasonal in (False, True):
             if seasonal and not fitted.seasonal_index:
@@ -121,8 +123,10 @@ def run_backtest(purchases, returns, *, calibration_end: dt.date, holdout_end: d
             name = variant_name(model, seasonal)
             variant_fit = fitted if seasonal else dataclasses.replace(fitted, seasonal_index={})
             scored = clv.score_clv(frame, variant_fit, horizon_days=holdout_days, discount_rate=clv_config.discount_rate)
-            frame = scored.withColumnsRenamed({C.EXPECTED_PURCHASES: _column("pred", name), C.CLV: _column("clv", name)}).drop(C.P_ALIVE, C.EXPECTED_SPEND).cache()
+            frame = scored.withColumnsRenamed({C.EXPECTED_PURCHASES: _column("pred", name), C.CLV: _column("clv", name)}).drop(C.P_ALIVE, C.EXPECTED_SPEND)
             variants.append(name)
+    # Cached once every variant has scored it: each metric below reads it again.
+    frame = frame.cache()
 
     totals = frame.agg(
         F.count(F.lit(1)).alias("customers"),
@@ -159,6 +163,7 @@ def run_backtest(purchases, returns, *, calibration_end: dt.date, holdout_end: d
     segments = segment_holdout_check(purchases, returns, frame, holdout_start=holdout_start, clv_config=clv_config,
                                      segment_config=segment_config, fitted=own)
     frame.unpersist()
+    calibration.unpersist()
     return {
         "calibration_end": calibration_end.isoformat(),
         "holdout_start": holdout_start.isoformat(),
