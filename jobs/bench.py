@@ -217,9 +217,9 @@ def bench_size(rows: int, work_dir: Path, *, profile: Path, reference: bool, ref
         measured, log = run_pipeline("refit", "--reuse-routes", "0")
         result["refit"] = {"seconds": measured.seconds, "peak_bytes": measured.peak_bytes}
         manifest = json.loads((output / "recommendations" / "manifest.json").read_text()) if measured.status == 0 else {}
-        if not (manifest.get("reuse") or {}).get("reused"):
-            why = (manifest.get("reuse") or {}).get("reason") if manifest else f"status {measured.status}"
-            result["refit"]["failed"] = f"{why}; see {log}"
+        reuse = manifest.get("reuse") or {}
+        if not reuse.get("reused"):
+            result["refit"]["failed"] = f"{reuse.get('reason') or f'status {measured.status}'}; see {log}"
         else:
             result["refit"]["stage_seconds"] = {name: stage["seconds"] for name, stage in stages_run().items()}
         echo(f"{rows:,} rows: refit {result['refit'].get('failed') or f'{measured.seconds:.0f}s'}")
