@@ -1,8 +1,9 @@
 """The one place a SparkSession is built.
 
 Local runs (``python -m jobs.…``) get defaults that suit one machine. Under
-``spark-submit --master …`` everything the submitter set wins: our defaults are
-only applied to keys nobody has set (``SparkConf.setIfMissing``).
+``spark-submit --master …``, or with ``PYSPARK_SUBMIT_ARGS`` for a local run,
+everything the submitter set wins: our defaults are only applied to keys nobody
+has set (``SparkConf.setIfMissing``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import atexit
 import math
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -87,6 +89,45 @@ def fit_shuffle_partitions(spark, input_uri: str, bytes_per_partition: int = BYT
     return max(current, wanted)
 
 
+# spark-submit's options that stand for one Spark setting each (the others, such as --py-files, set none).
+SUBMIT_OPTION_SETTINGS = {
+    "--master": "spark.master",
+    "--name": "spark.app.name",
+    "--driver-memory": "spark.driver.memory",
+    "--driver-java-options": "spark.driver.extraJavaOptions",
+    "--driver-cores": "spark.driver.cores",
+    "--executor-memory": "spark.executor.memory",
+    "--executor-cores": "spark.executor.cores",
+    "--num-executors": "spark.executor.instances",
+}
+
+
+def submitted_settings(submit_args: str) -> dict[str, str]:
+    """The Spark settings in ``PYSPARK_SUBMIT_ARGS``: each ``--conf key=value`` and each option that stands for one.
+
+    PySpark starts the JVM with them, but a SparkConf made before the JVM is up cannot
+    see them, and what this module sets in it would replace them in the session.
+    """
+    words = shlex.split(submit_args)
+    found = {}
+    position = 0
+    while position < len(words):
+        option, inline, value = words[position].partition("=")
+        position += 1
+        if option not in ("--conf", "-c", *SUBMIT_OPTION_SETTINGS):
+            continue
+        if not inline:  # the value is the next word
+            value = words[position] if position < len(words) else ""
+            position += 1
+        if option in SUBMIT_OPTION_SETTINGS:
+            found[SUBMIT_OPTION_SETTINGS[option]] = value
+        else:
+            key, equals, setting = value.partition("=")
+            if equals:
+                found[key] = setting
+    return found
+
+
 def checkpoint_directory() -> str:
     """A directory for this process's checkpoints, removed when it exits.
 
@@ -117,6 +158,8 @@ def build_session(settings: SparkSettings | None = None):
         # override the submitter (--master included); connected, SparkConf loads those settings.
         SparkContext._ensure_initialized()
     conf = SparkConf()
+    if not os.environ.get("PYSPARK_GATEWAY_PORT"):
+        conf.setAll(submitted_settings(os.environ.get("PYSPARK_SUBMIT_ARGS", "")).items())
     conf.setIfMissing("spark.master", settings.master)
     conf.setIfMissing("spark.app.name", settings.app_name)
     if conf.get("spark.master").startswith("local"):

@@ -97,6 +97,35 @@ def test_a_local_session_runs_the_throughput_collector(spark):
     assert {bean.getName() for bean in management.getGarbageCollectorMXBeans()} == {"PS Scavenge", "PS MarkSweep"}
 
 
+def test_the_settings_in_pyspark_submit_args_are_read_like_spark_submit_reads_them():
+    from jobs.spark import submitted_settings
+
+    args = ("--master 'local[2]' --driver-memory=1g --conf spark.sql.shuffle.partitions=3 -c spark.a=x=y "
+            "--conf=spark.b=2 --py-files deps.zip --driver-java-options '-XX:+UseG1GC -Xss4m' --conf broken --conf pyspark-shell")
+    assert submitted_settings(args) == {
+        "spark.master": "local[2]", "spark.driver.memory": "1g", "spark.sql.shuffle.partitions": "3", "spark.a": "x=y",
+        "spark.b": "2", "spark.driver.extraJavaOptions": "-XX:+UseG1GC -Xss4m",
+    }
+    assert submitted_settings("pyspark-shell") == {} and submitted_settings("") == {}
+
+
+def test_a_local_session_keeps_what_pyspark_submit_args_set_over_its_own_defaults(tmp_path):
+    # Its own JVM: PYSPARK_SUBMIT_ARGS is read when the JVM starts.
+    show = (
+        "from jobs.spark import SparkSettings, build_session\n"
+        "spark = build_session(SparkSettings(quiet=True))\n"
+        "print(spark.conf.get('spark.sql.shuffle.partitions'), spark.conf.get('spark.sql.adaptive.enabled'),"
+        " spark.sparkContext.getCheckpointDir(), spark.sparkContext.getConf().get('spark.driver.memory'))\n"
+    )
+    submit_args = f"--driver-memory 1g --conf spark.sql.shuffle.partitions=3 --conf spark.sql.adaptive.enabled=false --conf spark.checkpoint.dir={tmp_path} pyspark-shell"
+    result = subprocess.run([sys.executable, "-c", show], capture_output=True, text=True, cwd=PROJECT, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(PROJECT), "PYSPARK_SUBMIT_ARGS": submit_args})
+    assert result.returncode == 0, result.stderr
+    partitions, adaptive, checkpoints, memory = result.stdout.split()
+    assert (partitions, adaptive, memory) == ("3", "false", "1g")
+    assert Path(checkpoints.removeprefix("file:")).parent == tmp_path
+
+
 def test_a_local_session_checkpoints_into_a_directory_removed_when_the_process_exits(spark, tmp_path):
     assert Path(spark.sparkContext.getCheckpointDir().removeprefix("file:")).parent.name.startswith("segrec-checkpoints-")
     checkpoint = (
