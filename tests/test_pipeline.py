@@ -117,13 +117,15 @@ def test_a_local_session_keeps_what_pyspark_submit_args_set_over_its_own_default
         "print(spark.conf.get('spark.sql.shuffle.partitions'), spark.conf.get('spark.sql.adaptive.enabled'),"
         " spark.sparkContext.getCheckpointDir(), spark.sparkContext.getConf().get('spark.driver.memory'))\n"
     )
-    submit_args = f"--driver-memory 1g --conf spark.sql.shuffle.partitions=3 --conf spark.sql.adaptive.enabled=false --conf spark.checkpoint.dir={tmp_path} pyspark-shell"
+    submit_args = (f"--master local[3] --driver-memory 1g --conf spark.sql.adaptive.enabled=false "
+                   f"--conf spark.checkpoint.dir={tmp_path} pyspark-shell")
     result = subprocess.run([sys.executable, "-c", show], capture_output=True, text=True, cwd=PROJECT, timeout=120,
                             env={**os.environ, "PYTHONPATH": str(PROJECT), "PYSPARK_SUBMIT_ARGS": submit_args})
     assert result.returncode == 0, result.stderr
     partitions, adaptive, checkpoints, memory = result.stdout.split()
-    assert (partitions, adaptive, memory) == ("3", "false", "1g")
+    assert (adaptive, memory) == ("false", "1g")
     assert Path(checkpoints.removeprefix("file:")).parent == tmp_path
+    assert partitions == "3"  # nobody set them: one per core of local[3]
 
 
 def test_a_local_session_checkpoints_into_a_directory_removed_when_the_process_exits(spark, tmp_path):
