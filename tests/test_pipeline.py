@@ -92,6 +92,24 @@ def test_shuffle_partitions_grow_with_the_input_and_never_shrink(spark, syntheti
         spark.conf.set("spark.sql.shuffle.partitions", before)
 
 
+def test_a_stage_run_on_its_own_sizes_shuffle_partitions_to_the_ingests_output(spark, tmp_path):
+    from jobs.segment import fit_shuffles_to_transactions
+    from jobs.spark import BYTES_PER_SHUFFLE_PARTITION
+
+    before = spark.conf.get("spark.sql.shuffle.partitions")
+    clean = tmp_path / "out" / "ingest" / "clean"
+    clean.mkdir(parents=True)
+    with open(clean / "part-00000.parquet", "wb") as part:
+        part.truncate(5 * BYTES_PER_SHUFFLE_PARTITION + 1)
+    try:
+        fit_shuffles_to_transactions(spark, str(tmp_path / "missing"))  # the stage itself reports a missing ingest
+        assert spark.conf.get("spark.sql.shuffle.partitions") == before
+        fit_shuffles_to_transactions(spark, str(tmp_path / "out"))
+        assert spark.conf.get("spark.sql.shuffle.partitions") == "6"
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", before)
+
+
 def test_a_local_session_runs_the_throughput_collector(spark):
     management = spark.sparkContext._jvm.java.lang.management.ManagementFactory
     assert {bean.getName() for bean in management.getGarbageCollectorMXBeans()} == {"PS Scavenge", "PS MarkSweep"}
