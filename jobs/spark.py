@@ -160,6 +160,9 @@ def build_session(settings: SparkSettings | None = None):
     conf = SparkConf()
     if not os.environ.get("PYSPARK_GATEWAY_PORT"):
         conf.setAll(submitted_settings(os.environ.get("PYSPARK_SUBMIT_ARGS", "")).items())
+    # The config file's [spark] extra next, so that it too wins over the defaults below.
+    for key, value in settings.extra.items():
+        conf.setIfMissing(key, value)
     conf.setIfMissing("spark.master", settings.master)
     conf.setIfMissing("spark.app.name", settings.app_name)
     if conf.get("spark.master").startswith("local"):
@@ -189,8 +192,6 @@ def build_session(settings: SparkSettings | None = None):
     conf.setIfMissing("spark.ui.retainedStages", "200")
     if settings.quiet:
         conf.setIfMissing("spark.ui.enabled", "false")
-    for key, value in settings.extra.items():
-        conf.setIfMissing(key, value)
 
     session = SparkSession.builder.config(conf=conf).getOrCreate()
     if not conf.contains("spark.sql.shuffle.partitions"):

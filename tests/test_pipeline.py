@@ -127,21 +127,24 @@ def test_the_settings_in_pyspark_submit_args_are_read_like_spark_submit_reads_th
     assert submitted_settings("pyspark-shell") == {} and submitted_settings("") == {}
 
 
-def test_a_local_session_keeps_what_pyspark_submit_args_set_over_its_own_defaults(tmp_path):
+def test_a_local_session_keeps_what_pyspark_submit_args_then_the_config_file_set_over_its_own_defaults(tmp_path):
     # Its own JVM: PYSPARK_SUBMIT_ARGS is read when the JVM starts.
     show = (
         "from jobs.spark import SparkSettings, build_session\n"
-        "spark = build_session(SparkSettings(quiet=True))\n"
+        "extra = {'spark.sql.adaptive.enabled': 'true', 'spark.sql.session.timeZone': 'Europe/Paris'}\n"
+        "spark = build_session(SparkSettings(quiet=True, extra=extra))\n"
         "print(spark.conf.get('spark.sql.shuffle.partitions'), spark.conf.get('spark.sql.adaptive.enabled'),"
-        " spark.sparkContext.getCheckpointDir(), spark.sparkContext.getConf().get('spark.driver.memory'))\n"
+        " spark.sparkContext.getCheckpointDir(), spark.sparkContext.getConf().get('spark.driver.memory'),"
+        " spark.conf.get('spark.sql.session.timeZone'))\n"
     )
     submit_args = (f"--master local[3] --driver-memory 1g --conf spark.sql.adaptive.enabled=false "
                    f"--conf spark.checkpoint.dir={tmp_path} pyspark-shell")
     result = subprocess.run([sys.executable, "-c", show], capture_output=True, text=True, cwd=PROJECT, timeout=120,
                             env={**os.environ, "PYTHONPATH": str(PROJECT), "PYSPARK_SUBMIT_ARGS": submit_args})
     assert result.returncode == 0, result.stderr
-    partitions, adaptive, checkpoints, memory = result.stdout.split()
-    assert (adaptive, memory) == ("false", "1g")
+    partitions, adaptive, checkpoints, memory, zone = result.stdout.split()
+    assert (adaptive, memory) == ("false", "1g")  # over the config file's extra settings too
+    assert zone == "Europe/Paris"  # the config file's extra settings win over the defaults
     assert Path(checkpoints.removeprefix("file:")).parent == tmp_path
     assert partitions == "3"  # nobody set them: one per core of local[3]
 
