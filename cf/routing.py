@@ -189,8 +189,15 @@ def materialize(frame):
     Each list is read several times (scored overall and per segment, fused, routed),
     and the plans of per-segment ALS lists are large: used as they are, every later
     query would re-plan them, which costs the driver far more memory than the rows.
+    The copy's columns get new ids: a checkpoint keeps those of the plan it cut, and
+    when a list made from the scored customers met their relevant items twice in one
+    query (the hits, then the per-customer totals), Spark 4.3 with adaptive execution
+    off could not tell the two apart ("Failure when resolving conflicting references").
     """
-    return frame.localCheckpoint(eager=True)
+    from pyspark.sql import functions as F
+
+    checkpoint = frame.localCheckpoint(eager=True)
+    return checkpoint.select(*(F.col(name).alias(name) for name in checkpoint.columns))
 
 
 def score_lists(lists: dict, relevant, *, k: int, catalogue_size: int, segments=None) -> list[dict]:
