@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
+import tempfile
 import time
+import traceback
 from typing import Callable
 
 from jobs.config import ConfigError, parse_date
@@ -19,6 +23,8 @@ class JobError(RuntimeError):
 
 
 USER_ERRORS = (JobError, ConfigError, StorageError, JavaNotFoundError, SegmentationError, RecommendationError)
+# A Java exception line that names only Spark's error class ("SparkException: [INTERNAL_ERROR]"); its message is on the next line.
+ERROR_CLASS_ALONE = re.compile(r"\[[A-Z][A-Z0-9_.]*\]$")
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +58,11 @@ def parse_mapping(text: str | None) -> dict[str, str]:
 
 
 def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
-    """Run a job's main, so that failures end in one readable line instead of a JVM stack trace."""
+    """Run a job's main, so that failures end in one readable line instead of a JVM stack trace.
+
+    A failure inside Spark may be Spark's own bug, which only the whole trace lets anyone
+    report or work around: it is kept in a file, named on a second line.
+    """
     started = time.monotonic()
     try:
         return main(argv)
@@ -62,6 +72,9 @@ def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) 
     except Exception as error:  # Spark's JVM errors arrive as many Python types
         if type(error).__module__.startswith(("pyspark", "py4j")):
             print(f"error: Spark failed after {time.monotonic() - started:.0f}s: {spark_failure(error)}", file=sys.stderr)
+            kept = keep_trace(error)
+            if kept:
+                print(f"full trace: {kept}", file=sys.stderr)
             return 1
         raise
 
@@ -78,5 +91,25 @@ def spark_failure(error: Exception) -> str:
     if not lines:
         return type(error).__name__
     if lines[0].startswith("An error occurred while calling") and len(lines) > 1:
-        return f"{lines[1]} (in {lines[0].removeprefix('An error occurred while calling ').rstrip('.')})"
+        what = lines[1]
+        if ERROR_CLASS_ALONE.search(what) and len(lines) > 2:
+            what = f"{what} {lines[2]}"
+        return f"{what} (in {lines[0].removeprefix('An error occurred while calling ').rstrip('.')})"
     return f"{type(error).__name__}: {lines[0]}"
+
+
+def keep_trace(error: Exception) -> str | None:
+    """Write ``error``'s Python and Java traces to a new file in the temporary directory; its path (None when it cannot be written)."""
+    report = "".join(traceback.format_exception(error))
+    # PySpark keeps the Java trace of the exceptions it converts here, and prints it only when
+    # spark.sql.pyspark.jvmStacktrace.enabled is set.
+    java_trace = getattr(error, "_stackTrace", None)
+    if java_trace and java_trace not in report:
+        report += f"\nJVM stacktrace:\n{java_trace}"
+    try:
+        handle, path = tempfile.mkstemp(prefix="segrec-failure-", suffix=".txt")
+        with os.fdopen(handle, "w") as trace:
+            trace.write(report)
+    except OSError:
+        return None
+    return path

@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -50,21 +51,37 @@ def test_command_line_failure_is_one_line_not_a_stack_trace(tmp_path):
     assert "Traceback" not in result.stderr and "at org.apache" not in result.stderr
 
 
-@pytest.mark.parametrize("call, expected", [
+@pytest.mark.parametrize("call, expected, java_frame", [
     # Converted by PySpark to a Python exception: its type is named.
-    (lambda jvm: jvm.java.lang.Integer.parseInt("twelve"), 'NumberFormatException: For input string: "twelve"'),
+    (lambda jvm: jvm.java.lang.Integer.parseInt("twelve"), 'NumberFormatException: For input string: "twelve"',
+     "at java.base/java.lang.Integer.parseInt"),
     # A JVM error stays a py4j error: the Java one is named, not just the call.
     (lambda jvm: jvm.java.nio.ByteBuffer.allocate(2**31 - 1),
-     "java.lang.OutOfMemoryError: Requested array size exceeds VM limit (in z:java.nio.ByteBuffer.allocate)"),
+     "java.lang.OutOfMemoryError: Requested array size exceeds VM limit (in z:java.nio.ByteBuffer.allocate)",
+     "at java.base/java.nio.ByteBuffer.allocate"),
 ])
-def test_a_failure_in_the_jvm_is_one_line_that_names_the_java_exception(spark, capsys, call, expected):
+def test_a_failure_in_the_jvm_is_one_line_that_names_the_java_exception_and_keeps_the_trace(spark, capsys, monkeypatch, tmp_path,
+                                                                                             call, expected, java_frame):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
     def fail_in_the_jvm(argv):
         call(spark.sparkContext._jvm)
 
     assert cli.run(fail_in_the_jvm, []) == 1
-    message = capsys.readouterr().err.strip()
-    assert len(message.splitlines()) == 1
-    assert message.startswith("error: Spark failed after ") and message.endswith(f"s: {expected}")
+    failure, where = capsys.readouterr().err.strip().splitlines()
+    assert failure.startswith("error: Spark failed after ") and failure.endswith(f"s: {expected}")
+    kept = Path(where.removeprefix("full trace: "))
+    assert kept.parent == tmp_path and kept.name.startswith("segrec-failure-")
+    trace = kept.read_text()
+    assert "Traceback (most recent call last)" in trace and "in fail_in_the_jvm" in trace and java_frame in trace
+
+
+def test_a_spark_error_class_alone_is_followed_by_its_message():
+    # As Spark 4.3 reported an analyser bug (the Java exception's line names only the error class).
+    raised = Exception("An error occurred while calling o4728.join.\n: org.apache.spark.SparkException: [INTERNAL_ERROR] \n"
+                       "Failure when resolving conflicting references in Join:\n'Join LeftOuter\n")
+    assert cli.spark_failure(raised) == ("org.apache.spark.SparkException: [INTERNAL_ERROR] Failure when resolving conflicting "
+                                         "references in Join: (in o4728.join)")
 
 
 def test_too_little_data_to_segment_is_one_clear_line(spark, tmp_path, capsys):
