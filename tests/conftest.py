@@ -16,6 +16,27 @@ def spark():
     session.stop()
 
 
+@pytest.fixture
+def session_settings(spark):
+    """For one test: ``keep(key)`` puts that session setting back afterwards, whatever changes it; ``set(key, value)`` keeps it, then sets it."""
+
+    class Settings:
+        def __init__(self):
+            self.kept = {}
+
+        def keep(self, key):
+            self.kept.setdefault(key, spark.conf.get(key))
+
+        def set(self, key, value):
+            self.keep(key)
+            spark.conf.set(key, value)
+
+    settings = Settings()
+    yield settings
+    for key, value in settings.kept.items():
+        spark.conf.set(key, value)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def release_cached_frames():
     """Each module's cached frames are dropped when it ends, so driver memory does not grow over the run."""

@@ -95,36 +95,32 @@ def test_too_little_data_to_segment_is_one_clear_line(spark, tmp_path, capsys):
     assert (tmp_path / "out" / "ingest" / "clean").is_dir() and not (tmp_path / "out" / "segments").exists()
 
 
-def test_shuffle_partitions_grow_with_the_input_and_never_shrink(spark, synthetic):
+def test_shuffle_partitions_grow_with_the_input_and_never_shrink(spark, synthetic, session_settings):
     from jobs.spark import fit_shuffle_partitions
 
     raw = str(synthetic.root / "raw" / "transactions")
+    session_settings.keep("spark.sql.shuffle.partitions")
     before = spark.conf.get("spark.sql.shuffle.partitions")
-    try:
-        assert fit_shuffle_partitions(spark, raw) == int(before)  # a small input keeps the configured number
-        grown = fit_shuffle_partitions(spark, raw, bytes_per_partition=10_000)
-        assert grown > int(before) and spark.conf.get("spark.sql.shuffle.partitions") == str(grown)
-        assert fit_shuffle_partitions(spark, raw) == grown  # never lowered
-    finally:
-        spark.conf.set("spark.sql.shuffle.partitions", before)
+    assert fit_shuffle_partitions(spark, raw) == int(before)  # a small input keeps the configured number
+    grown = fit_shuffle_partitions(spark, raw, bytes_per_partition=10_000)
+    assert grown > int(before) and spark.conf.get("spark.sql.shuffle.partitions") == str(grown)
+    assert fit_shuffle_partitions(spark, raw) == grown  # never lowered
 
 
-def test_a_stage_run_on_its_own_sizes_shuffle_partitions_to_the_ingests_output(spark, tmp_path):
+def test_a_stage_run_on_its_own_sizes_shuffle_partitions_to_the_ingests_output(spark, tmp_path, session_settings):
     from jobs.segment import fit_shuffles_to_transactions
     from jobs.spark import BYTES_PER_SHUFFLE_PARTITION
 
+    session_settings.keep("spark.sql.shuffle.partitions")
     before = spark.conf.get("spark.sql.shuffle.partitions")
     clean = tmp_path / "out" / "ingest" / "clean"
     clean.mkdir(parents=True)
     with open(clean / "part-00000.parquet", "wb") as part:
         part.truncate(5 * BYTES_PER_SHUFFLE_PARTITION + 1)
-    try:
-        fit_shuffles_to_transactions(spark, str(tmp_path / "missing"))  # the stage itself reports a missing ingest
-        assert spark.conf.get("spark.sql.shuffle.partitions") == before
-        fit_shuffles_to_transactions(spark, str(tmp_path / "out"))
-        assert spark.conf.get("spark.sql.shuffle.partitions") == "6"
-    finally:
-        spark.conf.set("spark.sql.shuffle.partitions", before)
+    fit_shuffles_to_transactions(spark, str(tmp_path / "missing"))  # the stage itself reports a missing ingest
+    assert spark.conf.get("spark.sql.shuffle.partitions") == before
+    fit_shuffles_to_transactions(spark, str(tmp_path / "out"))
+    assert spark.conf.get("spark.sql.shuffle.partitions") == "6"
 
 
 def test_a_local_session_runs_the_throughput_collector(spark):

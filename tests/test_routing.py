@@ -148,7 +148,7 @@ def test_the_segments_a_model_serves_are_read_from_the_routes():
     assert routing.segments_served_by({**routes, "for_you": {"all": {"source": "segment_als"}}}, "segment_als") is None
 
 
-def test_evaluation_scores_every_candidate_and_the_routed_system(spark, synthetic):
+def test_evaluation_scores_every_candidate_and_the_routed_system(spark, synthetic, session_settings):
     from jobs.evaluate import evaluate_window
     from segmentation.clv import CLVConfig
     from segmentation.segments import SegmentConfig
@@ -160,13 +160,9 @@ def test_evaluation_scores_every_candidate_and_the_routed_system(spark, syntheti
         "cold": {"all": {"source": "trending"}},
     }
     # The rest of the suite runs with adaptive execution on; a cluster may have it off, and scoring failed there (see routing.materialize).
-    adaptive = spark.conf.get("spark.sql.adaptive.enabled")
-    spark.conf.set("spark.sql.adaptive.enabled", "false")
-    try:
-        test = evaluate_window(synthetic.place("clean"), synthetic.place("returns"), cutoff=CUTOFF, end=dt.date(2011, 12, 10), routes=routes,
-                               config=SMALL, als_settings=SMALL_ALS, clv_config=CLVConfig(), segment_config=SegmentConfig())
-    finally:
-        spark.conf.set("spark.sql.adaptive.enabled", adaptive)
+    session_settings.set("spark.sql.adaptive.enabled", "false")
+    test = evaluate_window(synthetic.place("clean"), synthetic.place("returns"), cutoff=CUTOFF, end=dt.date(2011, 12, 10),
+                           routes=routes, config=SMALL, als_settings=SMALL_ALS, clv_config=CLVConfig(), segment_config=SegmentConfig())
 
     assert test["warm_customers"] > 300 and test["cold_customers"] > 20
     for list_name in ("discover", "for_you", "cold"):

@@ -16,13 +16,9 @@ def generated(spark, tmp_path_factory):
     return output
 
 
-def test_same_seed_same_data_whatever_the_partitioning(spark, generated):
-    original = spark.conf.get("spark.sql.shuffle.partitions")
-    spark.conf.set("spark.sql.shuffle.partitions", "7")
-    try:
-        again = synth.generate(spark, SMALL)["transactions"].toPandas()
-    finally:
-        spark.conf.set("spark.sql.shuffle.partitions", original)
+def test_same_seed_same_data_whatever_the_partitioning(spark, generated, session_settings):
+    session_settings.set("spark.sql.shuffle.partitions", "7")
+    again = synth.generate(spark, SMALL)["transactions"].toPandas()
     first = pd.read_parquet(generated / "transactions")
     columns = list(first.columns)
     pd.testing.assert_frame_equal(
