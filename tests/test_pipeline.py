@@ -148,15 +148,17 @@ def test_a_local_session_keeps_what_pyspark_submit_args_then_the_config_file_set
         "spark = build_session(SparkSettings(quiet=True, extra=extra))\n"
         "print(spark.conf.get('spark.sql.shuffle.partitions'), spark.conf.get('spark.sql.adaptive.enabled'),"
         " spark.sparkContext.getCheckpointDir(), spark.sparkContext.getConf().get('spark.driver.memory'),"
-        " spark.conf.get('spark.sql.session.timeZone'))\n"
+        " spark.conf.get('spark.sql.session.timeZone'), spark.sparkContext.getConf().get('spark.buffer.pageSize'),"
+        " spark.conf.get('spark.sql.codegen.cache.maxEntries'))\n"
     )
     submit_args = (f"--master local[3] --driver-memory 1g --conf spark.sql.adaptive.enabled=false "
-                   f"--conf spark.checkpoint.dir={tmp_path} pyspark-shell")
+                   f"--conf spark.checkpoint.dir={tmp_path} --conf spark.buffer.pageSize=2m pyspark-shell")
     result = subprocess.run([sys.executable, "-c", show], capture_output=True, text=True, cwd=PROJECT, timeout=120,
                             env={**os.environ, "PYTHONPATH": str(PROJECT), "PYSPARK_SUBMIT_ARGS": submit_args})
     assert result.returncode == 0, result.stderr
-    partitions, adaptive, checkpoints, memory, zone = result.stdout.split()
-    assert (adaptive, memory) == ("false", "1g")  # over the config file's extra settings too
+    partitions, adaptive, checkpoints, memory, zone, page_size, compiled_classes = result.stdout.split()
+    assert (adaptive, memory, page_size) == ("false", "1g", "2m")  # over the config file's extra settings too
+    assert compiled_classes == "10000"  # a default nobody overrode
     assert zone == "Europe/Paris"  # the config file's extra settings win over the defaults
     assert Path(checkpoints.removeprefix("file:")).parent == tmp_path
     assert partitions == "3"  # nobody set them: one per core of local[3]
