@@ -164,6 +164,11 @@ def test_a_local_session_keeps_what_pyspark_submit_args_then_the_config_file_set
     assert partitions == "3"  # nobody set them: one per core of local[3]
 
 
+def test_a_local_session_uses_8_mb_tungsten_pages_unless_told_otherwise(spark):
+    # Spark's own choice here would be 64 MB (heap / cores / 16); the test above sets 2m and keeps it.
+    assert spark.sparkContext.getConf().get("spark.buffer.pageSize") == "8m"
+
+
 def test_a_local_session_checkpoints_into_a_directory_removed_when_the_process_exits(spark, tmp_path):
     assert Path(spark.sparkContext.getCheckpointDir().removeprefix("file:")).parent.name.startswith("segrec-checkpoints-")
     checkpoint = (
