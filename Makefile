@@ -44,7 +44,9 @@ lapack:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "liblapack.so.3 not found: installing liblapack3 for Spark's ALS"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq liblapack3 >/dev/null || true; \
-	  fi; }
+	  fi; \
+	  ldconfig -p 2>/dev/null | grep -q "liblapack.so.3 " || \
+	    echo "liblapack.so.3 not found: Spark's ALS will use its Java LAPACK (install liblapack3, or your system's LAPACK, for native solves)"; }
 
 # The browser test drives the Debian/Ubuntu Chromium through Playwright; install it when we can.
 chromium:
