@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobs.config import build, load_config_file
-from jobs.spark import SparkSettings, project_env
+from jobs.spark import SparkSettings, choose_java, java_executable, project_env
 from jobs.synth import SynthConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -246,7 +246,8 @@ def bench_size(rows: int, work_dir: Path, *, profile: Path, reference: bool, ref
 def machine() -> dict:
     memory = next((int(line.split()[1]) * 1024 for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal:")), 0)
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "?")
-    java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()[0]
+    choose_java()  # the Java the pipelines it runs will choose
+    java = subprocess.run([java_executable(), "-version"], capture_output=True, text=True).stderr.splitlines()[0]
     import pyspark
 
     return {"cpu": model, "cores": os.cpu_count(), "memory_gb": round(memory / GB, 1), "os": platform.platform(),

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from jobs.spark import project_env
+from jobs.spark import choose_java, project_env
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # What the executors import; the web app never runs on Spark.
@@ -110,6 +110,7 @@ def standalone_cluster(work_dir: Path, *, host: str = "127.0.0.1", port: int = 7
     """A master and one worker, started from this pyspark and stopped by PID on the way out."""
     if _port_open(host, port):
         raise ClusterTestError(f"{host}:{port} is already in use; is another Spark master running? (--port picks another)")
+    choose_java()  # the same Java for the master, the worker, spark-submit and the local run
     spark_class = str(spark_home() / "bin" / "spark-class")
     logs = work_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
 import datetime as dt
+import os
 import stat
 
 import pytest
@@ -56,12 +57,64 @@ def test_dates_in_config_are_parsed():
         build(Dated, {"as_of": "9/9/2011"})
 
 
-def fake_java(tmp_path, version_line):
+def fake_java(tmp_path, version_line, release: str | None = None):
+    """A Java home whose java prints ``version_line``; with ``release``, the JAVA_VERSION its release file gives."""
     java = tmp_path / "bin" / "java"
-    java.parent.mkdir()
+    java.parent.mkdir(parents=True)
     java.write_text(f"#!/bin/sh\necho '{version_line}' >&2\n")
     java.chmod(java.stat().st_mode | stat.S_IEXEC)
+    if release:
+        (tmp_path / "release").write_text(f'IMPLEMENTOR="Test"\nJAVA_VERSION="{release}"\n')
     return tmp_path
+
+
+@pytest.fixture
+def javas(tmp_path, monkeypatch):
+    """A JVM directory with Javas 17, 21, 25 and 26, a fake PATH, and no JAVA_HOME (all restored afterwards)."""
+    directory = tmp_path / "jvm"
+    for name, version in [("jdk-17", "17.0.9"), ("jdk-21", "21.0.4"), ("jdk-25", "25.0.3"), ("jdk-26", "26.0.1")]:
+        fake_java(directory / name, f'openjdk version "{version}"', release=version)
+    (directory / "not-a-java").mkdir()
+    # Set before it is removed, so that a JAVA_HOME chosen by the test is undone too (delenv of an unset one records nothing).
+    monkeypatch.setenv("JAVA_HOME", "")
+    monkeypatch.delenv("JAVA_HOME")
+    monkeypatch.setenv("PATH", str(tmp_path / "path" / "bin"))
+    return directory
+
+
+def put_java_on_path(javas, version_line):
+    fake_java(javas.parent / "path", version_line)
+
+
+def test_the_newest_java_spark_supports_is_chosen_over_an_older_one_on_path(javas):
+    put_java_on_path(javas, 'openjdk version "17.0.15" 2025-04-15')
+
+    assert spark_helpers.choose_java(str(javas)) == 25
+    assert os.environ["JAVA_HOME"] == str(javas / "jdk-25")  # 26 is newer, but Spark 4.3 does not support it
+
+
+def test_java_home_wins_over_the_newest_java(javas, monkeypatch):
+    monkeypatch.setenv("JAVA_HOME", str(javas / "jdk-17"))
+
+    assert spark_helpers.choose_java(str(javas)) == 17
+    assert os.environ["JAVA_HOME"] == str(javas / "jdk-17")
+
+
+def test_the_java_on_path_is_kept_when_none_is_newer(javas):
+    put_java_on_path(javas, 'openjdk version "25.0.1" 2025-10-21')
+
+    assert spark_helpers.choose_java(str(javas)) == 25
+    assert "JAVA_HOME" not in os.environ
+
+
+def test_a_java_is_found_without_one_on_path(javas):
+    assert spark_helpers.choose_java(str(javas)) == 25
+    assert os.environ["JAVA_HOME"] == str(javas / "jdk-25")
+
+
+def test_without_a_java_anywhere_the_error_says_how_to_install_one(javas):
+    with pytest.raises(spark_helpers.JavaNotFoundError, match="was not found; install it with"):
+        spark_helpers.choose_java(str(javas / "not-a-java"))
 
 
 def test_old_java_is_reported_with_how_to_install_a_new_one(tmp_path, monkeypatch):
