@@ -362,6 +362,9 @@ def similar_item_lists(sources: Sources, train, customers, config: RoutingConfig
     }
 
 
-def choose_similar_source(rows: list[dict], metric: str = "ndcg") -> str:
-    overall = [row for row in rows if row[C.SEGMENT] == ALL_SEGMENTS]
+def choose_similar_source(rows: list[dict], candidates: list[str], metric: str = "ndcg") -> str:
+    """The item-to-item source with the best overall ``metric`` in ``rows``; a lone candidate needs no rows."""
+    if len(candidates) == 1:
+        return candidates[0]
+    overall = [row for row in rows if row[C.SEGMENT] == ALL_SEGMENTS and row["source"] in candidates]
     return max(overall, key=lambda row: (row[metric], row["source"]))["source"]

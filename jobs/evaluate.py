@@ -54,6 +54,7 @@ def evaluate_window(purchases, returns, *, cutoff: dt.date, end: dt.date, config
     With ``tuning``, ALS settings are first searched per segment on this window
     (so only ever on a validation window) and the sources use what won;
     otherwise they use ``als_settings`` (from an earlier tuning) or the defaults.
+    Item-to-item sources are scored when ``scores_item_to_item`` says so.
     """
     from pyspark.sql import functions as F
 
@@ -97,14 +98,24 @@ def evaluate_window(purchases, returns, *, cutoff: dt.date, end: dt.date, config
     def score_similar_items():
         return score(routing.similar_item_lists(sources, train, groups["warm"], config), relevant["discover"])
 
+    tasks = {name: functools.partial(score_list, name) for name in RELEVANCE}
+    if scores_item_to_item(config, routes):
+        tasks["similar_items"] = score_similar_items
     # The lists are independent: made and scored side by side (see in_parallel).
-    scored = in_parallel({**{name: functools.partial(score_list, name) for name in RELEVANCE}, "similar_items": score_similar_items})
+    scored = in_parallel(tasks)
     results["lists"] = {name: scored[name] for name in RELEVANCE}
-    results["similar_items"] = scored["similar_items"]
+    results["similar_items"] = scored.get("similar_items", [])
     # Models, segments and customer groups of this window are not needed any more.
     purchases.sparkSession.catalog.clearCache()
     results["seconds"] = round(time.monotonic() - started, 1)
     return results
+
+
+def scores_item_to_item(config: RoutingConfig, routes: dict | None) -> bool:
+    """Whether a window scores its item-to-item sources: always when it reports on routes it was given, and when
+    it chooses them (``routes`` None) only if there is a choice: a lone source's score decides nothing, and making
+    and scoring its lists took 4 s of the 1M-row pipeline."""
+    return routes is not None or len(config.similar_item_sources()) > 1
 
 
 def chosen_settings(tuning: dict) -> dict[str, ALSSettings]:
@@ -144,7 +155,7 @@ def validate(purchases, returns, *, cutoff: dt.date, config: RoutingConfig, tuni
         "routes": {list_name: routing.choose_routes(rows, min_customers=config.min_route_customers)
                    for list_name, rows in validation["lists"].items()},
         "als_settings": chosen_settings(validation["tuning"]) or {ALL_SEGMENTS: tuning.start()},
-        "similar_items_source": routing.choose_similar_source(validation["similar_items"]),
+        "similar_items_source": routing.choose_similar_source(validation["similar_items"], config.similar_item_sources()),
     }
 
 

@@ -184,15 +184,15 @@ def run_train(spark, output_uri: str, *, as_of: dt.date | None, routing_config: 
     serving = dataclasses.replace(routing_config, n=routing_config.served_n)
     with storage.atomic_output(spark, storage.join(output_uri, STAGE)) as staging:
         items = purchases.where(purchases[C.TIMESTAMP] < dt.datetime.combine(as_of, dt.time())).select(C.ITEM_ID).distinct()
-        # The three tables are independent: written side by side (see in_parallel).
+        # The three tables and the models are independent: written side by side (see in_parallel).
         in_parallel({
             "recommendations": lambda: served_lists(sources, customers, segments, chosen["routes"], serving).write.parquet(
                 storage.join(staging, "recommendations")),
             "trending": lambda: cold_lists(sources, purchases, cold_route, serving).write.parquet(storage.join(staging, "trending")),
             "similar_items": lambda: sources.models[similar_source].similar_items(items, routing_config.similar_items).write.parquet(
                 storage.join(staging, "similar_items")),
+            "models": lambda: routing.save_models(sources, used, storage.join(staging, "models")),
         })
-        routing.save_models(sources, used, storage.join(staging, "models"))
         written = spark.read.parquet(storage.join(staging, "recommendations"))
         counts = {row[C.LIST]: row["count"] for row in written.groupBy(C.LIST).count().collect()}
         manifest = {

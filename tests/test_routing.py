@@ -189,7 +189,18 @@ def test_evaluation_scores_every_candidate_and_the_routed_system(spark, syntheti
 
 def test_the_better_item_to_item_source_is_chosen():
     rows = [row("als", "all", 0.04), row("cooccurrence", "all", 0.06)]
-    assert routing.choose_similar_source(rows) == "cooccurrence"
+    assert routing.choose_similar_source(rows, ["cooccurrence", "als"]) == "cooccurrence"
+    assert routing.choose_similar_source(rows, ["als"]) == "als"  # the only one fitted wins, scored or not
+    assert routing.choose_similar_source([], ["als"]) == "als"
+
+
+def test_item_to_item_sources_are_scored_when_reported_or_chosen_between():
+    from jobs.evaluate import scores_item_to_item
+
+    lone, both = RoutingConfig(models=("buy_again", "cooccurrence")), RoutingConfig()
+    assert not scores_item_to_item(lone, routes=None)  # validation: nothing to choose
+    assert scores_item_to_item(both, routes=None)
+    assert scores_item_to_item(lone, routes={"discover": {}})  # a test window reports every source
 
 
 @pytest.mark.parametrize("models, message", [

@@ -62,6 +62,8 @@ def test_every_item_has_an_also_bought_list(trained):
     similar = tables["similar_items"]
     assert list(similar.columns) == ["item_id", "rank", "similar_item_id", "score"]
     assert manifest["similar_items_source"] in ("als", "cooccurrence")
+    # Chosen between on validation: both were scored there.
+    assert {row["source"] for row in manifest["validation"]["similar_items"]} == {"als", "cooccurrence"}
     assert (similar.item_id != similar.similar_item_id).all()
     assert similar.groupby("item_id").size().max() == 5
     assert similar.item_id.nunique() >= 0.9 * purchases.item_id.nunique()
