@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     config = build(EvaluationConfig, settings.get("evaluation"), {"cutoff": args.cutoff, "test_days": args.test_days})
     routing_config, tuning_config = recommendation_configs(args, settings)
     spark = build_session(build(SparkSettings, {"app_name": "segrec-evaluate"}, settings.get("spark"), {"master": args.master}))
-    segment.fit_shuffles_to_transactions(spark, args.output)
+    segment.fit_to_transactions(spark, args.output)
     clv_config, segment_config, _ = segment.segment_configs(args, settings)
     result = run_evaluation(spark, args.output, as_of=args.as_of, config=config, routing_config=routing_config,
                             tuning_config=tuning_config, clv_config=clv_config, segment_config=segment_config)

@@ -23,7 +23,7 @@ from functools import reduce
 
 from jobs import cli, storage
 from jobs.config import build, load_config_file
-from jobs.spark import SparkSettings, build_session, fit_shuffle_partitions
+from jobs.spark import SparkSettings, build_session, fit_to_input
 from segmentation import columns as C
 
 STAGE = "ingest"
@@ -447,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     file_settings = load_config_file(args.config)
     config = ingest_config(args, file_settings)
     spark = build_session(build(SparkSettings, {"app_name": "segrec-ingest"}, file_settings.get("spark"), {"master": args.master}))
-    fit_shuffle_partitions(spark, args.input)
+    fit_to_input(spark, args.input)
     summary = run_ingest(spark, args.input, args.output, config, args.as_of)
     print(format_summary(summary))
     print(f"written to {storage.join(args.output, STAGE)}")

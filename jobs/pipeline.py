@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from jobs import cli, evaluate, ingest, report, segment, storage, train
 from jobs.config import build, load_config_file
-from jobs.spark import SparkSettings, build_session, fit_shuffle_partitions
+from jobs.spark import SparkSettings, build_session, fit_to_input
 
 
 @dataclass
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     stages = selected_stages(args.stages)
     settings = load_config_file(args.config)
     spark = build_session(build(SparkSettings, {"app_name": "segrec-pipeline"}, settings.get("spark"), {"master": args.master}))
-    fit_shuffle_partitions(spark, args.input)
+    fit_to_input(spark, args.input)
     context = RunContext(spark=spark, input_uri=args.input, output_uri=args.output, as_of=args.as_of, args=args, settings=settings)
     run_pipeline(context, stages)
     return 0

@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = load_config_file(args.config)
     spark = build_session(build(SparkSettings, {"app_name": "segrec-report"}, settings.get("spark"), {"master": args.master}))
-    segment.fit_shuffles_to_transactions(spark, args.output)
+    segment.fit_to_transactions(spark, args.output)
     names = run_report(spark, args.output)
     print(f"report with {len(names)} charts written to {storage.join(args.output, STAGE, 'index.html')}")
     return 0

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from jobs import cli, ingest, storage
 from jobs.config import build, load_config_file
-from jobs.spark import SparkSettings, build_session, fit_shuffle_partitions
+from jobs.spark import SparkSettings, build_session, fit_to_input
 from segmentation import backtest, rfm
 from segmentation.clv import TRANSACTION_MODELS, CLVConfig
 from segmentation.customers import segment_customers
@@ -41,9 +41,9 @@ def read_transactions(spark, output_uri: str):
     return spark.read.parquet(storage.join(stage, ingest.CLEAN)), spark.read.parquet(storage.join(stage, ingest.RETURNS))
 
 
-def fit_shuffles_to_transactions(spark, output_uri: str) -> None:
-    """For a stage run on its own: shuffle partitions sized to the ingest's output, as the pipeline sizes them to its input."""
-    fit_shuffle_partitions(spark, storage.join(output_uri, ingest.STAGE))
+def fit_to_transactions(spark, output_uri: str) -> None:
+    """For a stage run on its own: the session sized to the ingest's output, as the pipeline sizes it to its input."""
+    fit_to_input(spark, storage.join(output_uri, ingest.STAGE))
 
 
 def run_segment(spark, output_uri: str, *, as_of: dt.date | None, clv_config: CLVConfig, segment_config: SegmentConfig) -> dict:
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_config_file(args.config)
     clv_config, segment_config, backtest_config = segment_configs(args, settings)
     spark = build_session(build(SparkSettings, {"app_name": "segrec-segment"}, settings.get("spark"), {"master": args.master}))
-    fit_shuffles_to_transactions(spark, args.output)
+    fit_to_transactions(spark, args.output)
     if args.backtest:
         result = run_backtest(spark, args.output, as_of=args.as_of, config=backtest_config, clv_config=clv_config, segment_config=segment_config)
         print(backtest.format_backtest(result))

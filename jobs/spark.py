@@ -124,12 +124,22 @@ LOCAL_JAVA_OPTIONS = "-XX:+UseParallelGC"
 BYTES_PER_SHUFFLE_PARTITION = 8 * 1024 ** 2  # of input files: about a million transaction rows as Parquet
 
 
-def fit_shuffle_partitions(spark, input_uri: str, bytes_per_partition: int = BYTES_PER_SHUFFLE_PARTITION) -> int:
-    """Raise ``spark.sql.shuffle.partitions`` to one per ``bytes_per_partition`` of input; never lower it.
+ADAPTIVE_EXECUTION = "spark.sql.adaptive.enabled"
 
-    The default (one per core) suits small inputs. Past them each task's sorts and
-    aggregations outgrow a 4 GB heap (50M rows in 8 partitions ran the ingest out of
-    memory); a plain higher default instead makes small inputs pay for hundreds of tasks.
+
+def fit_to_input(spark, input_uri: str, bytes_per_partition: int = BYTES_PER_SHUFFLE_PARTITION) -> int:
+    """Size the session to the input; returns the shuffle partitions.
+
+    ``spark.sql.shuffle.partitions`` is raised to one per ``bytes_per_partition`` of input, never
+    lowered. The default (one per core) suits small inputs. Past them each task's sorts and
+    aggregations outgrow a 4 GB heap (50M rows in 8 partitions ran the ingest out of memory); a
+    plain higher default instead makes small inputs pay for hundreds of tasks.
+
+    An input that one partition per core holds runs without adaptive execution, unless it was set:
+    with a partition or two per shuffle AQE has nothing to coalesce or split, and its query stages
+    cost a Spark job each (the 1M-row pipeline ran 555 jobs against 939, in 112 and 117 s against
+    117 and 121 s, run in turn). At 10M rows the recommendations stage took as long either way, and
+    larger inputs keep Spark's default, on.
     """
     from jobs.storage import FileSystem
 
@@ -140,6 +150,8 @@ def fit_shuffle_partitions(spark, input_uri: str, bytes_per_partition: int = BYT
     wanted = math.ceil(files.size(input_uri) / bytes_per_partition)
     if wanted > current:
         spark.conf.set("spark.sql.shuffle.partitions", str(wanted))
+    if wanted <= spark.sparkContext.defaultParallelism and not spark.sparkContext.getConf().contains(ADAPTIVE_EXECUTION):
+        spark.conf.set(ADAPTIVE_EXECUTION, "false")
     return max(current, wanted)
 
 
@@ -234,7 +246,6 @@ def build_session(settings: SparkSettings | None = None):
         conf.setIfMissing("spark.buffer.pageSize", "8m")
     if settings.shuffle_partitions is not None:
         conf.setIfMissing("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
-    conf.setIfMissing("spark.sql.adaptive.enabled", "true")
     # With Spark's cache of 100 compiled classes, 735 of the 1,840 the 1M-row pipeline compiled were
     # repeats, each compiled (and JIT-compiled) again: 146-148 s against 138 s with room for all.
     conf.setIfMissing("spark.sql.codegen.cache.maxEntries", "10000")
@@ -258,7 +269,7 @@ def build_session(settings: SparkSettings | None = None):
     session = SparkSession.builder.config(conf=conf).getOrCreate()
     if not conf.contains("spark.sql.shuffle.partitions"):
         # One per core: on small inputs more only adds tasks (the 1M-row pipeline took 193-212 s with
-        # 2 on 2 cores against 215-231 s with 8, run in turn); fit_shuffle_partitions raises it for large ones.
+        # 2 on 2 cores against 215-231 s with 8, run in turn); fit_to_input raises it for large ones.
         session.conf.set("spark.sql.shuffle.partitions", str(session.sparkContext.defaultParallelism))
     session.sparkContext.setLogLevel("ERROR" if settings.quiet else "WARN")
     _silence_known_warnings(session)

@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     routing_config, tuning_config = recommendation_configs(args, settings)
     config = train_config(args, settings)
     spark = build_session(build(SparkSettings, {"app_name": "segrec-train"}, settings.get("spark"), {"master": args.master}))
-    segment.fit_shuffles_to_transactions(spark, args.output)
+    segment.fit_to_transactions(spark, args.output)
     clv_config, segment_config, _ = segment.segment_configs(args, settings)
     manifest = run_train(spark, args.output, as_of=args.as_of, routing_config=routing_config, tuning_config=tuning_config,
                          clv_config=clv_config, segment_config=segment_config, config=config)

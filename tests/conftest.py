@@ -9,9 +9,9 @@ from jobs.spark import SparkSettings, build_session
 
 @pytest.fixture(scope="session")
 def spark():
-    session = build_session(
-        SparkSettings(app_name="segrec-tests", master="local[2]", shuffle_partitions=2, driver_memory="4g", quiet=True)
-    )
+    # Adaptive execution set on, as large inputs run: the pipeline turns it off for small inputs only when nobody set it.
+    session = build_session(SparkSettings(app_name="segrec-tests", master="local[2]", shuffle_partitions=2, driver_memory="4g", quiet=True,
+                                          extra={"spark.sql.adaptive.enabled": "true"}))
     yield session
     session.stop()
 

@@ -96,19 +96,43 @@ def test_too_little_data_to_segment_is_one_clear_line(spark, tmp_path, capsys):
 
 
 def test_shuffle_partitions_grow_with_the_input_and_never_shrink(spark, synthetic, session_settings):
-    from jobs.spark import fit_shuffle_partitions
+    from jobs.spark import fit_to_input
 
     raw = str(synthetic.root / "raw" / "transactions")
     session_settings.keep("spark.sql.shuffle.partitions")
     before = spark.conf.get("spark.sql.shuffle.partitions")
-    assert fit_shuffle_partitions(spark, raw) == int(before)  # a small input keeps the configured number
-    grown = fit_shuffle_partitions(spark, raw, bytes_per_partition=10_000)
+    assert fit_to_input(spark, raw) == int(before)  # a small input keeps the configured number
+    grown = fit_to_input(spark, raw, bytes_per_partition=10_000)
     assert grown > int(before) and spark.conf.get("spark.sql.shuffle.partitions") == str(grown)
-    assert fit_shuffle_partitions(spark, raw) == grown  # never lowered
+    assert fit_to_input(spark, raw) == grown  # never lowered
+
+
+def test_a_small_input_runs_without_adaptive_execution_unless_it_was_set(spark, tmp_path):
+    from jobs.spark import BYTES_PER_SHUFFLE_PARTITION, fit_to_input
+
+    small, large = tmp_path / "small.parquet", tmp_path / "large.parquet"
+    small.write_bytes(b"x" * 1000)
+    with open(large, "wb") as part:
+        part.truncate(2 * BYTES_PER_SHUFFLE_PARTITION + 1)  # more than one partition per core of local[2]
+    fit_to_input(spark, str(small))
+    assert spark.conf.get("spark.sql.adaptive.enabled") == "true"  # this session set it (conftest)
+    # Its own JVM: a session where nobody set it.
+    show = (
+        "import sys\n"
+        "from jobs.spark import SparkSettings, build_session, fit_to_input\n"
+        "spark = build_session(SparkSettings(quiet=True, master='local[2]'))\n"
+        "for path in sys.argv[1:]:\n"
+        "    fit_to_input(spark, path)\n"
+        "    print(spark.conf.get('spark.sql.adaptive.enabled'))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", show, str(large), str(small)], capture_output=True, text=True, cwd=PROJECT,
+                            timeout=120, env={**os.environ, "PYTHONPATH": str(PROJECT)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["true", "false"]  # Spark's default for the large input; off for the small one
 
 
 def test_a_stage_run_on_its_own_sizes_shuffle_partitions_to_the_ingests_output(spark, tmp_path, session_settings):
-    from jobs.segment import fit_shuffles_to_transactions
+    from jobs.segment import fit_to_transactions
     from jobs.spark import BYTES_PER_SHUFFLE_PARTITION
 
     session_settings.keep("spark.sql.shuffle.partitions")
@@ -117,9 +141,9 @@ def test_a_stage_run_on_its_own_sizes_shuffle_partitions_to_the_ingests_output(s
     clean.mkdir(parents=True)
     with open(clean / "part-00000.parquet", "wb") as part:
         part.truncate(5 * BYTES_PER_SHUFFLE_PARTITION + 1)
-    fit_shuffles_to_transactions(spark, str(tmp_path / "missing"))  # the stage itself reports a missing ingest
+    fit_to_transactions(spark, str(tmp_path / "missing"))  # the stage itself reports a missing ingest
     assert spark.conf.get("spark.sql.shuffle.partitions") == before
-    fit_shuffles_to_transactions(spark, str(tmp_path / "out"))
+    fit_to_transactions(spark, str(tmp_path / "out"))
     assert spark.conf.get("spark.sql.shuffle.partitions") == "6"
 
 
