@@ -179,7 +179,7 @@ def bench_size(rows: int, work_dir: Path, *, profile: Path, reference: bool, ref
     env["PYSPARK_SUBMIT_ARGS"] = f"--driver-memory {driver_memory} pyspark-shell"  # the JVM's heap is fixed when it starts
     python = sys.executable
     result: dict = {"rows_requested": rows, "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                    "commit": code_version(report)}
+                    "commit": code_version(report), "java": f"Java {choose_java()}"}  # the Java the pipelines below choose
 
     if not (data / "transactions" / "_SUCCESS").exists():
         log = base / "synth.log"
@@ -304,6 +304,11 @@ def _gigabytes(setting: str) -> float:
     return float(value) * {"g": 1, "m": 1 / 1024, "t": 1024}[unit]
 
 
+def _code(result: dict) -> str:
+    """The commit a row measured, and its Java where recorded."""
+    return result.get("commit", "unknown") + (f", {result['java']}" if result.get("java") else "")
+
+
 def target_verdict(result: dict) -> str:
     """The issue's target for this size (time; for 50M also the driver memory) and whether the run met it."""
     target_seconds = TARGET_SECONDS.get(result["rows_requested"])
@@ -328,7 +333,8 @@ def write_report(results: list[dict], target: Path, plot: Path, *, about: dict, 
         "Spark in local mode (`local[*]`) with the driver heap shown per row (`--driver-memory`, default 4g).",
         "",
         f"Machine: {about['cpu']}, {about['cores']} cores, {about['memory_gb']} GB; {about['os']}; "
-        f"Python {about['python']}, {about['java']}, PySpark {about['pyspark']}.",
+        f"Python {about['python']}, PySpark {about['pyspark']}; the jobs would run on {about['java']} now "
+        "(each row's Java is in its code column when it was recorded).",
         "",
         f"![time against rows]({plot.name})",
         "",
@@ -344,7 +350,7 @@ def write_report(results: list[dict], target: Path, plot: Path, *, about: dict, 
         lines.append(
             sizes + " | ".join(f"{r['stage_seconds'][stage]:.0f}" if stage in r.get("stage_seconds", {}) else "–" for stage in stages)
             + f" | {total} | {target_verdict(r)} | {r.get('driver_memory', '4g')} | {_gb(r['peak_bytes'].get('jvm'))} | {_gb(r['peak_bytes'].get('python_workers'))} | "
-            f"{r.get('commit', 'unknown')} |")
+            f"{_code(r)} |")
     lines += [
         "",
         "Total is the wall time of the `jobs.pipeline` process, JVM start-up included. Peaks are private resident memory "
@@ -371,7 +377,7 @@ def write_report(results: list[dict], target: Path, plot: Path, *, about: dict, 
             refit = r["refit"]
             cells = (["–"] * len(stages) + [f"failed: {refit['failed']}"] if "failed" in refit else
                      [f"{refit['stage_seconds'][stage]:.0f}" for stage in stages] + [f"**{_minutes(refit['seconds'])}**"])
-            lines.append(f"| {r['rows']:,} | " + " | ".join(cells) + f" | {_gb(refit['peak_bytes'].get('jvm'))} | {r.get('commit', 'unknown')} |")
+            lines.append(f"| {r['rows']:,} | " + " | ".join(cells) + f" | {_gb(refit['peak_bytes'].get('jvm'))} | {_code(r)} |")
         lines.append("")
     lines += [
         "## Against a single-machine reference",
