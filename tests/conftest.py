@@ -139,9 +139,13 @@ def cluster_run(synthetic, tmp_path_factory):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     work = tmp_path_factory.mktemp("cluster-test")
+    # The settings of the in-process run it is compared with, whose session set adaptive execution on (see ``spark``):
+    # left unset, the cluster's driver would turn it off for this small input, and sums in another order shift the CLV fits.
+    config = work / "pipeline.toml"
+    config.write_text(PIPELINE_CONFIG.read_text() + '\n[spark.extra]\n"spark.sql.adaptive.enabled" = "true"\n')
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cluster-run") as background:
         future = background.submit(cluster_test.run_on_cluster, str(synthetic.root / "raw" / "transactions"), work,
-                                   config=str(PIPELINE_CONFIG), port=port, echo=lambda line: None)
+                                   config=str(config), port=port, echo=lambda line: None)
         yield future
         # Leaving the executor waits for the run, so no master or worker outlives the session.
 
