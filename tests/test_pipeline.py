@@ -107,6 +107,12 @@ def test_shuffle_partitions_grow_with_the_input_and_never_shrink(spark, syntheti
     assert fit_to_input(spark, raw) == grown  # never lowered
 
 
+def run_script(script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """``script`` in a Python process of its own (a JVM of its own, for session settings read at start-up), from the project."""
+    return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, cwd=PROJECT, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(PROJECT), **env})
+
+
 def test_a_small_input_runs_without_adaptive_execution_unless_it_was_set(spark, tmp_path):
     from jobs.spark import BYTES_PER_SHUFFLE_PARTITION, fit_to_input
 
@@ -125,8 +131,7 @@ def test_a_small_input_runs_without_adaptive_execution_unless_it_was_set(spark, 
         "    fit_to_input(spark, path)\n"
         "    print(spark.conf.get('spark.sql.adaptive.enabled'))\n"
     )
-    result = subprocess.run([sys.executable, "-c", show, str(large), str(small)], capture_output=True, text=True, cwd=PROJECT,
-                            timeout=120, env={**os.environ, "PYTHONPATH": str(PROJECT)})
+    result = run_script(show, str(large), str(small))
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["true", "false"]  # Spark's default for the large input; off for the small one
 
@@ -177,8 +182,7 @@ def test_a_local_session_keeps_what_pyspark_submit_args_then_the_config_file_set
     )
     submit_args = (f"--master local[3] --driver-memory 1g --conf spark.sql.adaptive.enabled=false "
                    f"--conf spark.checkpoint.dir={tmp_path} --conf spark.buffer.pageSize=2m pyspark-shell")
-    result = subprocess.run([sys.executable, "-c", show], capture_output=True, text=True, cwd=PROJECT, timeout=120,
-                            env={**os.environ, "PYTHONPATH": str(PROJECT), "PYSPARK_SUBMIT_ARGS": submit_args})
+    result = run_script(show, PYSPARK_SUBMIT_ARGS=submit_args)
     assert result.returncode == 0, result.stderr
     partitions, adaptive, checkpoints, memory, zone, page_size, compiled_classes = result.stdout.split()
     assert (adaptive, memory, page_size) == ("false", "1g", "2m")  # over the config file's extra settings too
@@ -203,8 +207,7 @@ def test_a_local_session_checkpoints_into_a_directory_removed_when_the_process_e
         "(directory / 'app' / 'rdd-1' / 'part-00000').write_bytes(b'factors')\n"
         "print(directory)\n"
     )
-    result = subprocess.run([sys.executable, "-c", checkpoint], capture_output=True, text=True, cwd=PROJECT, timeout=60,
-                            env={**os.environ, "PYTHONPATH": str(PROJECT), "TMPDIR": str(tmp_path)})
+    result = run_script(checkpoint, TMPDIR=str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert Path(result.stdout.strip()).parent == tmp_path
     assert list(tmp_path.iterdir()) == []
