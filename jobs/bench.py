@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobs.config import build, load_config_file
-from jobs.spark import SparkSettings, choose_java, java_executable, project_env
+from jobs.spark import SparkSettings, choose_java, java_executable, jvm_cache_file, project_env
 from jobs.synth import SynthConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -171,6 +171,13 @@ def code_version(report: Path) -> str:
     return head.stdout.strip() + ("+changes" if git("status", "--porcelain", "--untracked-files=no", "--", ".", f":(exclude,glob)**/{report.stem}.*").stdout.strip() else "")
 
 
+def pipeline_java() -> str:
+    """The Java the pipelines run chooses, and whether they start from its JVM cache (make jvm-cache)."""
+    major = choose_java()
+    cache = jvm_cache_file()
+    return f"Java {major}" + (" + JVM cache" if cache and os.path.isfile(cache) else "")
+
+
 def bench_size(rows: int, work_dir: Path, *, profile: Path, reference: bool, reference_timeout: float, driver_memory: str,
                reference_memory_cap: int, report: Path, refit: bool = True, echo=print) -> dict:
     base = work_dir / f"rows-{rows}"
@@ -179,7 +186,7 @@ def bench_size(rows: int, work_dir: Path, *, profile: Path, reference: bool, ref
     env["PYSPARK_SUBMIT_ARGS"] = f"--driver-memory {driver_memory} pyspark-shell"  # the JVM's heap is fixed when it starts
     python = sys.executable
     result: dict = {"rows_requested": rows, "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                    "commit": code_version(report), "java": f"Java {choose_java()}"}  # the Java the pipelines below choose
+                    "commit": code_version(report), "java": pipeline_java()}
 
     if not (data / "transactions" / "_SUCCESS").exists():
         log = base / "synth.log"

@@ -58,13 +58,13 @@ def test_dates_in_config_are_parsed():
 
 
 def fake_java(tmp_path, version_line, release: str | None = None):
-    """A Java home whose java prints ``version_line``; with ``release``, the JAVA_VERSION its release file gives."""
+    """A Java home whose java prints ``version_line``; with ``release``, the JAVA_VERSION its release file gives (and a build of it)."""
     java = tmp_path / "bin" / "java"
     java.parent.mkdir(parents=True)
     java.write_text(f"#!/bin/sh\necho '{version_line}' >&2\n")
     java.chmod(java.stat().st_mode | stat.S_IEXEC)
     if release:
-        (tmp_path / "release").write_text(f'IMPLEMENTOR="Test"\nJAVA_VERSION="{release}"\n')
+        (tmp_path / "release").write_text(f'IMPLEMENTOR="Test"\nJAVA_VERSION="{release}"\nJAVA_RUNTIME_VERSION="{release}+9-LTS"\n')
     return tmp_path
 
 
@@ -136,3 +136,22 @@ def test_missing_java_is_reported(tmp_path, monkeypatch):
 
 def test_this_machine_has_java_17_or_newer():
     assert spark_helpers.check_java() >= 17
+
+
+def test_the_jvm_cache_belongs_to_one_java_build_and_is_used_once_it_exists(javas, tmp_path, monkeypatch):
+    monkeypatch.setenv("SEGREC_JVM_CACHE_DIR", str(tmp_path / "caches"))
+    monkeypatch.setenv("JAVA_HOME", str(javas / "jdk-25"))
+    cache = spark_helpers.jvm_cache_file()
+
+    assert os.path.dirname(cache) == str(tmp_path / "caches") and "java-25.0.3+9-LTS" in os.path.basename(cache)
+    assert spark_helpers.local_java_options() == spark_helpers.LOCAL_JAVA_OPTIONS  # not made yet
+    os.makedirs(os.path.dirname(cache))
+    open(cache, "wb").close()
+    assert spark_helpers.local_java_options() == f"{spark_helpers.LOCAL_JAVA_OPTIONS} -XX:AOTCache={cache}"
+
+    fake_java(tmp_path / "jdk-25-update", 'openjdk version "25.0.4"', release="25.0.4")
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "jdk-25-update"))
+    assert spark_helpers.jvm_cache_file() not in (None, cache)  # another build never takes this one's cache
+    monkeypatch.setenv("JAVA_HOME", str(javas / "jdk-21"))
+    assert spark_helpers.jvm_cache_file() is None  # Java 21 has no AOT cache
+    assert spark_helpers.local_java_options() == spark_helpers.LOCAL_JAVA_OPTIONS

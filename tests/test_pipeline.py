@@ -192,6 +192,39 @@ def test_a_local_session_keeps_what_pyspark_submit_args_then_the_config_file_set
     assert partitions == "3"  # nobody set them: one per core of local[3]
 
 
+def test_a_trained_jvm_cache_is_what_local_sessions_start_with(spark, tmp_path, monkeypatch):
+    from jobs.spark import jvm_cache_file
+
+    monkeypatch.setenv("SEGREC_JVM_CACHE_DIR", str(tmp_path))
+    cache = jvm_cache_file()  # for the Java this suite's session chose
+    if cache is None:
+        pytest.skip("the Java that runs Spark here cannot use an AOT cache (Java 25+ can)")
+    train = [sys.executable, "-m", "jobs.jvm_cache", "--workload", "session"]
+    trained = subprocess.run(train, capture_output=True, text=True, cwd=PROJECT, timeout=300)
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == [Path(cache).name, Path(cache).name + ".log"]  # nothing partial left
+    assert "JVM cache present" in subprocess.run(train, capture_output=True, text=True, cwd=PROJECT, timeout=60).stdout
+
+    # A JVM that cannot use its cache runs without it, unless told -XX:AOTMode=on: then it refuses to start.
+    start = (
+        "import os, shlex, sys\n"
+        "from jobs.spark import SparkSettings, build_session, choose_java, local_java_options\n"
+        "choose_java()\n"
+        "if sys.argv[1:] == ['strict']:\n"
+        "    strict = local_java_options() + ' -XX:AOTMode=on'\n"
+        "    os.environ['PYSPARK_SUBMIT_ARGS'] = f'--driver-java-options {shlex.quote(strict)} pyspark-shell'\n"
+        "spark = build_session(SparkSettings(quiet=True, master='local[1]'))\n"
+        "arguments = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments()\n"
+        "print(spark.range(10).count(), *arguments)\n"
+    )
+    for mode in ("default", "strict"):
+        started = run_script(start, mode)
+        assert started.returncode == 0, started.stderr
+        count, *arguments = started.stdout.split()
+        assert count == "10" and f"-XX:AOTCache={cache}" in arguments
+    assert "-XX:AOTMode=on" in arguments
+
+
 def test_a_local_session_uses_8_mb_tungsten_pages_unless_told_otherwise(spark):
     # Spark's own choice here would be 64 MB (heap / cores / 16); the test above sets 2m and keeps it.
     assert spark.sparkContext.getConf().get("spark.buffer.pageSize") == "8m"
