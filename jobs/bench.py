@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobs.config import build, load_config_file
-from jobs.spark import SparkSettings, choose_java, java_executable, jvm_cache_file, project_env
+from jobs.spark import SparkSettings, choose_java, java_executable, project_env, trained_jvm_cache
 from jobs.synth import SynthConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -173,9 +173,7 @@ def code_version(report: Path) -> str:
 
 def pipeline_java() -> str:
     """The Java the pipelines run chooses, and whether they start from its JVM cache (make jvm-cache)."""
-    major = choose_java()
-    cache = jvm_cache_file()
-    return f"Java {major}" + (" + JVM cache" if cache and os.path.isfile(cache) else "")
+    return f"Java {choose_java()}" + (" + JVM cache" if trained_jvm_cache() else "")
 
 
 def bench_size(rows: int, work_dir: Path, *, profile: Path, reference: bool, reference_timeout: float, driver_memory: str,

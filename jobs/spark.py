@@ -130,8 +130,8 @@ LOCAL_JAVA_OPTIONS = "-XX:+UseParallelGC"
 
 # A JVM started with -XX:AOTCache finds the classes an earlier training run used already loaded and
 # linked, and the profiles of its hot methods (JEP 483, 515; Java 25's -XX:AOTCacheOutput makes one,
-# JEP 514). `make jvm-cache` trains it (jobs.jvm_cache). The 1M-row pipeline took 100 and 102 s with
-# it against 106 and 108 s without, run in turn; a session running one query 4.3 s against 7.2 s.
+# JEP 514). `make jvm-cache` trains it (jobs.jvm_cache). The 1M-row pipeline took 103 and 104 s with
+# it against 108 and 109 s without, run in turn; a session running one query 4.3 s against 7.2 s.
 JVM_CACHE_JAVA_MAJOR = 25
 
 
@@ -160,10 +160,17 @@ def jvm_cache_file() -> str | None:
     return os.path.join(jvm_cache_directory(), f"spark-{pyspark.__version__}-java-{build}-{digest}.aot")
 
 
-def local_java_options() -> str:
-    """The local driver JVM's options: the collector, and the AOT cache when one was made for this Java and Spark."""
+def trained_jvm_cache() -> str | None:
+    """The AOT cache local sessions start from: ``jvm_cache_file()`` once `make jvm-cache` has trained it."""
     cache = jvm_cache_file()
-    return f"{LOCAL_JAVA_OPTIONS} -XX:AOTCache={shlex.quote(cache)}" if cache and os.path.isfile(cache) else LOCAL_JAVA_OPTIONS
+    return cache if cache and os.path.isfile(cache) else None
+
+
+def local_java_options() -> str:
+    """The local driver JVM's options: the collector, and the AOT cache once trained for this Java and Spark."""
+    cache = trained_jvm_cache()
+    return f"{LOCAL_JAVA_OPTIONS} -XX:AOTCache={shlex.quote(cache)}" if cache else LOCAL_JAVA_OPTIONS
+
 
 BYTES_PER_SHUFFLE_PARTITION = 8 * 1024 ** 2  # of input files: about a million transaction rows as Parquet
 
@@ -356,9 +363,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             major = choose_java()
             print(f"Java {major} found: {java_executable()}")
-            cache = jvm_cache_file()
-            if cache:
-                print(f"JVM cache: {cache}" if os.path.isfile(cache) else "no JVM cache yet: `make jvm-cache` trains one (jobs/jvm_cache.py)")
+            if jvm_cache_file():
+                cache = trained_jvm_cache()
+                print(f"JVM cache: {cache}" if cache else "no JVM cache yet: `make jvm-cache` trains one (jobs/jvm_cache.py)")
         except JavaNotFoundError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
