@@ -31,9 +31,9 @@ from typing import Callable
 
 from jobs import cli
 from jobs.spark import (JVM_CACHE_JAVA_MAJOR, LOCAL_JAVA_OPTIONS, SparkSettings, build_session, choose_java, jvm_cache_file,
-                        project_env)
+                        project_env, trained_jvm_cache)
 
-TRAINING_CUSTOMERS = 800  # a shop big enough for every stage and model to do real work: about 60k rows
+TRAINING_CUSTOMERS = 800  # a shop big enough for every stage and model to do real work: about 52k rows
 # The cache's assembly prints a warning per class it cannot keep (Spark's generated classes, signed jars).
 QUIET_ASSEMBLY = "-Xlog:aot=error,cds=error"
 JVM_EXIT_TIMEOUT_SECONDS = 600
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if target is None:
         print(f"Java {major} cannot use an ahead-of-time cache (Java {JVM_CACHE_JAVA_MAJOR}+ can, with its release file): nothing to do")
         return 0
-    if os.path.isfile(target) and not args.force:
+    if trained_jvm_cache() and not args.force:
         print(f"JVM cache present: {target}")
         return 0
     print(f"training the JVM cache for Java {major} ({args.workload} workload) ...")
