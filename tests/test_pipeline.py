@@ -107,10 +107,14 @@ def test_shuffle_partitions_grow_with_the_input_and_never_shrink(spark, syntheti
     assert fit_to_input(spark, raw) == grown  # never lowered
 
 
-def run_script(script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
-    """``script`` in a Python process of its own (a JVM of its own, for session settings read at start-up), from the project."""
-    return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, cwd=PROJECT, timeout=120,
+def run_python(*argv: str, **env: str) -> subprocess.CompletedProcess:
+    """This Python with ``argv`` in a process of its own (a JVM of its own, for session settings read at start-up), from the project."""
+    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=PROJECT, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(PROJECT), **env})
+
+
+def run_script(script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return run_python("-c", script, *args, **env)
 
 
 def test_a_small_input_runs_without_adaptive_execution_unless_it_was_set(spark, tmp_path):
@@ -199,11 +203,11 @@ def test_a_trained_jvm_cache_is_what_local_sessions_start_with(spark, tmp_path, 
     cache = jvm_cache_file()  # for the Java this suite's session chose
     if cache is None:
         pytest.skip("the Java that runs Spark here cannot use an AOT cache (Java 25+ can)")
-    train = [sys.executable, "-m", "jobs.jvm_cache", "--workload", "session"]
-    trained = subprocess.run(train, capture_output=True, text=True, cwd=PROJECT, timeout=300)
+    train = ["-m", "jobs.jvm_cache", "--workload", "session"]
+    trained = run_python(*train)
     assert trained.returncode == 0, trained.stdout + trained.stderr
     assert sorted(path.name for path in tmp_path.iterdir()) == [Path(cache).name, Path(cache).name + ".log"]  # nothing partial left
-    assert "JVM cache present" in subprocess.run(train, capture_output=True, text=True, cwd=PROJECT, timeout=60).stdout
+    assert "JVM cache present" in run_python(*train).stdout
 
     # A JVM that cannot use its cache runs without it, unless told -XX:AOTMode=on: then it refuses to start.
     start = (
