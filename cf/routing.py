@@ -27,6 +27,7 @@ from cf.tuning import ALL_SEGMENTS, ALSSettings, InteractionCache
 from cf.neighbours import BuyAgainRecommender, CooccurrenceRecommender
 from coldstart.popularity import PopularityRecommender, TrendingRecommender
 from segmentation import columns as C
+from segmentation.windows import WindowRule
 
 BASELINE = "popularity"
 CANDIDATES = {
@@ -37,6 +38,10 @@ CANDIDATES = {
 }
 EXCLUDES_SEEN = {"discover": True, "for_you": False, "buy_again": False, "cold": False}
 MODELS = ("popularity_by_country", "trending", "buy_again", "cooccurrence", "als", "segment_als")
+# What each list is served when the history leaves no validation window: the first of these that is fitted.
+# None needs tuning, and each falls back to popularity where it has nothing to say.
+UNVALIDATED = {"discover": (BASELINE,), "for_you": ("buy_again",), "cold": ("popularity_by_country", BASELINE)}
+UNVALIDATED_ROUTE = "unvalidated"  # a route's chosen_on when no validation window chose it
 SIMILAR_ITEM_SOURCES = ("cooccurrence", "als")
 
 
@@ -45,7 +50,10 @@ class RoutingConfig:
     n: int = 10  # list length while evaluating (metrics look at the top k)
     k: int = 10
     served_n: int = 30  # list length written for serving
-    validation_days: int = 90
+    validation_days: int | None = None  # None: validation_share of the history before the as-of date, at most max_validation_days
+    validation_share: float = 0.25
+    max_validation_days: int = 90
+    min_validation_days: int = 14  # a shorter window validates nothing: the lists get the UNVALIDATED routes
     validation_customers: int = 50_000  # beyond this, validation uses a hash sample of customers
     buy_again_half_life_days: float = 180.0
     trending_half_life_days: float = 14.0
@@ -77,6 +85,10 @@ class RoutingConfig:
 
     def similar_item_sources(self) -> list[str]:
         return [name for name in SIMILAR_ITEM_SOURCES if name in self.models]
+
+    def validation_rule(self) -> WindowRule:
+        return WindowRule(name="validation window", flag="--validation-days", share=self.validation_share,
+                          max_days=self.max_validation_days, min_days=self.min_validation_days)
 
 
 @dataclass
@@ -238,12 +250,21 @@ def choose_routes(rows: list[dict], metric: str = "ndcg", *, min_customers: int 
     return routes
 
 
+def unvalidated_routes(list_name: str, config: RoutingConfig) -> dict[str, dict]:
+    """The route of ``list_name`` for everyone when no validation window could choose one (see ``UNVALIDATED``)."""
+    fitted = set(config.candidates(list_name))
+    source = next(name for name in UNVALIDATED[list_name] if name in fitted)
+    return {ALL_SEGMENTS: {"source": source, "ndcg": None, "baseline_ndcg": None, "customers": 0, "chosen_on": UNVALIDATED_ROUTE}}
+
+
 def describe_routes(routes: dict[str, dict]) -> str:
     """``segment -> source`` for each segment, marking those with too few customers to choose their own."""
 
     def describe(segment: str, route: dict) -> str:
-        borrowed = route.get("chosen_on", segment) != segment
-        return f"{segment} -> {route['source']}" + (f" (overall route: {route['customers']:,} customers)" if borrowed else "")
+        chosen_on = route.get("chosen_on", segment)
+        if chosen_on == UNVALIDATED_ROUTE:
+            return f"{segment} -> {route['source']} (not validated)"
+        return f"{segment} -> {route['source']}" + (f" (overall route: {route['customers']:,} customers)" if chosen_on != segment else "")
 
     return ", ".join(describe(segment, route) for segment, route in routes.items())
 

@@ -16,13 +16,14 @@ from jobs.spark import JavaNotFoundError
 from cf.interactions import RecommendationError
 from jobs.storage import StorageError
 from segmentation.rfm import SegmentationError
+from segmentation.windows import WindowError
 
 
 class JobError(RuntimeError):
     """A problem with the user's input or settings, reported as one line with exit status 2."""
 
 
-USER_ERRORS = (JobError, ConfigError, StorageError, JavaNotFoundError, SegmentationError, RecommendationError)
+USER_ERRORS = (JobError, ConfigError, StorageError, JavaNotFoundError, SegmentationError, RecommendationError, WindowError)
 # A Java exception line that names only Spark's error class ("SparkException: [INTERNAL_ERROR]"); its message is on the next line.
 ERROR_CLASS_ALONE = re.compile(r"\[[A-Z][A-Z0-9_.]*\]$")
 

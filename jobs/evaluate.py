@@ -2,11 +2,12 @@
 
     python -m jobs.evaluate --output output          # reads output/ingest, writes output/evaluation
 
-Test window: the last ``--test-days`` (92) days before the as-of date; training
-is everything before it. ALS settings are tuned (within ``--tune-budget``
-seconds) and routes chosen on a validation window carved from the end of the
-training period (``--validation-days``, 90), with models fitted on what came
-before it, so nothing from the test window is seen when choosing. The train
+Test window: the last ``--test-days`` before the as-of date (default: a quarter
+of the history, at most 92 days); training is everything before it. ALS settings
+are tuned (within ``--tune-budget`` seconds) and routes chosen on a validation
+window carved from the end of the training period (``--validation-days``: a
+quarter of the history before the test window, at most 90 days), with models
+fitted on what came before it, so nothing from the test window is seen when choosing. The train
 stage (``jobs.train``) runs the same validation before the as-of date.
 Warm customers (bought before the cutoff) are scored on ``discover`` (new items
 only) and ``for_you`` (all purchases); cold customers (first purchase after the
@@ -29,12 +30,12 @@ from jobs.config import build, load_config_file
 from jobs.spark import SparkSettings, build_session
 from cf import evaluation, routing
 from cf.base import in_parallel
-from cf.interactions import RecommendationError
 from cf.routing import RoutingConfig
 from cf.tuning import ALL_SEGMENTS, ALSSettings, TuningConfig, tune
 from segmentation import columns as C
-from segmentation import rfm
 from segmentation.customers import segment_customers
+from segmentation.rfm import SegmentationError
+from segmentation.windows import History, Window, WindowError, WindowRule, choose_window, read_history
 
 STAGE = "evaluation"
 # list -> (customers it is scored on, which test purchases count)
@@ -43,8 +44,27 @@ RELEVANCE = {"discover": ("warm", "new"), "for_you": ("warm", "all"), "cold": ("
 
 @dataclasses.dataclass(frozen=True)
 class EvaluationConfig:
-    test_days: int = 92
     cutoff: dt.date | None = None  # first day of the test window; default: test_days before the as-of date
+    test_days: int | None = None  # None: test_share of the history before the as-of date, at most max_test_days
+    test_share: float = 0.25
+    max_test_days: int = 92
+    min_test_days: int = 14
+
+    def rule(self) -> WindowRule:
+        return WindowRule(name="test window", flag="--test-days", share=self.test_share, max_days=self.max_test_days,
+                          min_days=self.min_test_days)
+
+    def window(self, history: History) -> Window:
+        """The test window: from ``cutoff`` or ``test_days`` when given, else chosen from the history; never skipped."""
+        days = self.test_days
+        if self.cutoff is not None:
+            days = (history.as_of - self.cutoff).days
+            if days < 1:
+                raise WindowError(f"--cutoff {self.cutoff} leaves an empty test window before {history.describe_as_of()}")
+        window = choose_window(history, self.rule(), days=days)
+        if window.skipped:
+            raise WindowError(f"too little history to evaluate: {window.reason}")
+        return window
 
 
 def evaluate_window(purchases, returns, *, cutoff: dt.date, end: dt.date, config: RoutingConfig, clv_config, segment_config,
@@ -136,8 +156,26 @@ def customer_sample(purchases, returns, max_customers: int):
     return purchases.where(keep), returns.where(keep), kept / buckets
 
 
-def validate(purchases, returns, *, cutoff: dt.date, config: RoutingConfig, tuning: TuningConfig, clv_config, segment_config) -> dict:
-    """Tune, score every source and choose the routes on the ``config.validation_days`` before ``cutoff``.
+def validation_window(history: History, config: RoutingConfig, *, end: dt.date) -> Window:
+    """The validation window ending the day before ``end``: ``config.validation_days`` long, else chosen from the history."""
+    return choose_window(history, config.validation_rule(), days=config.validation_days, end=end)
+
+
+def unvalidated_choice(config: RoutingConfig, tuning: TuningConfig, window: Window) -> dict:
+    """What ``validate`` returns when ``window`` was skipped: fixed routes, default ALS settings, the first item-to-item source."""
+    return {
+        "window": {"window": window.as_dict(), "tuning": {}},
+        "routes": {list_name: routing.unvalidated_routes(list_name, config) for list_name in RELEVANCE},
+        "als_settings": {ALL_SEGMENTS: tuning.start()},
+        "similar_items_source": config.similar_item_sources()[0],
+    }
+
+
+def validate(purchases, returns, *, window: Window, config: RoutingConfig, tuning: TuningConfig, clv_config, segment_config) -> dict:
+    """Tune, score every source and choose the routes on the validation ``window`` (see ``validation_window``).
+
+    A skipped window, or one whose earlier history cannot be segmented, validates nothing:
+    the lists get fixed routes (``unvalidated_choice``), and the window's reason says why.
 
     Routes are chosen by comparing sources on the same customers, which a sample does as
     well as everyone: beyond ``config.validation_customers`` the window is a hash sample of
@@ -145,14 +183,21 @@ def validate(purchases, returns, *, cutoff: dt.date, config: RoutingConfig, tuni
     (The validation models learn from the sample only, which tends to understate the
     collaborative ones against the final fit.)
     """
-    validation_cutoff = cutoff - dt.timedelta(days=config.validation_days)
+    if window.skipped:
+        return unvalidated_choice(config, tuning, window)
     purchases, returns, share = customer_sample(purchases, returns, config.validation_customers)
-    validation = evaluate_window(purchases, returns, cutoff=validation_cutoff, end=cutoff, config=config, tuning=tuning,
-                                 clv_config=clv_config, segment_config=segment_config)
-    validation["customer_share"] = share
+    try:
+        validation = evaluate_window(purchases, returns, cutoff=window.start, end=window.end, config=config, tuning=tuning,
+                                     clv_config=clv_config, segment_config=segment_config)
+    except SegmentationError as error:
+        return unvalidated_choice(config, tuning, Window(
+            window.name, window.end, None, f"{window.reason}, but the history before {window.start} cannot be segmented: {error}"))
+    validation.update(customer_share=share, window=window.as_dict())
     return {
         "window": validation,
+        # A list no validation customer could be scored on (no warm customers, say) is not validated either.
         "routes": {list_name: routing.choose_routes(rows, min_customers=config.min_route_customers)
+                   or routing.unvalidated_routes(list_name, config)
                    for list_name, rows in validation["lists"].items()},
         "als_settings": chosen_settings(validation["tuning"]) or {ALL_SEGMENTS: tuning.start()},
         "similar_items_source": routing.choose_similar_source(validation["similar_items"], config.similar_item_sources()),
@@ -162,16 +207,18 @@ def validate(purchases, returns, *, cutoff: dt.date, config: RoutingConfig, tuni
 def run_evaluation(spark, output_uri: str, *, as_of: dt.date | None, config: EvaluationConfig, routing_config: RoutingConfig,
                    tuning_config: TuningConfig, clv_config, segment_config, echo=print) -> dict:
     purchases, returns = segment.read_transactions(spark, output_uri)
-    end = as_of or rfm.default_as_of(purchases)
-    cutoff = config.cutoff or end - dt.timedelta(days=config.test_days)
-    if cutoff >= end:
-        raise RecommendationError(f"the test window {cutoff}..{end - dt.timedelta(days=1)} is empty: the data ends before the cutoff")
+    history = read_history(purchases, as_of)
+    history.check()
+    test_window = config.window(history)
+    cutoff, end = test_window.start, test_window.end
     common = {"config": routing_config, "clv_config": clv_config, "segment_config": segment_config}
 
-    echo(f"validation: tune and choose routes on the {routing_config.validation_days} days before {cutoff}")
-    chosen = validate(purchases, returns, cutoff=cutoff, tuning=tuning_config, **common)
-    echo(f"test: fit before {cutoff}, score {cutoff}..{end - dt.timedelta(days=1)}")
+    window = validation_window(history, routing_config, end=cutoff)
+    echo(f"validation: tune and choose routes on the {window.describe()}")
+    chosen = validate(purchases, returns, window=window, tuning=tuning_config, **common)
+    echo(f"test: fit before {cutoff}, score the {test_window.describe()}")
     test = evaluate_window(purchases, returns, cutoff=cutoff, end=end, routes=chosen["routes"], als_settings=chosen["als_settings"], **common)
+    test["window"] = test_window.as_dict()
     result = {"k": routing_config.k, "validation": chosen["window"], "routes": chosen["routes"],
               "similar_items_source": chosen["similar_items_source"], "test": test,
               "settings": {"routing": dataclasses.asdict(routing_config), "tuning": dataclasses.asdict(tuning_config)}}
@@ -206,7 +253,8 @@ def format_results(result: dict) -> str:
 
 
 def add_recommendation_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--validation-days", type=int, help="validation window for tuning and routing (default 90)")
+    parser.add_argument("--validation-days", type=int, help="validation window for tuning and routing (default: a quarter of "
+                        "the history before it, at most 90; below 14 the routes are not validated)")
     parser.add_argument("--tune-budget", type=float, help="seconds for the ALS search over all segments (default 240; 0: defaults)")
 
 
@@ -221,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", required=True, help="pipeline output directory (reads <output>/ingest)")
     parser.add_argument("--cutoff", type=cli.as_of_date, help="first day of the test window (default: --test-days before the as-of date)")
-    parser.add_argument("--test-days", type=int, help="test window length (default 92)")
+    parser.add_argument("--test-days", type=int, help="test window length (default: a quarter of the history before the "
+                        "as-of date, at most 92)")
     add_recommendation_arguments(parser)
     cli.add_common_arguments(parser)
     args = parser.parse_args(argv)

@@ -22,6 +22,7 @@ from typing import Any, Callable
 from jobs import cli, evaluate, ingest, report, segment, storage, train
 from jobs.config import build, load_config_file
 from jobs.spark import SparkSettings, build_session, fit_to_input
+from segmentation.windows import describe_window
 
 
 @dataclass
@@ -29,6 +30,8 @@ class StageResult:
     rows_in: int
     rows_out: int
     note: str = ""
+    window: dict | None = None  # the time window the stage held out, as Window.as_dict() gives it
+    as_of: str | None = None  # the as-of date the stage used (the day after the last purchase when none was given)
 
 
 @dataclass
@@ -58,17 +61,20 @@ def segment_stage(context: RunContext) -> StageResult:
     clv_config, segment_config, _ = segment.segment_configs(context.args, context.settings)
     summary = segment.run_segment(context.spark, context.output_uri, as_of=context.as_of, clv_config=clv_config, segment_config=segment_config)
     sizes = ", ".join(f"{label} {count:,}" for label, count in sorted(summary["segments"].items()))
-    return StageResult(rows_in=_clean_rows(context), rows_out=summary["customers"], note=f"{sizes}; silhouette {summary['silhouette']:.2f}")
+    return StageResult(rows_in=_clean_rows(context), rows_out=summary["customers"], note=f"{sizes}; silhouette {summary['silhouette']:.2f}",
+                       as_of=summary["as_of"])
 
 
 def backtest_stage(context: RunContext) -> StageResult:
     clv_config, segment_config, backtest_config = segment.segment_configs(context.args, context.settings)
     result = segment.run_backtest(context.spark, context.output_uri, as_of=context.as_of, config=backtest_config,
                                   clv_config=clv_config, segment_config=segment_config)
+    window = result["window"]
+    if result["skipped"]:
+        return StageResult(rows_in=_clean_rows(context), rows_out=0, note="skipped", window=window)
     chosen = next(row for row in result["variants"] if row["variant"] == result["chosen_variant"])
-    note = (f"{result['chosen_variant']}: repeat purchases {chosen['aggregate_error']:+.1%}, "
-            f"Spearman {chosen['spearman']:.3f}, hold-out {result['holdout_start']}..{result['holdout_end']}")
-    return StageResult(rows_in=_clean_rows(context), rows_out=result["customers"], note=note)
+    note = f"{result['chosen_variant']}: repeat purchases {chosen['aggregate_error']:+.1%}, Spearman {chosen['spearman']:.3f}"
+    return StageResult(rows_in=_clean_rows(context), rows_out=result["customers"], note=note, window=window)
 
 
 def recommendations_stage(context: RunContext) -> StageResult:
@@ -79,9 +85,11 @@ def recommendations_stage(context: RunContext) -> StageResult:
                                config=train.train_config(context.args, context.settings), echo=context.echo)
     routes = "; ".join(f"{name}: " + ", ".join(f"{segment_name} {route['source']}" for segment_name, route in routes.items())
                        for name, routes in manifest["routes"].items())
+    window = manifest["validation"].get("window")
     if train.routes_reused(manifest):
         routes = f"routes reused, chosen as of {manifest['routes_chosen_as_of']}: {routes}"
-    return StageResult(rows_in=_clean_rows(context), rows_out=sum(manifest["rows"].values()), note=routes)
+    return StageResult(rows_in=_clean_rows(context), rows_out=sum(manifest["rows"].values()), note=routes, window=window,
+                       as_of=manifest["as_of"])
 
 
 def report_stage(context: RunContext) -> StageResult:
@@ -128,9 +136,11 @@ def run_pipeline(context: RunContext, stages: list[str]) -> dict:
         "run_id": uuid.uuid4().hex[:12],
         "input": context.input_uri,
         "output": context.output_uri,
-        "as_of": context.as_of.isoformat() if context.as_of else None,
+        "as_of": context.as_of.isoformat() if context.as_of else None,  # the one used, once a stage has chosen it
+        "as_of_given": context.as_of is not None,
         "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "stages": [],
+        "windows": {},
     }
     started = time.monotonic()
     for number, name in enumerate(stages, start=1):
@@ -144,8 +154,13 @@ def run_pipeline(context: RunContext, stages: list[str]) -> dict:
              f"{elapsed:.1f}s{' (' + result.note + ')' if result.note else ''}")
         run["stages"].append({"stage": name, "rows_in": result.rows_in, "rows_out": result.rows_out,
                               "seconds": round(elapsed, 2), "note": result.note})
+        if result.window is not None:
+            run["windows"][name] = result.window
+        run["as_of"] = run["as_of"] or result.as_of
     run["seconds"] = round(time.monotonic() - started, 2)
     storage.write_json(context.spark, storage.join(context.output_uri, "run.json"), run)
+    for window in run["windows"].values():
+        echo(describe_window(window))
     echo(f"done: {len(stages)} stage(s) in {run['seconds']:.1f}s; outputs under {context.output_uri}")
     return run
 

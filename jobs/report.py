@@ -80,7 +80,7 @@ def build_charts(spark, output_uri: str) -> tuple[list[charts.Chart], dict, pd.D
         charts.segment_sizes(table),
         charts.distributions(distribution_stats(customers)),
         charts.frequency_vs_spend(customer_sample(customers, summary["customers"])),
-        charts.clv_backtest(pd.DataFrame(backtest["by_frequency"]), backtest),
+        *([] if backtest["skipped"] else [charts.clv_backtest(pd.DataFrame(backtest["by_frequency"]), backtest)]),
         charts.top_items(top_items_per_segment(purchases, customers, as_of)),
     ]
     return drawn, summary, table, backtest
@@ -107,7 +107,7 @@ def render_html(drawn: list[charts.Chart], summary: dict, table: pd.DataFrame, b
         "median days since last purchase": "{:.0f}", "median repeat purchase days": "{:.0f}", "median net spend": "£{:,.0f}",
         "median 12-month value": "£{:,.0f}", "mean chance still active": "{:.0%}",
     })
-    backtest_table = _backtest_table(backtest)
+    backtest_section = _backtest_section(backtest)
     sections = "".join(
         f'<section><h2>{html.escape(chart.title)}</h2><img alt="{html.escape(chart.title)}" '
         f'src="data:image/png;base64,{base64.b64encode(chart.png).decode()}"><p>{html.escape(chart.caption)}</p></section>'
@@ -130,17 +130,23 @@ Segment quality (silhouette): {summary['silhouette']:.2f}.</p>
 {segment_table}
 {sections}
 <section><h2>How good is the CLV forecast?</h2>
-<p>Backtest: models fitted on purchases up to {backtest['calibration_end']}, checked against the
-{backtest['holdout_days']} days after it. "error" is predicted minus actual purchase days, in percent;
-"Spearman" and "top 20%" measure how well the predicted value ranks customers by what they really spent in the hold-out,
-next to simply ranking them by past spend.</p>
-{backtest_table}
+{backtest_section}
 </section>
 {f'<section><h2>Notes</h2><ul>{notes}</ul></section>' if notes else ''}
 <p class="small">Made by segrec. Data: Online Retail II, UCI Machine Learning Repository (CC BY 4.0); Chen, Sain &amp; Guo (2012),
 Journal of Database Marketing &amp; Customer Strategy Management 19(3):197&ndash;208.</p>
 </body></html>
 """
+
+
+def _backtest_section(backtest: dict) -> str:
+    if backtest["skipped"]:
+        return f"<p>The backtest was skipped: {html.escape(backtest['window']['reason'])}.</p>"
+    return f"""<p>Backtest: models fitted on purchases up to {backtest['calibration_end']}, checked against the
+{backtest['holdout_days']} days after it ({html.escape(backtest['window']['reason'])}). "error" is predicted minus actual
+purchase days, in percent; "Spearman" and "top 20%" measure how well the predicted value ranks customers by what they
+really spent in the hold-out, next to simply ranking them by past spend.</p>
+{_backtest_table(backtest)}"""
 
 
 def _backtest_table(backtest: dict) -> str:

@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from jobs import cli, ingest, storage
 from jobs.config import build, load_config_file
 from jobs.spark import SparkSettings, build_session, fit_to_input
-from segmentation import backtest, rfm
+from segmentation import backtest
 from segmentation.clv import TRANSACTION_MODELS, CLVConfig
 from segmentation.customers import segment_customers
+from segmentation.rfm import SegmentationError
 from segmentation.segments import SegmentConfig, segment_summary
+from segmentation.windows import History, Window, WindowError, WindowRule, choose_window, read_history
 
 STAGE = "segments"
 BACKTEST_STAGE = "backtest"
@@ -30,10 +32,17 @@ BACKTEST_STAGE = "backtest"
 
 @dataclass(frozen=True)
 class BacktestConfig:
-    calibration_end: dt.date | None = None  # default: holdout_days before the as-of date
-    holdout_days: int = 92
+    calibration_end: dt.date | None = None  # default: the hold-out is the last holdout_days before the as-of date
+    holdout_days: int | None = None  # None: holdout_share of the history before the as-of date, at most max_holdout_days
+    holdout_share: float = 0.25
+    max_holdout_days: int = 92
+    min_holdout_days: int = 14  # a shorter hold-out is skipped: the backtest is a report, nothing depends on it
     models: tuple[str, ...] = TRANSACTION_MODELS
     top_share: float = 0.2
+
+    def rule(self) -> WindowRule:
+        return WindowRule(name="backtest hold-out", flag="--holdout-days", share=self.holdout_share,
+                          max_days=self.max_holdout_days, min_days=self.min_holdout_days)
 
 
 def read_transactions(spark, output_uri: str):
@@ -48,7 +57,9 @@ def fit_to_transactions(spark, output_uri: str) -> None:
 
 def run_segment(spark, output_uri: str, *, as_of: dt.date | None, clv_config: CLVConfig, segment_config: SegmentConfig) -> dict:
     purchases, returns = read_transactions(spark, output_uri)
-    as_of = as_of or rfm.default_as_of(purchases)
+    history = read_history(purchases, as_of)
+    history.check()
+    as_of = history.as_of
     result = segment_customers(purchases, returns, as_of=as_of, clv_config=clv_config, segment_config=segment_config)
     with storage.atomic_output(spark, storage.join(output_uri, STAGE)) as staging:
         result.customers.write.parquet(storage.join(staging, "customers"))
@@ -74,15 +85,41 @@ def run_segment(spark, output_uri: str, *, as_of: dt.date | None, clv_config: CL
     return summary
 
 
+def holdout_window(history: History, config: BacktestConfig) -> Window:
+    """The backtest's hold-out: what ``--calibration-end`` or ``--holdout-days`` say, else chosen from the history."""
+    rule = config.rule()
+    if config.calibration_end is None:
+        return choose_window(history, rule, days=config.holdout_days)
+    days = (history.as_of - config.calibration_end).days - 1
+    if days < 1:
+        raise WindowError(f"--calibration-end {config.calibration_end} leaves no hold-out before {history.describe_as_of()}: "
+                          "give an earlier --calibration-end")
+    if config.calibration_end < history.first_purchase:
+        raise WindowError(f"--calibration-end {config.calibration_end} is before the first purchase ({history.first_purchase}): "
+                          "give a later one, or leave it out and segrec chooses a hold-out from the history")
+    return Window(rule.name, history.as_of, days, "set by --calibration-end")
+
+
 def run_backtest(spark, output_uri: str, *, as_of: dt.date | None, config: BacktestConfig,
                  clv_config: CLVConfig, segment_config: SegmentConfig) -> dict:
+    """The backtest's results, or ``{"skipped": True, ...}`` with the reason when the history is too short for it."""
     purchases, returns = read_transactions(spark, output_uri)
-    holdout_end = as_of or rfm.default_as_of(purchases)
-    calibration_end = config.calibration_end or holdout_end - dt.timedelta(days=config.holdout_days + 1)
-    result = backtest.run_backtest(
-        purchases, returns, calibration_end=calibration_end, holdout_end=holdout_end,
-        clv_config=clv_config, segment_config=segment_config, models=config.models, top_share=config.top_share,
-    )
+    history = read_history(purchases, as_of)
+    history.check()
+    window = holdout_window(history, config)
+    result = {"skipped": True, "notes": []}
+    if not window.skipped:
+        calibration_end = window.start - dt.timedelta(days=1)
+        try:
+            result = {"skipped": False, **backtest.run_backtest(
+                purchases, returns, calibration_end=calibration_end, holdout_end=window.end,
+                clv_config=clv_config, segment_config=segment_config, models=config.models, top_share=config.top_share,
+            )}
+        except SegmentationError as error:
+            # The calibration period is shorter than the history the segments learn from: it may lack what they need.
+            window = Window(window.name, window.end, None,
+                            f"{window.reason}, but the calibration period up to {calibration_end} cannot be modelled: {error}")
+    result["window"] = window.as_dict()
     with storage.atomic_output(spark, storage.join(output_uri, BACKTEST_STAGE)) as staging:
         storage.write_json(spark, storage.join(staging, "backtest.json"), result)
     return result
@@ -101,7 +138,8 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--k", type=int, help="number of segments (default 3: high, mid, low)")
     parser.add_argument("--seed", type=int, help="K-means seed (default 42)")
     parser.add_argument("--calibration-end", type=cli.as_of_date, help="backtest: last day of the calibration period")
-    parser.add_argument("--holdout-days", type=int, help="backtest: hold-out length when --calibration-end is not given (default 92)")
+    parser.add_argument("--holdout-days", type=int, help="backtest: hold-out length when --calibration-end is not given "
+                        "(default: a quarter of the history before the as-of date, at most 92; skipped below 14)")
 
 
 def segment_configs(args: argparse.Namespace, settings: dict) -> tuple[CLVConfig, SegmentConfig, BacktestConfig]:
@@ -130,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     fit_to_transactions(spark, args.output)
     if args.backtest:
         result = run_backtest(spark, args.output, as_of=args.as_of, config=backtest_config, clv_config=clv_config, segment_config=segment_config)
-        print(backtest.format_backtest(result))
+        print(f"CLV backtest skipped: {result['window']['reason']}" if result["skipped"] else backtest.format_backtest(result))
     else:
         print(format_summary(run_segment(spark, args.output, as_of=args.as_of, clv_config=clv_config, segment_config=segment_config)))
     return 0

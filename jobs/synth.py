@@ -43,6 +43,8 @@ class TierProfile:
     favourite_groups: tuple[int, ...]  # item groups this tier prefers
 
 
+COUNTRIES = (("United Kingdom", 0.82), ("Germany", 0.05), ("France", 0.04), ("EIRE", 0.04), ("Netherlands", 0.03), ("Spain", 0.02))
+
 DEFAULT_TIERS = {
     "high": TierProfile(share=0.15, orders_per_year=20.0, dropout=0.01, lines_per_order=14, spend_multiplier=3.0, favourite_groups=(0, 1)),
     "mid": TierProfile(share=0.35, orders_per_year=6.0, dropout=0.04, lines_per_order=9, spend_multiplier=1.5, favourite_groups=(2, 3)),
@@ -68,10 +70,11 @@ class SynthConfig:
     duplicate_rate: float = 0.02
     service_rate: float = 0.05  # orders with a POSTAGE line
     zero_price_rate: float = 0.003
+    countries: tuple[tuple[str, float], ...] = COUNTRIES  # (name, share of customers)
+    country_column: bool = True  # False: the log has no country at all
+    line_totals: bool = False  # True: a LineTotal column (quantity x price) instead of the unit Price
     tiers: dict[str, TierProfile] = field(default_factory=lambda: dict(DEFAULT_TIERS))
 
-
-COUNTRIES = (("United Kingdom", 0.82), ("Germany", 0.05), ("France", 0.04), ("EIRE", 0.04), ("Netherlands", 0.03), ("Spain", 0.02))
 
 
 def _uniform(seed: int, *keys):
@@ -124,7 +127,7 @@ def generate_customers(spark, config: SynthConfig):
         (u("birth") * config.days * 0.9).alias("birth_day"),
         rate_per_day.alias("rate_per_day"),
         lifetime_orders.alias("lifetime_orders"),
-        _pick(u("country"), list(COUNTRIES)).alias("country"),
+        _pick(u("country"), list(config.countries)).alias("country"),
         _by_tier("spend_multiplier", tiers).alias("spend_multiplier"),
         _by_tier("lines_per_order", tiers).alias("lines_per_order"),
     )
@@ -209,7 +212,10 @@ def to_online_retail(lines, config: SynthConfig):
         "Invoice", F.lit("POST").alias("StockCode"), F.lit("POSTAGE").alias("Description"), F.lit(1).cast("long").alias("Quantity"),
         "InvoiceDate", F.lit(18.0).alias("Price"), "Customer ID", "Country",
     )
-    return base.select(*columns).unionByName(cancellations).unionByName(duplicates).unionByName(postage)
+    rows = base.select(*columns).unionByName(cancellations).unionByName(duplicates).unionByName(postage)
+    if config.line_totals:
+        rows = rows.withColumn("LineTotal", F.round(F.col("Quantity") * F.col("Price"), 2)).drop("Price")
+    return rows if config.country_column else rows.drop("Country")
 
 
 def generate(spark, config: SynthConfig) -> dict:

@@ -2,10 +2,12 @@
 
     python -m jobs.train --output output      # reads output/ingest and output/segments
 
-First the last ``--validation-days`` (90) before the as-of date serve as a
-validation window: ALS settings are tuned per segment within ``--tune-budget``
-seconds, every candidate source is scored, and the routes (which source serves
-each segment's list) and the item-to-item source are chosen. Then the models
+First the last ``--validation-days`` before the as-of date (default: a quarter
+of the history, at most 90 days) serve as a validation window: ALS settings are
+tuned per segment within ``--tune-budget`` seconds, every candidate source is
+scored, and the routes (which source serves each segment's list) and the
+item-to-item source are chosen; with too little history for a window, each list
+gets a fixed route that needs no tuning (``cf.routing.UNVALIDATED``). Then the models
 those routes need are refitted on everything before the as-of date and the
 lists are written, atomically, to ``<output>/recommendations``:
 
@@ -37,7 +39,7 @@ from functools import reduce
 
 from jobs import cli, segment, storage
 from jobs.config import build, load_config_file
-from jobs.evaluate import add_recommendation_arguments, recommendation_configs, validate
+from jobs.evaluate import add_recommendation_arguments, recommendation_configs, validate, validation_window
 from jobs.spark import SparkSettings, build_session
 from cf import routing
 from cf.base import in_parallel
@@ -45,7 +47,7 @@ from cf.interactions import RecommendationError
 from cf.routing import RoutingConfig
 from cf.tuning import ALSSettings, TuningConfig
 from segmentation import columns as C
-from segmentation import rfm
+from segmentation.windows import read_history
 
 STAGE = "recommendations"
 SERVED_LISTS = ("discover", "for_you")  # routed; buy_again has one source, cold is the trending table
@@ -156,7 +158,9 @@ def run_train(spark, output_uri: str, *, as_of: dt.date | None, routing_config: 
               clv_config, segment_config, config: TrainConfig = TrainConfig(), echo=print) -> dict:
     started = time.monotonic()
     purchases, returns = segment.read_transactions(spark, output_uri)
-    as_of = as_of or rfm.default_as_of(purchases)
+    history = read_history(purchases, as_of)
+    history.check()
+    as_of = history.as_of
     segments = _segments_as_of(spark, output_uri, as_of)  # checked before the long validation, cached after it
     settings = choice_settings(routing_config, tuning_config, clv_config, segment_config)
     chosen, reuse = None, None
@@ -166,8 +170,9 @@ def run_train(spark, output_uri: str, *, as_of: dt.date | None, routing_config: 
         reuse = {"max_age_days": config.reuse_routes_days, "reused": chosen is not None, "reason": reason}
         echo(f"  validation: skipped, the last run's {reason}" if chosen else f"  validation: not reusing routes: {reason}")
     if chosen is None:
-        echo(f"  validation: tune ALS and choose routes on the {routing_config.validation_days} days before {as_of}")
-        chosen = validate(purchases, returns, cutoff=as_of, config=routing_config, tuning=tuning_config,
+        window = validation_window(history, routing_config, end=as_of)
+        echo(f"  validation: {window.describe()}" if window.skipped else f"  validation: tune ALS and choose routes on the {window.describe()}")
+        chosen = validate(purchases, returns, window=window, config=routing_config, tuning=tuning_config,
                           clv_config=clv_config, segment_config=segment_config)
     validated = time.monotonic()
     echo(f"  final: fit on everything before {as_of} and write the lists")

@@ -111,16 +111,22 @@ def run_backtest(purchases, returns, *, calibration_end: dt.date, holdout_end: d
     variants = []
     # The model the segments use is always among those backtested.
     models = tuple(dict.fromkeys((clv_config.model, *models)))
-    fits = {}
+    fits = {}  # by the model really fitted: one that cannot forecast this data is replaced by another (see clv.fit_clv)
+    fitted_for = {}  # the model asked for -> the model fitted for it
     frame = calibration
     for model in models:
-        fitted = fits[model] = clv.fit_clv(calibration, purchases, as_of=holdout_start,
-                                           config=dataclasses.replace(clv_config, model=model, seasonal=True))
+        if model in fits:
+            continue
+        fitted = clv.fit_clv(calibration, purchases, as_of=holdout_start, config=dataclasses.replace(clv_config, model=model, seasonal=True))
         notes += [f"{model}: {note}" for note in fitted.notes]
+        fitted_for[model] = fitted.model
+        if fitted.model in fits:
+            continue
+        fits[fitted.model] = fitted
         for seasonal in (False, True):
             if seasonal and not fitted.seasonal_index:
                 continue
-            name = variant_name(model, seasonal)
+            name = variant_name(fitted.model, seasonal)
             variant_fit = fitted if seasonal else dataclasses.replace(fitted, seasonal_index={})
             scored = clv.score_clv(frame, variant_fit, horizon_days=holdout_days, discount_rate=clv_config.discount_rate)
             frame = scored.withColumnsRenamed({C.EXPECTED_PURCHASES: _column("pred", name), C.CLV: _column("clv", name)}).drop(C.P_ALIVE, C.EXPECTED_SPEND)
@@ -150,8 +156,9 @@ def run_backtest(purchases, returns, *, calibration_end: dt.date, holdout_end: d
     rows.append({"variant": NAIVE, **ranking_metrics(frame.fillna({"past_spend": 0.0}), "past_spend", "holdout_revenue", top_share,
                                                      rows=totals["customers"])})
 
-    chosen = variant_name(clv_config.model, clv_config.seasonal and variant_name(clv_config.model, True) in variants)
-    plain = variant_name(clv_config.model, False)
+    own_model = fitted_for[clv_config.model]
+    chosen = variant_name(own_model, clv_config.seasonal and variant_name(own_model, True) in variants)
+    plain = variant_name(own_model, False)
     by_frequency = (
         frame.groupBy(F.least(F.col(C.FREQUENCY), F.lit(float(FREQUENCY_CAP))).alias("calibration_frequency"))
         .agg(F.count(F.lit(1)).alias("customers"), F.avg("actual_purchases").alias("actual"),
@@ -159,7 +166,7 @@ def run_backtest(purchases, returns, *, calibration_end: dt.date, holdout_end: d
         .orderBy("calibration_frequency").toPandas()
     )
     # The segments' CLV model is the chosen variant, fitted above on the same calibration features.
-    own = fits[clv_config.model] if clv_config.seasonal else dataclasses.replace(fits[clv_config.model], seasonal_index={})
+    own = fits[own_model] if clv_config.seasonal else dataclasses.replace(fits[own_model], seasonal_index={})
     segments = segment_holdout_check(purchases, returns, frame, holdout_start=holdout_start, clv_config=clv_config,
                                      segment_config=segment_config, fitted=own)
     frame.unpersist()

@@ -101,8 +101,8 @@ def restore_models(fitted: FittedCLV):
     return purchases, spend
 
 
-def _fit_with_retries(make, fit_args: tuple, penalizers: tuple[float, ...], what: str, notes: list[str], **fit_kwargs):
-    """Fit, adding a larger penalizer each time the optimiser fails; say so in ``notes``."""
+def _fit_with_retries(make, fit_args: tuple, penalizers: tuple[float, ...], what: str, notes: list[str], unusable=None, **fit_kwargs):
+    """Fit, adding a larger penalizer each time the optimiser fails or ``unusable(fitter)`` names a problem; say so in ``notes``."""
     import numpy as np
     from lifetimes.utils import ConvergenceError
 
@@ -119,10 +119,35 @@ def _fit_with_retries(make, fit_args: tuple, penalizers: tuple[float, ...], what
         if not np.all(np.isfinite(fitter.params_.to_numpy())):
             notes.append(f"{what} gave non-finite parameters with penalizer {penalizer}; retrying")
             continue
+        problem = unusable(fitter) if unusable else None
+        if problem:
+            notes.append(f"{what} {problem} with penalizer {penalizer}; retrying")
+            continue
         if penalizer:
             notes.append(f"{what} converged with penalizer {penalizer}")
         return fitter, penalizer
     raise SegmentationError(f"{what} did not converge even with penalizer {penalizers[-1]}; see the notes: {notes}")
+
+
+def _no_forecast(patterns, horizon: float):
+    """A check for ``_fit_with_retries``: whether a purchase model forecasts every pattern in finite numbers.
+
+    A short history in which nobody seems to drop out drives BG/NBD's dropout parameters to
+    zero, where lifetimes' hypergeometric term has no finite value.
+    """
+    import numpy as np
+
+    frequency, recency, age = (patterns[name] for name in (C.FREQUENCY, C.RECENCY, C.AGE))
+
+    def unusable(fitter) -> str | None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = np.asarray(fitter.conditional_expected_number_of_purchases_up_to_time(horizon, frequency, recency, age), dtype=float)
+            alive = np.asarray(fitter.conditional_probability_alive(frequency, recency, age), dtype=float)
+        failed = int(np.sum(~(np.isfinite(expected) & np.isfinite(alive))))
+        return f"gave no finite forecast for {failed} of {len(patterns)} (frequency, recency, T) patterns" if failed else None
+
+    return unusable
 
 
 # --------------------------------------------------------------------------- fitting
@@ -213,13 +238,7 @@ def fit_clv(features, purchases, *, as_of: dt.date, config: CLVConfig = CLVConfi
         features.groupBy(C.FREQUENCY, C.RECENCY, C.AGE).agg(F.count(F.lit(1)).alias("weight"))
         .orderBy(C.FREQUENCY, C.RECENCY, C.AGE).toPandas()
     )
-    purchase_model, penalizer = _fit_with_retries(
-        lambda p: _transaction_model(config.model, p),
-        (patterns[C.FREQUENCY], patterns[C.RECENCY], patterns[C.AGE], patterns["weight"]),
-        config.penalizers, config.model, notes,
-        # Pareto/NBD starts from a random point unless given one; fix it so reruns agree.
-        **({"initial_params": [1.0, 1.0, 1.0, 1.0]} if config.model == "paretonbd" else {}),
-    )
+    model, purchase_model, penalizer = _fit_purchase_model(patterns, config, notes)
 
     digits = config.spend_significant_digits
     exponent = F.floor(F.log10(C.MONETARY_VALUE)) - (digits - 1)
@@ -246,7 +265,7 @@ def fit_clv(features, purchases, *, as_of: dt.date, config: CLVConfig = CLVConfi
         if note:
             notes.append(note)
     return FittedCLV(
-        model=config.model,
+        model=model,
         params={k: float(v) for k, v in purchase_model.params_.items()},
         spend_params={k: float(v) for k, v in spend_model.params_.items()},
         period=config.period,
@@ -259,6 +278,26 @@ def fit_clv(features, purchases, *, as_of: dt.date, config: CLVConfig = CLVConfi
         spend_patterns=len(spend),
         notes=notes,
     )
+
+
+def _fit_purchase_model(patterns, config: CLVConfig, notes: list[str]):
+    """(model name, fitter, penalizer): ``config.model`` when it fits and forecasts every pattern, else the next model that does."""
+    fit_args = (patterns[C.FREQUENCY], patterns[C.RECENCY], patterns[C.AGE], patterns["weight"])
+    unusable = _no_forecast(patterns, config.horizon_months * DAYS_PER_MONTH / PERIOD_DAYS[config.period])
+    candidates = list(dict.fromkeys((config.model, *TRANSACTION_MODELS)))
+    for position, model in enumerate(candidates):
+        try:
+            fitter, penalizer = _fit_with_retries(
+                lambda p: _transaction_model(model, p), fit_args, config.penalizers, model, notes, unusable,
+                # Pareto/NBD starts from a random point unless given one; fix it so reruns agree.
+                **({"initial_params": [1.0, 1.0, 1.0, 1.0]} if model == "paretonbd" else {}),
+            )
+        except SegmentationError:
+            if position + 1 == len(candidates):
+                raise
+            notes.append(f"{model} failed with every penalizer: fitting {candidates[position + 1]} instead")
+            continue
+        return model, fitter, penalizer
 
 
 # --------------------------------------------------------------------------- scoring

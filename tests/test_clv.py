@@ -122,3 +122,23 @@ def test_fits_do_not_depend_on_partitioning(spark, features, synthetic):
         first = clv.fit_clv(eighth, None, as_of=AS_OF, config=config)
         second = clv.fit_clv(shuffled, None, as_of=AS_OF, config=config)
         assert first.params == second.params and first.spend_params == second.spend_params
+
+
+def test_a_model_that_cannot_forecast_the_data_is_replaced_by_one_that_can(spark):
+    """Nobody seems to drop out of a short history: BG/NBD's dropout parameters go to zero at every penalizer, where
+    lifetimes forecasts NaN. The next model that forecasts every customer in finite numbers is fitted instead."""
+    rows = []
+    for customer in range(60):
+        age, frequency = 60 + customer, customer % 6
+        rows.append((str(customer), float(frequency), float(age - customer % 3 if frequency else 0), float(age),
+                     10.0 + customer if frequency else 0.0))
+    features = spark.createDataFrame(rows, "customer_id string, frequency double, recency double, T double, monetary_value double")
+    lonely = BetaGeoFitter(penalizer_coef=0.01).fit(*(pd.DataFrame(rows).iloc[:, 1:4].T.to_numpy()))
+    assert np.isnan(lonely.conditional_expected_number_of_purchases_up_to_time(360, 0.0, 0.0, 60.0))  # what is avoided
+
+    fitted = clv.fit_clv(features, None, as_of=AS_OF, config=CLVConfig(seasonal=False))
+    assert fitted.model == "mbgnbd"
+    assert "bgnbd failed with every penalizer: fitting mbgnbd instead" in fitted.notes
+    assert any(note.startswith("bgnbd gave no finite forecast for") for note in fitted.notes)
+    scored = clv.score_clv(features, fitted, horizon_days=360).toPandas()
+    assert np.isfinite(scored[["p_alive", "expected_purchases", "clv"]].to_numpy()).all()
