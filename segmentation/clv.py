@@ -47,6 +47,10 @@ class CLVConfig:
     min_customers: int = 20
     min_repeat_buyers: int = 5
 
+    def __post_init__(self):
+        if self.model not in TRANSACTION_MODELS:
+            raise SegmentationError(f"unknown CLV model '{self.model}': choose one of {', '.join(TRANSACTION_MODELS)}")
+
 
 @dataclass
 class FittedCLV:

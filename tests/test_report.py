@@ -108,4 +108,4 @@ def test_evaluation_with_a_cutoff_after_the_data_is_one_clear_line(spark, run, c
     status = cli.run(evaluate.main, ["--output", str(run), "--cutoff", "2012-01-01"])
     assert status == 2
     assert capsys.readouterr().err.strip() == ("error: --cutoff 2012-01-01 leaves an empty test window before the as-of date "
-                                               "2011-12-11 (the day after the last purchase; --as-of sets another)")
+                                               "2011-12-12 (the day after the last purchase; --as-of sets another)")
