@@ -127,13 +127,12 @@ def cluster_run(synthetic, tmp_path_factory):
 
     Its JVMs (master, worker, driver, executor) take up the cores the in-process tests leave idle
     between their small Spark jobs, so it runs alongside the rest of the suite (see
-    ``start_the_cluster_run_first``) instead of after it. On 2 cores the cores are seldom idle:
-    the suite took 629 s this way against 653 s with the cluster run on its own.
+    ``start_the_cluster_run_first``) instead of after it.
     """
     import socket
     from concurrent.futures import ThreadPoolExecutor
 
-    from jobs import cluster_test
+    from devtools import cluster_test
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from jobs import bench
+from devtools import bench
 
 ALLOCATE = "import time; block = bytearray({mb} * 1024 * 1024); block[::4096] = b'x' * len(block[::4096]); time.sleep({seconds})"
 
@@ -104,7 +104,7 @@ def test_results_of_separate_runs_are_merged_by_size(tmp_path):
 
 def test_the_reference_cleans_like_the_ingest_and_recommends_for_every_segment(synthetic, tmp_path):
     pytest.importorskip("implicit")
-    from jobs import reference
+    from devtools import reference
 
     outcome = reference.run_reference(str(synthetic.root / "raw" / "transactions"))
     assert outcome["clean_rows"] == synthetic.place("clean").count()

@@ -1,6 +1,6 @@
 """The pipeline on a real Spark standalone cluster (master + worker on 127.0.0.1) equals the local run."""
 
-from jobs import cluster_test
+from devtools import cluster_test
 
 
 def test_the_project_zip_holds_every_spark_side_module_and_not_the_web_app(tmp_path):

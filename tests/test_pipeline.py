@@ -203,7 +203,7 @@ def test_a_trained_jvm_cache_is_what_local_sessions_start_with(spark, tmp_path, 
     cache = jvm_cache_file()  # for the Java this suite's session chose
     if cache is None:
         pytest.skip("the Java that runs Spark here cannot use an AOT cache (Java 25+ can)")
-    train = ["-m", "jobs.jvm_cache", "--workload", "session"]
+    train = ["-m", "devtools.jvm_cache", "--workload", "session"]
     trained = run_python(*train)
     assert trained.returncode == 0, trained.stdout + trained.stderr
     assert sorted(path.name for path in tmp_path.iterdir()) == [Path(cache).name, Path(cache).name + ".log"]  # nothing partial left

@@ -1,6 +1,6 @@
 """Train the ahead-of-time cache of the local Spark driver's JVM (Java 25+).
 
-    python -m jobs.jvm_cache            # make jvm-cache; --force trains again
+    python -m devtools.jvm_cache            # make jvm-cache; --force trains again
 
 Every local run starts a JVM that loads and links thousands of Spark's classes
 and profiles its methods again before the JIT compiles them. Started
@@ -85,7 +85,7 @@ def train(target: str, workload: str = "pipeline") -> None:
     env = {key: value for key, value in project_env().items() if key != "PYSPARK_SUBMIT_ARGS"}
     try:
         with open(log, "w") as output:
-            result = subprocess.run([sys.executable, "-m", "jobs.jvm_cache", "--record", partial, "--workload", workload], stdout=output,
+            result = subprocess.run([sys.executable, "-m", "devtools.jvm_cache", "--record", partial, "--workload", workload], stdout=output,
                                     stderr=subprocess.STDOUT, env=env, check=False)
         if result.returncode != 0 or not os.path.isfile(partial):
             raise cli.JobError(f"training the JVM cache failed (exit status {result.returncode}); its output is in {log}")

@@ -1,12 +1,12 @@
 """How segrec scales: the full pipeline on synthetic data from 1M to 50M rows, next to a pandas reference.
 
-    python -m jobs.bench                                   # 1M, 10M and 50M rows (make bench)
-    python -m jobs.bench --sizes 1000000 --no-reference    # one size, Spark only
+    python -m devtools.bench                                   # 1M, 10M and 50M rows (make bench)
+    python -m devtools.bench --sizes 1000000 --no-reference    # one size, Spark only
 
 For each size it generates transactions with the project's generator
 (``jobs.synth``), runs the whole pipeline in its own process
 (``jobs.pipeline`` with ``jobs/profiles/scale.toml``), and runs the
-single-machine reference (``jobs.reference``: pandas + lifetimes + implicit)
+single-machine reference (``devtools.reference``: pandas + lifetimes + implicit)
 on the same data. While each process runs, its process tree is sampled from
 /proc: peak resident memory of the JVM (driver and executor are one JVM in
 local mode), of the Python driver and of the Python workers. The reference is
@@ -233,7 +233,7 @@ def bench_size(rows: int, work_dir: Path, *, profile: Path, reference: bool, ref
         echo(f"{rows:,} rows: reference ...")
         report = base / "reference.json"
         report.unlink(missing_ok=True)
-        measured = run_measured([python, "-m", "jobs.reference", "--input", str(data / "transactions"), "--report", str(report)],
+        measured = run_measured([python, "-m", "devtools.reference", "--input", str(data / "transactions"), "--report", str(report)],
                                 log=log, env=env, timeout=reference_timeout, memory_cap_bytes=reference_memory_cap)
         outcome = json.loads(report.read_text()) if measured.status == 0 else {}
         result["reference"] = {
@@ -332,8 +332,8 @@ def write_report(results: list[dict], target: Path, plot: Path, *, about: dict, 
     lines = [
         "# Benchmarks",
         "",
-        f"Written by `{command}` (`jobs/bench.py`); re-run it to reproduce. What the figures mean and where the time goes: "
-        "README, section \"Scale\". Synthetic data from `jobs/synth.py` "
+        f"Written by `{command}` (`devtools/bench.py`); re-run it to reproduce. What the figures mean and where the time goes: "
+        "docs/performance.md. Synthetic data from `jobs/synth.py` "
         f"(planted value tiers, {items:,} items, Online Retail II dirt), pipeline settings `jobs/profiles/scale.toml`, "
         "Spark in local mode (`local[*]`) with the driver heap shown per row (`--driver-memory`, default 4g).",
         "",
@@ -372,7 +372,7 @@ def write_report(results: list[dict], target: Path, plot: Path, *, about: dict, 
             "## Refit with the routes just chosen (`--reuse-routes 0`)",
             "",
             "The pipeline run again on the same output: every stage runs, but the recommendations stage takes the routes and "
-            "ALS settings the run above chose instead of validating (README, \"Refitting without validating\"). This is what a "
+            "ALS settings the run above chose instead of validating (docs/architecture.md, \"Refitting without validating\"). This is what a "
             "daily run between weekly validations costs; the targets above are for the whole pipeline, validation included.",
             "",
             "| rows | " + " | ".join(stages) + " | **total** | JVM peak (GB) | code |",
@@ -387,7 +387,7 @@ def write_report(results: list[dict], target: Path, plot: Path, *, about: dict, 
     lines += [
         "## Against a single-machine reference",
         "",
-        "`jobs/reference.py`: pandas + lifetimes + implicit, the same cleaning, RFM, BG/NBD + Gamma-Gamma, K-means and per-segment "
+        "`devtools/reference.py`: pandas + lifetimes + implicit, the same cleaning, RFM, BG/NBD + Gamma-Gamma, K-means and per-segment "
         "ALS (top-10 lists and also-bought lists), with no hold-out, no route choice and no quarantine: less work than the pipeline.",
         "",
         "| rows | reference | reference time (min) | reference peak (GB) | segrec time (min) | segrec ÷ reference |",

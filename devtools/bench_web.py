@@ -1,6 +1,6 @@
 """Load benchmark of the recommendations endpoint against the production server, on loopback.
 
-    python -m webapp.bench --db output/segrec.sqlite [--seconds 20] [--connections 16]
+    python -m devtools.bench_web --db output/segrec.sqlite [--seconds 20] [--connections 16]
 
 Starts ``webapp.serve`` (waitress) on a free port, then drives it with ``wrk``
 (a C load generator; ``make bench-web`` installs it) for a bounded time:

@@ -1,6 +1,6 @@
 """Run the pipeline on a real Spark standalone cluster and check it matches local mode.
 
-    python -m jobs.cluster_test --input data/online_retail_ii.parquet --work-dir output/cluster-test
+    python -m devtools.cluster_test --input data/online_retail_ii.parquet --work-dir output/cluster-test
 
 Starts a standalone master and one worker on 127.0.0.1 from the installed
 pyspark (``spark-class …Master`` / ``…Worker``), ships the project to the
@@ -146,8 +146,7 @@ def submit(cluster: Cluster, zip_path: Path, pipeline_args: list[str], *, log: P
         "--py-files", str(zip_path), "--driver-memory", driver_memory, "--executor-memory", executor_memory,
         "--conf", f"spark.pyspark.python={python}", "--conf", f"spark.pyspark.driver.python={python}",
         "--conf", "spark.ui.enabled=false",
-        # A check on a small input is mostly cold-JVM time, and the quick (C1) compiler alone warms up
-        # sooner: the cluster run on the test suite's input took 122 s instead of 176 s with it.
+        # A check on a small input is mostly cold-JVM time, and the quick (C1) compiler alone warms up sooner.
         "--conf", f"spark.driver.extraJavaOptions={QUICK_JIT}", "--conf", f"spark.executor.extraJavaOptions={QUICK_JIT}",
     ]
     command += [str(PROJECT_ROOT / "jobs" / "pipeline.py"), *pipeline_args]

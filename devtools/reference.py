@@ -1,8 +1,8 @@
 """The single-machine pipeline a user might write instead of segrec: pandas + lifetimes + implicit.
 
-    python -m jobs.reference --input output/bench/rows-1000000/input/transactions --report reference.json
+    python -m devtools.reference --input output/bench/rows-1000000/input/transactions --report reference.json
 
-Benchmark-only (``pip install -e ".[bench]"`` brings ``implicit``); ``jobs.bench``
+Benchmark-only (``pip install -e ".[bench]"`` brings ``implicit``); ``devtools.bench``
 runs it next to the Spark pipeline on the same data. It does the same work in
 the plain way: read everything into pandas, drop the same dirt, RFM with
 ``lifetimes.utils.summary_data_from_transaction_data``, BG/NBD and Gamma-Gamma

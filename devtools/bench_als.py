@@ -1,6 +1,6 @@
 """Where Spark ALS spends its time on this data: a benchmark, not a test.
 
-    python -m jobs.bench_als --output output      # reads output/ingest, writes output/bench/als.json
+    python -m devtools.bench_als --output output      # reads output/ingest, writes output/bench/als.json
 
 On the interactions before the as-of date it times, each after a warm-up run:
 the same ALS fit with Spark's default 10 blocks and with blocks sized to the
