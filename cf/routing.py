@@ -17,6 +17,7 @@ that would lose to it falls back to it.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass
 from functools import reduce
 
@@ -100,12 +101,14 @@ class Sources:
 
 
 def fit_sources(purchases, *, as_of: dt.date, segments, config: RoutingConfig = RoutingConfig(),
-                als_settings: dict[str, ALSSettings] | None = None, segment_als_serves: list[str] | None = None) -> Sources:
+                als_settings: dict[str, ALSSettings] | None = None, segment_als_serves: list[str] | None = None,
+                echo=None) -> Sources:
     """Fit every model on purchases before ``as_of`` (segments: customer_id, segment as of the same date).
 
     ``als_settings``: tuned ALS settings per segment, ``ALL_SEGMENTS`` for the global model (defaults otherwise).
     ``segment_als_serves``: the only segments per-segment ALS will be asked about (see ``segments_served_by``);
     it is fitted for their customers alone. None: for everyone.
+    ``echo``, when given, is told of each model as it is fitted.
     """
     from pyspark.sql import functions as F
 
@@ -139,7 +142,14 @@ def fit_sources(purchases, *, as_of: dt.date, segments, config: RoutingConfig = 
             per_segment={name: tuned[name].model_settings() for name in tuned_segments},
         ).fit(segment_interactions, als_segments),
     }
-    models = {BASELINE: PopularityRecommender().fit(counts), **{name: build[name]() for name in config.models}}
+    build[BASELINE] = lambda: PopularityRecommender().fit(counts)
+    names = [BASELINE, *config.models]
+    models = {}
+    for position, name in enumerate(names, start=1):
+        started = time.monotonic()
+        models[name] = build[name]()
+        if echo:
+            echo(f"    fitted {name} ({position}/{len(names)}) in {time.monotonic() - started:.0f}s")
     # Per-segment ALS learns from its segments' pairs only; every other model from all of them.
     return Sources(models=models, as_of=as_of, on_all_pairs=frozenset(models) - {"segment_als"})
 

@@ -120,13 +120,13 @@ class InteractionCache:
 
 
 def tune(train, relevant, segments, *, as_of: dt.date, config: TuningConfig = TuningConfig(), k: int = 10,
-         segment_names: list[str], clock=time.monotonic) -> dict[str, SegmentTuning]:
+         segment_names: list[str], clock=time.monotonic, echo=None) -> dict[str, SegmentTuning]:
     """Search ALS settings for each of ``segment_names`` (``ALL_SEGMENTS`` means all customers).
 
     train: purchases before ``as_of``; relevant: customer_id, item_id of the new
     items each warm customer bought in the validation window; segments:
     customer_id, segment. Returns one ``SegmentTuning`` per segment, its first
-    trial being ``config.start()``.
+    trial being ``config.start()``. ``echo``, when given, is told of every trial.
     """
     from pyspark.sql import functions as F
 
@@ -148,14 +148,18 @@ def tune(train, relevant, segments, *, as_of: dt.date, config: TuningConfig = Tu
             # Whatever earlier segments left of the budget is shared by this one and those after it.
             share_end = clock() + max(0.0, deadline - clock()) / (len(segment_names) - position)
 
-            def score(settings: ALSSettings) -> Trial:
+            def score(settings: ALSSettings, changed: str) -> Trial:
                 started = clock()
                 fitted = ALSRecommender(**settings.model_settings()).fit(cache.get(settings).join(members, C.CUSTOMER_ID), **ids)
                 recs = fitted.recommend(customers, k, exclude_seen=True)
                 ndcg = ranking_metrics(recs, target, k=k, catalogue_size=1)[0]["ndcg"] or 0.0
-                return Trial(settings=settings, ndcg=float(ndcg), seconds=round(clock() - started, 1))
+                trial = Trial(settings=settings, ndcg=float(ndcg), seconds=round(clock() - started, 1))
+                if echo:
+                    echo(f"    tuning {segment} ({position + 1}/{len(segment_names)}): {changed}, NDCG@{k} {trial.ndcg:.3f} "
+                         f"in {trial.seconds:.0f}s; {max(0.0, deadline - clock()):.0f}s of the budget left")
+                return trial
 
-            trials = [score(config.start())]
+            trials = [score(config.start(), "first settings")]
             best = trials[0]
             for name, values in config.grid():
                 for value in values:
@@ -164,7 +168,7 @@ def tune(train, relevant, segments, *, as_of: dt.date, config: TuningConfig = Tu
                     candidate = dataclasses.replace(best.settings, **{name: value})
                     if any(trial.settings == candidate for trial in trials):
                         continue
-                    trials.append(score(candidate))
+                    trials.append(score(candidate, f"{name} {value}"))
                     if trials[-1].ndcg > best.ndcg:
                         best = trials[-1]
             results[segment] = SegmentTuning(segment=segment, customers=customers.count(), trials=trials)

@@ -31,6 +31,10 @@ class ConfigError(ValueError):
     pass
 
 
+# The tables a config file may hold: one per stage's settings dataclass (see docs/configuration.md).
+SECTIONS = ("spark", "ingest", "clv", "segments", "backtest", "evaluation", "routing", "tuning", "train", "synth")
+
+
 def load_config_file(path: str | None) -> dict[str, dict[str, Any]]:
     if not path:
         return {}
@@ -43,6 +47,8 @@ def load_config_file(path: str | None) -> dict[str, dict[str, Any]]:
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(f"config file {path} is not valid {'JSON' if file.suffix == '.json' else 'TOML'}: {error}")
     for section, values in data.items():
+        if section not in SECTIONS:
+            raise ConfigError(f"config file {path}: unknown section [{section}] (sections: {', '.join(SECTIONS)})")
         if not isinstance(values, dict):
             raise ConfigError(f"config file {path}: [{section}] must be a table of settings")
     return data

@@ -68,13 +68,15 @@ class EvaluationConfig:
 
 
 def evaluate_window(purchases, returns, *, cutoff: dt.date, end: dt.date, config: RoutingConfig, clv_config, segment_config,
-                    tuning: TuningConfig | None = None, als_settings: dict | None = None, routes: dict | None = None) -> dict:
+                    tuning: TuningConfig | None = None, als_settings: dict | None = None, routes: dict | None = None,
+                    echo=None) -> dict:
     """Fit on purchases before ``cutoff`` and score [cutoff, end): every source, and the routed system when ``routes`` is given.
 
     With ``tuning``, ALS settings are first searched per segment on this window
     (so only ever on a validation window) and the sources use what won;
     otherwise they use ``als_settings`` (from an earlier tuning) or the defaults.
-    Item-to-item sources are scored when ``scores_item_to_item`` says so.
+    Item-to-item sources are scored when ``scores_item_to_item`` says so. ``echo``, when
+    given, is told of each tuning trial, each model fitted and the scoring.
     """
     from pyspark.sql import functions as F
 
@@ -98,13 +100,13 @@ def evaluate_window(purchases, returns, *, cutoff: dt.date, end: dt.date, config
     if tuning is not None and tuning.budget_seconds > 0:
         names = [ALL_SEGMENTS] + sorted(row[C.SEGMENT] for row in segments.groupBy(C.SEGMENT).count().collect()
                                         if row["count"] >= config.min_segment_customers)
-        tuned = tune(train, relevant["discover"], segments, as_of=cutoff, config=tuning, k=config.k, segment_names=names)
+        tuned = tune(train, relevant["discover"], segments, as_of=cutoff, config=tuning, k=config.k, segment_names=names, echo=echo)
         results["tuning"] = {name: result.as_dict() for name, result in tuned.items()}
         als_settings = {name: result.best.settings for name, result in tuned.items()}
     elif tuning is not None:
         results["tuning"] = {}  # no budget: every model uses the first value of each parameter
         als_settings = {ALL_SEGMENTS: tuning.start()}
-    sources = routing.fit_sources(train, as_of=cutoff, segments=segments, config=config, als_settings=als_settings)
+    sources = routing.fit_sources(train, as_of=cutoff, segments=segments, config=config, als_settings=als_settings, echo=echo)
     score = functools.partial(routing.score_lists, k=config.k, catalogue_size=results["catalogue"])
 
     def score_list(list_name: str):
@@ -121,6 +123,9 @@ def evaluate_window(purchases, returns, *, cutoff: dt.date, end: dt.date, config
     tasks = {name: functools.partial(score_list, name) for name in RELEVANCE}
     if scores_item_to_item(config, routes):
         tasks["similar_items"] = score_similar_items
+    if echo:
+        echo(f"    scoring every source of {', '.join(tasks)} on {results['warm_customers']:,} warm and "
+             f"{results['cold_customers']:,} cold customers")
     # The lists are independent: made and scored side by side (see in_parallel).
     scored = in_parallel(tasks)
     results["lists"] = {name: scored[name] for name in RELEVANCE}
@@ -133,8 +138,7 @@ def evaluate_window(purchases, returns, *, cutoff: dt.date, end: dt.date, config
 
 def scores_item_to_item(config: RoutingConfig, routes: dict | None) -> bool:
     """Whether a window scores its item-to-item sources: always when it reports on routes it was given, and when
-    it chooses them (``routes`` None) only if there is a choice: a lone source's score decides nothing, and making
-    and scoring its lists took 4 s of the 1M-row pipeline."""
+    it chooses them (``routes`` None) only if there is a choice: a lone source's score decides nothing."""
     return routes is not None or len(config.similar_item_sources()) > 1
 
 
@@ -171,7 +175,8 @@ def unvalidated_choice(config: RoutingConfig, tuning: TuningConfig, window: Wind
     }
 
 
-def validate(purchases, returns, *, window: Window, config: RoutingConfig, tuning: TuningConfig, clv_config, segment_config) -> dict:
+def validate(purchases, returns, *, window: Window, config: RoutingConfig, tuning: TuningConfig, clv_config, segment_config,
+             echo=None) -> dict:
     """Tune, score every source and choose the routes on the validation ``window`` (see ``validation_window``).
 
     A skipped window, or one whose earlier history cannot be segmented, validates nothing:
@@ -188,7 +193,7 @@ def validate(purchases, returns, *, window: Window, config: RoutingConfig, tunin
     purchases, returns, share = customer_sample(purchases, returns, config.validation_customers)
     try:
         validation = evaluate_window(purchases, returns, cutoff=window.start, end=window.end, config=config, tuning=tuning,
-                                     clv_config=clv_config, segment_config=segment_config)
+                                     clv_config=clv_config, segment_config=segment_config, echo=echo)
     except SegmentationError as error:
         return unvalidated_choice(config, tuning, Window(
             window.name, window.end, None, f"{window.reason}, but the history before {window.start} cannot be segmented: {error}"))
@@ -215,9 +220,10 @@ def run_evaluation(spark, output_uri: str, *, as_of: dt.date | None, config: Eva
 
     window = validation_window(history, routing_config, end=cutoff)
     echo(f"validation: tune and choose routes on the {window.describe()}")
-    chosen = validate(purchases, returns, window=window, tuning=tuning_config, **common)
+    chosen = validate(purchases, returns, window=window, tuning=tuning_config, echo=echo, **common)
     echo(f"test: fit before {cutoff}, score the {test_window.describe()}")
-    test = evaluate_window(purchases, returns, cutoff=cutoff, end=end, routes=chosen["routes"], als_settings=chosen["als_settings"], **common)
+    test = evaluate_window(purchases, returns, cutoff=cutoff, end=end, routes=chosen["routes"], als_settings=chosen["als_settings"],
+                           echo=echo, **common)
     test["window"] = test_window.as_dict()
     result = {"k": routing_config.k, "validation": chosen["window"], "routes": chosen["routes"],
               "similar_items_source": chosen["similar_items_source"], "test": test,

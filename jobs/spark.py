@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 MIN_JAVA_MAJOR = 17
 JAVA_INSTALL_HINT = "install it with: apt-get install openjdk-17-jre-headless (Debian/Ubuntu)"
-# The Javas Spark 4.3 runs on ("Spark runs on Java 17/21/25"). A newer one is faster: the 1M-row
-# pipeline took 128-131 s on Java 25 against 133-138 s on Java 17, run in turn (README, "Scale").
+# The Javas Spark 4.3 runs on ("Spark runs on Java 17/21/25"); the newest runs the pipeline fastest
+# (docs/performance.md).
 SUPPORTED_JAVA_MAJORS = (17, 21, 25)
 JVM_DIRECTORY = "/usr/lib/jvm"  # where Debian's, Ubuntu's, Fedora's and Adoptium's packages install Javas
 
@@ -124,14 +124,15 @@ class SparkSettings:
 
 
 # The throughput collector, not Java's default G1: Spark's tasks allocate fast and keep little, and
-# G1's concurrent marking and heavier write barriers cost more than they save on 2 cores. The 1M-row
-# recommendations stage took 217 and 235 s with it against 254 and 258 s with G1 (README, "Scale").
-LOCAL_JAVA_OPTIONS = "-XX:+UseParallelGC"
+# G1's concurrent marking and heavier write barriers cost more than they save on a few cores
+# (docs/performance.md). The log settings keep to warnings and errors, without Spark's start-up
+# notices: a clear error is the first thing an analyst reads.
+LOCAL_LOG_SETTINGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "log4j2.properties")
+LOCAL_JAVA_OPTIONS = f"-XX:+UseParallelGC -Dlog4j2.configurationFile={shlex.quote(LOCAL_LOG_SETTINGS)}"
 
 # A JVM started with -XX:AOTCache finds the classes an earlier training run used already loaded and
 # linked, and the profiles of its hot methods (JEP 483, 515; Java 25's -XX:AOTCacheOutput makes one,
-# JEP 514). `make jvm-cache` trains it (jobs.jvm_cache). The 1M-row pipeline took 103 and 104 s with
-# it against 108 and 109 s without, run in turn; a session running one query 4.3 s against 7.2 s.
+# JEP 514), so it starts seconds sooner. `make jvm-cache` trains it (devtools.jvm_cache).
 JVM_CACHE_JAVA_MAJOR = 25
 
 
@@ -167,7 +168,7 @@ def trained_jvm_cache() -> str | None:
 
 
 def local_java_options() -> str:
-    """The local driver JVM's options: the collector, and the AOT cache once trained for this Java and Spark."""
+    """The local driver JVM's options: the collector, the log settings, and the AOT cache once trained for this Java and Spark."""
     cache = trained_jvm_cache()
     return f"{LOCAL_JAVA_OPTIONS} -XX:AOTCache={shlex.quote(cache)}" if cache else LOCAL_JAVA_OPTIONS
 
@@ -188,9 +189,7 @@ def fit_to_input(spark, input_uri: str, bytes_per_partition: int = BYTES_PER_SHU
 
     An input that one partition per core holds runs without adaptive execution, unless it was set:
     with a partition or two per shuffle AQE has nothing to coalesce or split, and its query stages
-    cost a Spark job each (the 1M-row pipeline ran 555 jobs against 939, in 112 and 117 s against
-    117 and 121 s, run in turn). At 10M rows the recommendations stage took as long either way, and
-    larger inputs keep Spark's default, on.
+    cost a Spark job each. Larger inputs keep Spark's default, on, which evens out skewed joins.
     """
     from jobs.storage import FileSystem
 
@@ -293,14 +292,13 @@ def build_session(settings: SparkSettings | None = None):
             conf.set("spark.driver.extraJavaOptions", local_java_options())
         if not conf.contains("spark.checkpoint.dir"):
             conf.set("spark.checkpoint.dir", checkpoint_directory())
-        # Spark sizes Tungsten pages from heap / cores / 16: 64 MB for a 4 GB local JVM. With them the
-        # 1M-row pipeline kept 2 GB of the heap live and paused 10-12 s for GC; with 8 MB pages 6-8 s
-        # (whole pipeline 127-134 s against 138 s).
+        # Spark sizes Tungsten pages from heap / cores / 16: 64 MB for a 4 GB local JVM, which kept
+        # gigabytes of the heap live in half-empty pages and caused full collections.
         conf.setIfMissing("spark.buffer.pageSize", "8m")
     if settings.shuffle_partitions is not None:
         conf.setIfMissing("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
-    # With Spark's cache of 100 compiled classes, 735 of the 1,840 the 1M-row pipeline compiled were
-    # repeats, each compiled (and JIT-compiled) again: 146-148 s against 138 s with room for all.
+    # Spark's cache of 100 generated classes is too small for a pipeline: evicted classes are
+    # compiled (and JIT-compiled) again.
     conf.setIfMissing("spark.sql.codegen.cache.maxEntries", "10000")
     # All date arithmetic (as-of cut-offs, day periods) is done in UTC so results
     # do not depend on the machine's time zone.
@@ -321,8 +319,7 @@ def build_session(settings: SparkSettings | None = None):
 
     session = SparkSession.builder.config(conf=conf).getOrCreate()
     if not conf.contains("spark.sql.shuffle.partitions"):
-        # One per core: on small inputs more only adds tasks (the 1M-row pipeline took 193-212 s with
-        # 2 on 2 cores against 215-231 s with 8, run in turn); fit_to_input raises it for large ones.
+        # One per core: on small inputs more only adds tasks; fit_to_input raises it for large ones.
         session.conf.set("spark.sql.shuffle.partitions", str(session.sparkContext.defaultParallelism))
     session.sparkContext.setLogLevel("ERROR" if settings.quiet else "WARN")
     _silence_known_warnings(session)
@@ -365,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Java {major} found: {java_executable()}")
             if jvm_cache_file():
                 cache = trained_jvm_cache()
-                print(f"JVM cache: {cache}" if cache else "no JVM cache yet: `make jvm-cache` trains one (jobs/jvm_cache.py)")
+                print(f"JVM cache: {cache}" if cache else "no JVM cache yet: `make jvm-cache` trains one (devtools/jvm_cache.py)")
         except JavaNotFoundError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1

@@ -173,7 +173,7 @@ def run_train(spark, output_uri: str, *, as_of: dt.date | None, routing_config: 
         window = validation_window(history, routing_config, end=as_of)
         echo(f"  validation: {window.describe()}" if window.skipped else f"  validation: tune ALS and choose routes on the {window.describe()}")
         chosen = validate(purchases, returns, window=window, config=routing_config, tuning=tuning_config,
-                          clv_config=clv_config, segment_config=segment_config)
+                          clv_config=clv_config, segment_config=segment_config, echo=echo)
     validated = time.monotonic()
     echo(f"  final: fit on everything before {as_of} and write the lists")
     segments = segments.cache()
@@ -182,11 +182,12 @@ def run_train(spark, output_uri: str, *, as_of: dt.date | None, routing_config: 
     used = sorted({part for routes in chosen["routes"].values() for route in routes.values() for part in route["source"].split("+")}
                   | {"buy_again", similar_source})
     final_config = dataclasses.replace(routing_config, models=tuple(name for name in routing_config.models if name in used))
-    # A segment model no route serves costs as much to fit as one that does (README, "Scale").
+    # A segment model no route serves costs as much to fit as one that does.
     sources = routing.fit_sources(purchases, as_of=as_of, segments=segments, config=final_config, als_settings=chosen["als_settings"],
-                                  segment_als_serves=routing.segments_served_by(chosen["routes"], "segment_als"))
+                                  segment_als_serves=routing.segments_served_by(chosen["routes"], "segment_als"), echo=echo)
     customers = known_customers(purchases, as_of).cache()
     serving = dataclasses.replace(routing_config, n=routing_config.served_n)
+    echo("  writing the lists, trending, \"also bought\" and the models")
     with storage.atomic_output(spark, storage.join(output_uri, STAGE)) as staging:
         items = purchases.where(purchases[C.TIMESTAMP] < dt.datetime.combine(as_of, dt.time())).select(C.ITEM_ID).distinct()
         # The three tables and the models are independent: written side by side (see in_parallel).

@@ -1,6 +1,7 @@
 import datetime as dt
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -32,6 +33,17 @@ def test_json_config_files_work_too(tmp_path):
 def test_a_typo_in_the_config_file_is_an_error_not_a_silent_default(tmp_path):
     with pytest.raises(ConfigError, match="unknown IngestConfig setting 'max_quarantine_shar'"):
         build(IngestConfig, {"max_quarantine_shar": 0.1})
+
+
+def test_a_misspelled_section_is_an_error_naming_it(tmp_path):
+    (tmp_path / "typo.toml").write_text("[rouitng]\nserved_n = 20\n")
+    with pytest.raises(ConfigError, match=r"typo.toml: unknown section \[rouitng\] \(sections: spark, ingest, .*routing"):
+        load_config_file(str(tmp_path / "typo.toml"))
+
+
+@pytest.mark.parametrize("profile", sorted((Path(__file__).resolve().parent.parent / "jobs" / "profiles").glob("*.toml")))
+def test_every_shipped_profile_loads(profile):
+    assert load_config_file(str(profile))
 
 
 def test_a_broken_config_file_names_the_file(tmp_path):

@@ -27,8 +27,12 @@ def window(spark, synthetic):
 
 def test_the_search_records_every_trial_and_keeps_only_improvements(window):
     train, relevant, segments = window
-    result = tune(train, relevant, segments, as_of=CUTOFF, config=GRID, segment_names=[ALL_SEGMENTS, "high"])
+    printed = []
+    result = tune(train, relevant, segments, as_of=CUTOFF, config=GRID, segment_names=[ALL_SEGMENTS, "high"], echo=printed.append)
     assert set(result) == {ALL_SEGMENTS, "high"}
+    # Each trial is reported as it ends: which model, what changed, its score and the budget left.
+    assert len(printed) == 6 and printed[0].startswith("    tuning all (1/2): first settings, NDCG@10 0.")
+    assert printed[3].startswith("    tuning high (2/2): first settings") and all("s of the budget left" in line for line in printed)
     for tuned in result.values():
         assert tuned.trials[0].settings == GRID.start()
         # One trial per distinct setting: the start, then one change per parameter with a second value.
