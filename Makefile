@@ -37,8 +37,7 @@ java: $(INSTALLED)
 
 # Spark's ALS solves each customer's and item's normal equations through LAPACK: the system's when it
 # finds liblapack.so.3, else a Java translation (it says so once, "dlopen(liblapack.so.3) failed").
-# Warm fits on the 1M-row benchmark's interactions took 5.1-6.3 s with it against 5.6-6.5 s without.
-# Optional, so never an error; installed when we can (root on Debian).
+# Optional (a few percent of each fit), so never an error; installed when we can (root on Debian).
 lapack:
 	@ldconfig -p 2>/dev/null | grep -q "liblapack.so.3 " || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -58,10 +57,10 @@ chromium:
 	  command -v chromium >/dev/null || echo "Chromium could not be installed: the browser test will be skipped"; }
 
 # Java 25+: a training run (the pipeline on a small synthetic shop, about 2 minutes, once per Java and Spark
-# installation) leaves an ahead-of-time cache that every later local JVM starts from (jobs/jvm_cache.py):
-# the 1M-row pipeline took 103-104 s with it against 108-109 s without. Older Javas: nothing to do.
+# installation) leaves an ahead-of-time cache that every later local JVM starts from, seconds sooner
+# (devtools/jvm_cache.py). Older Javas: nothing to do.
 jvm-cache: setup
-	$(PY) -m jobs.jvm_cache
+	$(PY) -m devtools.jvm_cache
 
 pipeline: setup
 	$(PY) -m jobs.pipeline --input $(INPUT) --output $(OUTPUT) $(PIPELINE_ARGS)
@@ -75,7 +74,11 @@ serve: setup
 	SECRET_KEY="$${SECRET_KEY:-$$(cat $(OUTPUT)/secret_key)}" SEGREC_DB=$(DB) SEGREC_STATE_DB=$(OUTPUT)/segrec-state.sqlite \
 	  $(PY) -m webapp.serve --host $(HOST) --port $(PORT)
 
-# The whole thing: pipeline, publish, then serve the app (Ctrl-C stops it).
+# The whole thing: pipeline, publish, then serve the app (Ctrl-C stops it). A demo: the ALS search gets
+# DEMO_TUNE_BUDGET seconds instead of the default 240, so the app serves within minutes; make pipeline
+# keeps the full search. A --tune-budget in PIPELINE_ARGS comes later and wins.
+DEMO_TUNE_BUDGET ?= 30
+run: PIPELINE_ARGS := --tune-budget $(DEMO_TUNE_BUDGET) $(PIPELINE_ARGS)
 run: pipeline publish serve
 
 test: setup chromium
@@ -86,7 +89,7 @@ test: setup chromium
 SIZES ?= 1e6,1e7,5e7
 BENCH_ARGS ?=
 bench: setup jvm-cache
-	$(PY) -m jobs.bench --sizes $(SIZES) $(BENCH_ARGS)
+	$(PY) -m devtools.bench --sizes $(SIZES) $(BENCH_ARGS)
 
 # The pipeline on a Spark standalone master + worker on 127.0.0.1 (spark-submit, project zipped for
 # --py-files), compared table by table with a local-mode run on the same small synthetic input.
@@ -94,12 +97,12 @@ bench: setup jvm-cache
 CLUSTER_DIR ?= $(OUTPUT)/cluster-test
 cluster-test: setup
 	$(PY) -m jobs.synth --output $(CLUSTER_DIR)/input --customers 400 --seed 3
-	$(PY) -m jobs.cluster_test --input $(CLUSTER_DIR)/input/transactions --work-dir $(CLUSTER_DIR) --config jobs/profiles/quick.toml
+	$(PY) -m devtools.cluster_test --input $(CLUSTER_DIR)/input/transactions --work-dir $(CLUSTER_DIR) --config jobs/profiles/quick.toml
 
 # Load benchmark of the API on loopback (needs a published store: make run or make publish).
 bench-web: setup
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
-	$(PY) -m webapp.bench --db $(DB) --report $(OUTPUT)/bench-web.json
+	$(PY) -m devtools.bench_web --db $(DB) --report $(OUTPUT)/bench-web.json
 
 clean:
 	rm -rf $(OUTPUT) .pytest_cache build *.egg-info
