@@ -29,7 +29,6 @@ import os
 import platform
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

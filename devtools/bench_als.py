@@ -18,7 +18,7 @@ import argparse
 import sys
 import time
 
-from jobs import cli, segment, storage
+from jobs import cli, layout, storage
 from jobs.config import build, load_config_file
 from jobs.spark import SparkSettings, build_session
 from cf.als import ALSRecommender
@@ -49,7 +49,7 @@ def over_fetched(model: ALSRecommender, customers, n: int):
 
 
 def run_bench(spark, output_uri: str, *, as_of=None, rank: int = 32, max_iter: int = 10, echo=print) -> dict:
-    purchases, _ = segment.read_transactions(spark, output_uri)
+    purchases, _ = layout.read_transactions(spark, output_uri)
     as_of = as_of or rfm.default_as_of(purchases)
     pairs = interactions(purchases, as_of=as_of).cache()
     seconds, count = timed(pairs.count)

@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import math
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -31,23 +28,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from devtools.compare import compare_outputs
 from jobs.spark import choose_java, project_env
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # What the executors import; the web app never runs on Spark.
 SHIPPED_PACKAGES = ("jobs", "cf", "coldstart", "segmentation")
-# Model scores are sums of floating-point products; a cluster adds them up in another order.
-RELATIVE_TOLERANCE = 1e-6
 REGISTRATION_TIMEOUT_SECONDS = 90
 APP_NAME = "segrec-pipeline"
 # C1 alone warms up sooner on a short run, but its code cache defaults to 48 MB: a whole pipeline
 # filled it, and a full cache leaves no room for the call adapters of the classes Spark generates
 # (the driver failed). 240 MB is the default of the usual tiered compiler.
 QUICK_JIT = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m"
-# Saved Spark ML stages are named <index>_<Class>_<random uid>: compare them by index and class.
-STAGE_UID = re.compile(r"(\d+_[A-Za-z]+)_[0-9a-f]{12}")
-# Summary fields that differ between any two runs: when and where they ran, how long they took.
-RUN_SPECIFIC_KEYS = frozenset({"created_at", "started_at", "run_id", "input", "output", "seconds"})
 
 
 class ClusterTestError(RuntimeError):
@@ -169,108 +161,6 @@ def run_local(pipeline_args: list[str], *, log: Path, cores: int = 2) -> None:
         raise ClusterTestError(f"the local run failed with status {status}; see {log}")
 
 
-def _published(root: Path, pattern: str) -> dict[str, Path]:
-    """Published files matching ``pattern`` under ``root`` (no staging or hidden ones), by their uid-free relative path."""
-    return {STAGE_UID.sub(r"\1", found.relative_to(root).as_posix()): found for found in sorted(root.rglob(pattern))
-            if not any(piece.startswith(".") for piece in found.relative_to(root).parts)}
-
-
-def parquet_tables(root: Path) -> dict[str, Path]:
-    """Every directory under ``root`` that holds Parquet part files."""
-    return {Path(name).parent.as_posix(): part.parent for name, part in _published(root, "part-*.parquet").items()}
-
-
-def compare_json(expected, actual, where: str = "") -> str | None:
-    """None when two JSON documents agree (floats to a relative tolerance, run-specific keys ignored), else the first difference."""
-    if isinstance(expected, dict) and isinstance(actual, dict):
-        keys = (set(expected) | set(actual)) - RUN_SPECIFIC_KEYS
-        for key in sorted(keys, key=str):
-            if key not in expected or key not in actual:
-                return f"{where}/{key} is only in the {'local' if key in expected else 'cluster'} run"
-            problem = compare_json(expected[key], actual[key], f"{where}/{key}")
-            if problem:
-                return problem
-        return None
-    if isinstance(expected, list) and isinstance(actual, list):
-        if len(expected) != len(actual):
-            return f"{where}: {len(expected)} entries vs {len(actual)}"
-        return next(filter(None, (compare_json(e, a, f"{where}[{i}]") for i, (e, a) in enumerate(zip(expected, actual)))), None)
-    if isinstance(expected, float) or isinstance(actual, float):
-        if isinstance(expected, (int, float)) and isinstance(actual, (int, float)) and math.isclose(expected, actual, rel_tol=RELATIVE_TOLERANCE, abs_tol=1e-9):
-            return None
-    elif expected == actual:
-        return None
-    return f"{where or '/'}: {expected!r} vs {actual!r}"
-
-
-def _canonical(value):
-    """Nested values (Spark ML vectors and matrices) as text, floats to 6 significant digits, so they sort and compare."""
-    import numpy as np
-
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{key}:{_canonical(item)}" for key, item in value.items()) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_canonical(item) for item in value) + "]"
-    return f"{value:.6g}" if isinstance(value, float) else repr(value)
-
-
-def compare_tables(expected, actual) -> str | None:
-    """None when two frames hold the same rows in any order (floats to a relative tolerance), else why not."""
-    import numpy as np
-    import pandas as pd
-
-    nested = [c for c in expected.columns if expected[c].map(lambda v: isinstance(v, (dict, list, np.ndarray))).any()]
-    expected = expected.assign(**{c: expected[c].map(_canonical) for c in nested})
-    actual = actual.assign(**{c: actual[c].map(_canonical) for c in nested if c in actual})
-    if sorted(expected.columns) != sorted(actual.columns):
-        return f"columns differ: {sorted(expected.columns)} vs {sorted(actual.columns)}"
-    if len(expected) != len(actual):
-        return f"{len(expected):,} rows vs {len(actual):,}"
-    floats = [c for c in expected.columns if pd.api.types.is_float_dtype(expected[c])]
-    keys = [c for c in expected.columns if c not in floats]
-    order = keys + floats
-    expected = expected[order].sort_values(order, ignore_index=True, na_position="last")
-    actual = actual[order].sort_values(order, ignore_index=True, na_position="last")
-    for column in keys:
-        unequal = ~((expected[column] == actual[column]) | (expected[column].isna() & actual[column].isna()))
-        if unequal.any():
-            first = int(np.flatnonzero(unequal.to_numpy())[0])
-            return f"column {column} differs in {int(unequal.sum()):,} rows, first: {expected[column][first]!r} vs {actual[column][first]!r}"
-    for column in floats:
-        close = np.isclose(expected[column].to_numpy(), actual[column].to_numpy(), rtol=RELATIVE_TOLERANCE, atol=1e-9, equal_nan=True)
-        if not close.all():
-            return f"column {column} differs beyond {RELATIVE_TOLERANCE:g} in {int((~close).sum()):,} rows"
-    return None
-
-
-def _summaries(root: Path) -> dict[str, Path]:
-    # run.json is the log of the run itself (timings, where it wrote), not an output to compare.
-    return {name: path for name, path in _published(root, "*.json").items() if name != "run.json"}
-
-
-def _compare_each(local: dict[str, Path], cluster: dict[str, Path], compare) -> dict[str, str | None]:
-    results: dict[str, str | None] = {}
-    for name in sorted(set(local) | set(cluster)):
-        if name not in cluster or name not in local:
-            results[name] = f"only in the {'local' if name in local else 'cluster'} run"
-        else:
-            results[name] = compare(local[name], cluster[name])
-    return results
-
-
-def compare_outputs(local: Path, cluster: Path) -> dict[str, str | None]:
-    """Each table and JSON summary either run wrote, mapped to None (equal) or what differs."""
-    import pandas as pd
-
-    tables = _compare_each(parquet_tables(local), parquet_tables(cluster),
-                           lambda expected, actual: compare_tables(pd.read_parquet(expected), pd.read_parquet(actual)))
-    summaries = _compare_each(_summaries(local), _summaries(cluster),
-                              lambda expected, actual: compare_json(json.loads(expected.read_text()), json.loads(actual.read_text())))
-    return {**tables, **summaries}
-
-
 def run_on_cluster(input_uri: str, work_dir: Path, *, config: str | None = None, port: int = 7077, cores: int = 2,
                    echo=print) -> Path:
     """The pipeline through spark-submit on a standalone master and worker started for it; its output directory.
@@ -307,7 +197,7 @@ def run_cluster_test(input_uri: str, work_dir: Path, *, config: str | None = Non
         run_local([*_pipeline_args(input_uri, config), "--output", str(local_output)], log=work_dir / "local.log", cores=cores)
         echo(f"local[{cores}] run: {time.monotonic() - started:.0f}s -> {local_output}")
     cluster_output = run_on_cluster(input_uri, work_dir, config=config, port=port, cores=cores, echo=echo)
-    results = compare_outputs(local_output, cluster_output)
+    results = compare_outputs(local_output, cluster_output, names=("local", "cluster"))
     for table, problem in results.items():
         echo(f"  {table}: {'equal' if problem is None else 'DIFFERENT: ' + problem}")
     return results

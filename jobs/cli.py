@@ -1,4 +1,4 @@
-"""What every job's command line shares: common flags and turning failures into one clear line."""
+"""What every job's command line shares: common flags, the flag groups of the stages, and turning failures into one clear line."""
 
 from __future__ import annotations
 
@@ -11,11 +11,16 @@ import time
 import traceback
 from typing import Callable
 
-from jobs.config import ConfigError, parse_date
+from jobs.config import ConfigError, build, parse_date
 from jobs.spark import JavaNotFoundError
-from cf.interactions import RecommendationError
 from jobs.storage import StorageError
+from cf.interactions import RecommendationError
+from cf.routing import RoutingConfig
+from cf.tuning import TuningConfig
+from segmentation.backtest import BacktestConfig
+from segmentation.clv import TRANSACTION_MODELS, CLVConfig
 from segmentation.rfm import SegmentationError
+from segmentation.segments import SegmentConfig
 from segmentation.windows import WindowError
 
 
@@ -36,6 +41,43 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help="treat this date (YYYY-MM-DD) as now: transactions on or after it are ignored",
     )
     parser.add_argument("--master", help="Spark master when not run through spark-submit (default local[*])")
+
+
+def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--horizon-months", type=int, help="CLV horizon in months (default 12)")
+    parser.add_argument("--discount-rate", type=float, help="monthly discount rate for CLV (default 0.01)")
+    parser.add_argument("--clv-model", choices=TRANSACTION_MODELS, help="purchase model (default bgnbd)")
+    parser.add_argument("--k", type=int, help="number of segments (default 3: high, mid, low)")
+    parser.add_argument("--seed", type=int, help="K-means seed (default 42)")
+    parser.add_argument("--calibration-end", type=as_of_date, help="backtest: last day of the calibration period")
+    parser.add_argument("--holdout-days", type=int, help="backtest: hold-out length when --calibration-end is not given "
+                        "(default: a quarter of the history before the as-of date, at most 92; skipped below 14)")
+
+
+def segment_configs(args: argparse.Namespace, settings: dict) -> tuple[CLVConfig, SegmentConfig, BacktestConfig]:
+    """Configs from the file and the segment flags (a job without those flags just gets the file's settings)."""
+    flag = vars(args).get
+    clv_config = build(CLVConfig, settings.get("clv"), {
+        "horizon_months": flag("horizon_months"), "discount_rate": flag("discount_rate"), "model": flag("clv_model"),
+    })
+    segment_config = build(SegmentConfig, settings.get("segments"), {"k": flag("k"), "seed": flag("seed")})
+    backtest_config = build(BacktestConfig, settings.get("backtest"), {
+        "calibration_end": flag("calibration_end"), "holdout_days": flag("holdout_days"),
+    })
+    return clv_config, segment_config, backtest_config
+
+
+def add_recommendation_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--validation-days", type=int, help="validation window for tuning and routing (default: a quarter of "
+                        "the history before it, at most 90; below 14 the routes are not validated)")
+    parser.add_argument("--tune-budget", type=float, help="seconds for the ALS search over all segments (default 240; 0: defaults)")
+
+
+def recommendation_configs(args: argparse.Namespace, settings: dict) -> tuple[RoutingConfig, TuningConfig]:
+    flag = vars(args).get
+    routing_config = build(RoutingConfig, settings.get("routing"), {"validation_days": flag("validation_days")})
+    tuning_config = build(TuningConfig, settings.get("tuning"), {"budget_seconds": flag("tune_budget")})
+    return routing_config, tuning_config
 
 
 def as_of_date(text: str):

@@ -21,15 +21,13 @@ import sys
 from dataclasses import dataclass, field
 from functools import reduce
 
-from jobs import cli, storage
+from jobs import cli, layout, storage
+from jobs.layout import ANONYMOUS, CLEAN, PLACES, QUARANTINE, RETURNS
 from jobs.config import build, load_config_file
 from jobs.spark import SparkSettings, build_session, fit_to_input
 from segmentation import columns as C
 
-STAGE = "ingest"
-
-CLEAN, RETURNS, ANONYMOUS, QUARANTINE = "clean", "returns", "anonymous", "quarantine"
-PLACES = (CLEAN, RETURNS, ANONYMOUS, QUARANTINE)
+STAGE = layout.INGEST
 
 DUPLICATE = "duplicate"
 MALFORMED = "malformed"
@@ -399,7 +397,7 @@ def run_ingest(spark, input_uri: str, output_uri: str, config: IngestConfig, as_
             "as_of": as_of.isoformat() if as_of else None,
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         })
-        with storage.atomic_output(spark, storage.join(output_uri, STAGE)) as staging:
+        with storage.atomic_output(spark, layout.stage(output_uri, STAGE)) as staging:
             for place, frame in split_places(classified, raw.columns).items():
                 frame.write.parquet(storage.join(staging, place))
             storage.write_json(spark, storage.join(staging, "summary.json"), summary)

@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from jobs import cli, evaluate, ingest, report, segment, storage, train
+from jobs import cli, ingest, layout, report, segment, storage, train
 from jobs.config import build, load_config_file
 from jobs.spark import SparkSettings, build_session, fit_to_input
 from segmentation.windows import describe_window
@@ -49,16 +49,16 @@ def ingest_stage(context: RunContext) -> StageResult:
     config = ingest.ingest_config(context.args, context.settings)
     summary = ingest.run_ingest(context.spark, context.input_uri, context.output_uri, config, context.as_of)
     places = summary["places"]
-    note = ", ".join(f"{place} {places[place]:,}" for place in ingest.PLACES)
-    return StageResult(rows_in=summary["rows_in"], rows_out=places[ingest.CLEAN], note=note)
+    note = ", ".join(f"{place} {places[place]:,}" for place in layout.PLACES)
+    return StageResult(rows_in=summary["rows_in"], rows_out=places[layout.CLEAN], note=note)
 
 
 def _clean_rows(context: RunContext) -> int:
-    return context.spark.read.parquet(storage.join(context.output_uri, ingest.STAGE, ingest.CLEAN)).count()
+    return context.spark.read.parquet(storage.join(layout.stage(context.output_uri, layout.INGEST), layout.CLEAN)).count()
 
 
 def segment_stage(context: RunContext) -> StageResult:
-    clv_config, segment_config, _ = segment.segment_configs(context.args, context.settings)
+    clv_config, segment_config, _ = cli.segment_configs(context.args, context.settings)
     summary = segment.run_segment(context.spark, context.output_uri, as_of=context.as_of, clv_config=clv_config, segment_config=segment_config)
     sizes = ", ".join(f"{label} {count:,}" for label, count in sorted(summary["segments"].items()))
     return StageResult(rows_in=_clean_rows(context), rows_out=summary["customers"], note=f"{sizes}; silhouette {summary['silhouette']:.2f}",
@@ -66,7 +66,7 @@ def segment_stage(context: RunContext) -> StageResult:
 
 
 def backtest_stage(context: RunContext) -> StageResult:
-    clv_config, segment_config, backtest_config = segment.segment_configs(context.args, context.settings)
+    clv_config, segment_config, backtest_config = cli.segment_configs(context.args, context.settings)
     result = segment.run_backtest(context.spark, context.output_uri, as_of=context.as_of, config=backtest_config,
                                   clv_config=clv_config, segment_config=segment_config)
     window = result["window"]
@@ -78,8 +78,8 @@ def backtest_stage(context: RunContext) -> StageResult:
 
 
 def recommendations_stage(context: RunContext) -> StageResult:
-    clv_config, segment_config, _ = segment.segment_configs(context.args, context.settings)
-    routing_config, tuning_config = evaluate.recommendation_configs(context.args, context.settings)
+    clv_config, segment_config, _ = cli.segment_configs(context.args, context.settings)
+    routing_config, tuning_config = cli.recommendation_configs(context.args, context.settings)
     manifest = train.run_train(context.spark, context.output_uri, as_of=context.as_of, routing_config=routing_config,
                                tuning_config=tuning_config, clv_config=clv_config, segment_config=segment_config,
                                config=train.train_config(context.args, context.settings), echo=context.echo)
@@ -94,16 +94,16 @@ def recommendations_stage(context: RunContext) -> StageResult:
 
 def report_stage(context: RunContext) -> StageResult:
     charts = report.run_report(context.spark, context.output_uri)
-    target = storage.join(context.output_uri, report.STAGE, "index.html")
+    target = storage.join(layout.stage(context.output_uri, layout.REPORT), "index.html")
     return StageResult(rows_in=len(charts), rows_out=1, note=f"{len(charts)} charts in {target}")
 
 
 STAGES: dict[str, Callable[[RunContext], StageResult]] = {
-    ingest.STAGE: ingest_stage,
-    segment.STAGE: segment_stage,
-    segment.BACKTEST_STAGE: backtest_stage,
-    train.STAGE: recommendations_stage,
-    report.STAGE: report_stage,
+    layout.INGEST: ingest_stage,
+    layout.SEGMENTS: segment_stage,
+    layout.BACKTEST: backtest_stage,
+    layout.RECOMMENDATIONS: recommendations_stage,
+    layout.REPORT: report_stage,
 }
 
 
@@ -113,8 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, help="output directory (path or URI)")
     parser.add_argument("--stages", help=f"comma-separated subset of: {', '.join(STAGES)} (default: all)")
     ingest.add_ingest_arguments(parser)
-    segment.add_segment_arguments(parser)
-    evaluate.add_recommendation_arguments(parser)
+    cli.add_segment_arguments(parser)
+    cli.add_recommendation_arguments(parser)
     train.add_train_arguments(parser)
     cli.add_common_arguments(parser)
     return parser
@@ -158,7 +158,7 @@ def run_pipeline(context: RunContext, stages: list[str]) -> dict:
             run["windows"][name] = result.window
         run["as_of"] = run["as_of"] or result.as_of
     run["seconds"] = round(time.monotonic() - started, 2)
-    storage.write_json(context.spark, storage.join(context.output_uri, "run.json"), run)
+    storage.write_json(context.spark, storage.join(context.output_uri, layout.RUN_SUMMARY), run)
     for window in run["windows"].values():
         echo(describe_window(window))
     echo(f"done: {len(stages)} stage(s) in {run['seconds']:.1f}s; outputs under {context.output_uri}")

@@ -19,7 +19,7 @@ import sys
 import tempfile
 from contextlib import closing
 
-from jobs import cli, report, segment, storage, train
+from jobs import cli, layout, storage
 from jobs.config import build, load_config_file
 from jobs.spark import SparkSettings, build_session
 from segmentation import columns as C
@@ -62,8 +62,8 @@ def build_store(spark, output_uri: str, recs_stage: str, path: str, *, run: dict
     """Write every table of ``webapp.schema`` into a new SQLite file at ``path``; return the row counts."""
     from pyspark.sql import functions as F
 
-    segments_stage = storage.open_stage(spark, storage.join(output_uri, segment.STAGE), produced_by="the segments stage")
-    purchases, _ = segment.read_transactions(spark, output_uri)
+    segments_stage = layout.open_stage(spark, output_uri, layout.SEGMENTS)
+    purchases, _ = layout.read_transactions(spark, output_uri)
     customers = spark.read.parquet(storage.join(segments_stage, "customers"))
     frames = {
         "customers": customers.withColumns({
@@ -81,7 +81,7 @@ def build_store(spark, output_uri: str, recs_stage: str, path: str, *, run: dict
         for table, frame in frames.items():
             counts[table] = _insert(connection, table, frame, schema.columns(table))
         fs = storage.FileSystem(spark)
-        charts_dir = storage.join(output_uri, report.STAGE)
+        charts_dir = layout.stage(output_uri, layout.REPORT)
         charts = [name for name in fs.list_names(charts_dir) if name.endswith(".png")] if fs.exists(charts_dir) else []
         connection.executemany("INSERT INTO charts (name, png) VALUES (?, ?)",
                                [(name[:-len(".png")], fs.read_bytes(storage.join(charts_dir, name))) for name in charts])
@@ -101,9 +101,9 @@ def build_store(spark, output_uri: str, recs_stage: str, path: str, *, run: dict
 def publish(spark, output_uri: str, db_path: str) -> dict:
     """Build the store under a temporary name next to ``db_path`` and rename it into place."""
     fs = storage.FileSystem(spark)
-    recs_stage = storage.open_stage(spark, storage.join(output_uri, train.STAGE), produced_by="the recommendations stage (jobs.train)")
+    recs_stage = layout.open_stage(spark, output_uri, layout.RECOMMENDATIONS)
     manifest = storage.read_json(spark, storage.join(recs_stage, "manifest.json"))
-    run_file = storage.join(output_uri, "run.json")
+    run_file = storage.join(output_uri, layout.RUN_SUMMARY)
     run = storage.read_json(spark, run_file) if fs.exists(run_file) else {}
     directory = os.path.dirname(os.path.abspath(db_path))
     os.makedirs(directory, exist_ok=True)

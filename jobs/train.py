@@ -31,27 +31,23 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import functools
 import json
 import sys
 import time
-from functools import reduce
 
-from jobs import cli, segment, storage
+from jobs import cli, layout, storage
 from jobs.config import build, load_config_file
-from jobs.evaluate import add_recommendation_arguments, recommendation_configs, validate, validation_window
 from jobs.spark import SparkSettings, build_session
-from cf import routing
+from cf import routing, serving
 from cf.base import in_parallel
 from cf.interactions import RecommendationError
 from cf.routing import RoutingConfig
 from cf.tuning import ALSSettings, TuningConfig
+from cf.validation import validate, validation_window
 from segmentation import columns as C
 from segmentation.windows import read_history
 
-STAGE = "recommendations"
-SERVED_LISTS = ("discover", "for_you")  # routed; buy_again has one source, cold is the trending table
-EVERYONE = "everyone"  # the pseudo-customer that stands for visitors without a country
+STAGE = layout.RECOMMENDATIONS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +68,7 @@ def choice_settings(routing_config: RoutingConfig, tuning_config: TuningConfig, 
 def last_manifest(spark, output_uri: str) -> dict | None:
     """The manifest of the recommendations last written under ``output_uri``, if any."""
     files = storage.FileSystem(spark)
-    stage = storage.join(output_uri, STAGE)
+    stage = layout.stage(output_uri, STAGE)
     storage.recover(files, stage)
     path = storage.join(stage, "manifest.json")
     return storage.read_json(spark, path) if files.exists(path) else None
@@ -108,56 +104,17 @@ def reusable_choice(earlier: dict | None, *, as_of: dt.date, max_age_days: int, 
 
 
 def _segments_as_of(spark, output_uri: str, as_of: dt.date):
-    stage = storage.open_stage(spark, storage.join(output_uri, segment.STAGE), produced_by="the segments stage (jobs.segment)")
+    stage = layout.open_stage(spark, output_uri, layout.SEGMENTS)
     summary = storage.read_json(spark, storage.join(stage, "summary.json"))
     if summary["as_of"] != as_of.isoformat():
         raise RecommendationError(f"the segments were computed as of {summary['as_of']}, not {as_of}: run the segments stage with the same --as-of")
     return spark.read.parquet(storage.join(stage, "customers")).select(C.CUSTOMER_ID, C.SEGMENT)
 
 
-def known_customers(purchases, as_of: dt.date):
-    """customer_id and their usual country, for everyone who bought before ``as_of``."""
-    from pyspark.sql import functions as F
-
-    before = purchases.where(F.col(C.TIMESTAMP) < F.lit(as_of).cast("timestamp"))
-    return before.groupBy(C.CUSTOMER_ID).agg(F.mode(C.COUNTRY, deterministic=True).alias(C.COUNTRY))
-
-
-def country_visitors(purchases):
-    """One pseudo-customer per country plus one for visitors whose country is unknown (country null)."""
-    from pyspark.sql import functions as F
-
-    countries = purchases.select(C.COUNTRY).distinct().where(F.col(C.COUNTRY).isNotNull())
-    per_country = countries.select(F.concat(F.lit("country:"), F.col(C.COUNTRY)).alias(C.CUSTOMER_ID), C.COUNTRY)
-    return per_country.unionByName(purchases.sparkSession.createDataFrame([(EVERYONE, None)], f"{C.CUSTOMER_ID} string, {C.COUNTRY} string"))
-
-
-def served_lists(sources, customers, segments, routes: dict, config: RoutingConfig):
-    """customer_id, list, rank, item_id, score, source for every customer: the routed lists and buy-again."""
-    from pyspark.sql import functions as F
-
-    routed = in_parallel({list_name: functools.partial(routing.serve_routed, sources, customers, list_name, routes[list_name], segments, config)
-                          for list_name in SERVED_LISTS})
-    parts = [routed[list_name].withColumn(C.LIST, F.lit(list_name)) for list_name in SERVED_LISTS]
-    buy_again = sources.models["buy_again"].recommend(customers, config.n)
-    parts.append(buy_again.withColumns({"source": F.lit("buy_again"), C.LIST: F.lit("buy_again")}))
-    columns = [C.CUSTOMER_ID, C.LIST, C.RANK, C.ITEM_ID, C.SCORE, "source"]
-    return reduce(lambda a, b: a.unionByName(b), (part.select(*columns) for part in parts))
-
-
-def cold_lists(sources, purchases, route: str, config: RoutingConfig):
-    """The cold route's list per country and overall (country null), as served to unknown customers."""
-    from pyspark.sql import functions as F
-
-    visitors = country_visitors(purchases)
-    lists = routing.candidate_lists(sources, visitors, "cold", config, names=[route])
-    return lists[route].join(visitors, C.CUSTOMER_ID).select(C.COUNTRY, C.RANK, C.ITEM_ID, C.SCORE, F.lit(route).alias("source"))
-
-
 def run_train(spark, output_uri: str, *, as_of: dt.date | None, routing_config: RoutingConfig, tuning_config: TuningConfig,
               clv_config, segment_config, config: TrainConfig = TrainConfig(), echo=print) -> dict:
     started = time.monotonic()
-    purchases, returns = segment.read_transactions(spark, output_uri)
+    purchases, returns = layout.read_transactions(spark, output_uri)
     history = read_history(purchases, as_of)
     history.check()
     as_of = history.as_of
@@ -185,16 +142,16 @@ def run_train(spark, output_uri: str, *, as_of: dt.date | None, routing_config: 
     # A segment model no route serves costs as much to fit as one that does.
     sources = routing.fit_sources(purchases, as_of=as_of, segments=segments, config=final_config, als_settings=chosen["als_settings"],
                                   segment_als_serves=routing.segments_served_by(chosen["routes"], "segment_als"), echo=echo)
-    customers = known_customers(purchases, as_of).cache()
-    serving = dataclasses.replace(routing_config, n=routing_config.served_n)
+    customers = serving.known_customers(purchases, as_of).cache()
+    served = dataclasses.replace(routing_config, n=routing_config.served_n)
     echo("  writing the lists, trending, \"also bought\" and the models")
-    with storage.atomic_output(spark, storage.join(output_uri, STAGE)) as staging:
+    with storage.atomic_output(spark, layout.stage(output_uri, STAGE)) as staging:
         items = purchases.where(purchases[C.TIMESTAMP] < dt.datetime.combine(as_of, dt.time())).select(C.ITEM_ID).distinct()
         # The three tables and the models are independent: written side by side (see in_parallel).
         in_parallel({
-            "recommendations": lambda: served_lists(sources, customers, segments, chosen["routes"], serving).write.parquet(
+            "recommendations": lambda: serving.served_lists(sources, customers, segments, chosen["routes"], served).write.parquet(
                 storage.join(staging, "recommendations")),
-            "trending": lambda: cold_lists(sources, purchases, cold_route, serving).write.parquet(storage.join(staging, "trending")),
+            "trending": lambda: serving.cold_lists(sources, purchases, cold_route, served).write.parquet(storage.join(staging, "trending")),
             "similar_items": lambda: sources.models[similar_source].similar_items(items, routing_config.similar_items).write.parquet(
                 storage.join(staging, "similar_items")),
             "models": lambda: routing.save_models(sources, used, storage.join(staging, "models")),
@@ -251,16 +208,16 @@ def train_config(args: argparse.Namespace, settings: dict) -> TrainConfig:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", required=True, help="pipeline output directory (reads <output>/ingest and <output>/segments)")
-    add_recommendation_arguments(parser)
+    cli.add_recommendation_arguments(parser)
     add_train_arguments(parser)
     cli.add_common_arguments(parser)
     args = parser.parse_args(argv)
     settings = load_config_file(args.config)
-    routing_config, tuning_config = recommendation_configs(args, settings)
+    routing_config, tuning_config = cli.recommendation_configs(args, settings)
     config = train_config(args, settings)
     spark = build_session(build(SparkSettings, {"app_name": "segrec-train"}, settings.get("spark"), {"master": args.master}))
-    segment.fit_to_transactions(spark, args.output)
-    clv_config, segment_config, _ = segment.segment_configs(args, settings)
+    layout.fit_to_transactions(spark, args.output)
+    clv_config, segment_config, _ = cli.segment_configs(args, settings)
     manifest = run_train(spark, args.output, as_of=args.as_of, routing_config=routing_config, tuning_config=tuning_config,
                          clv_config=clv_config, segment_config=segment_config, config=config)
     print(format_manifest(manifest))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from dataclasses import dataclass
 
 from segmentation import clv, rfm
 from segmentation import columns as C
@@ -22,9 +23,62 @@ from segmentation.clv import TRANSACTION_MODELS, CLVConfig
 from segmentation.customers import check_as_of, segment_customers
 from segmentation.rfm import _TRUNC_UNIT, SegmentationError
 from segmentation.segments import SegmentConfig, segment_labels
+from segmentation.windows import History, Window, WindowError, WindowRule, choose_window
+
+@dataclass(frozen=True)
+class BacktestConfig:
+    calibration_end: dt.date | None = None  # default: the hold-out is the last holdout_days before the as-of date
+    holdout_days: int | None = None  # None: holdout_share of the history before the as-of date, at most max_holdout_days
+    holdout_share: float = 0.25
+    max_holdout_days: int = 92
+    min_holdout_days: int = 14  # a shorter hold-out is skipped: the backtest is a report, nothing depends on it
+    models: tuple[str, ...] = TRANSACTION_MODELS
+    top_share: float = 0.2
+
+    def rule(self) -> WindowRule:
+        return WindowRule(name="backtest hold-out", flag="--holdout-days", share=self.holdout_share,
+                          max_days=self.max_holdout_days, min_days=self.min_holdout_days)
+
+
+def holdout_window(history: History, config: BacktestConfig) -> Window:
+    """The backtest's hold-out: what ``--calibration-end`` or ``--holdout-days`` say, else chosen from the history."""
+    rule = config.rule()
+    if config.calibration_end is None:
+        return choose_window(history, rule, days=config.holdout_days)
+    days = (history.as_of - config.calibration_end).days - 1
+    if days < 1:
+        raise WindowError(f"--calibration-end {config.calibration_end} leaves no hold-out before {history.describe_as_of()}: "
+                          "give an earlier --calibration-end")
+    if config.calibration_end < history.first_purchase:
+        raise WindowError(f"--calibration-end {config.calibration_end} is before the first purchase ({history.first_purchase}): "
+                          "give a later one, or leave it out and segrec chooses a hold-out from the history")
+    return Window(rule.name, history.as_of, days, "set by --calibration-end")
+
 
 NAIVE = "past spend"
 FREQUENCY_CAP = 10  # calibration frequencies above this are pooled in the by-frequency table
+
+
+def backtest_history(purchases, returns, *, history: History, config: BacktestConfig, clv_config: CLVConfig,
+                     segment_config: SegmentConfig) -> dict:
+    """``run_backtest`` on the hold-out ``config`` asks for (``holdout_window``), with ``skipped`` False and its ``window``;
+    or ``skipped`` True and the window's reason when the history is too short for it or its calibration period cannot be modelled.
+    """
+    window = holdout_window(history, config)
+    result = {"skipped": True, "notes": []}
+    if not window.skipped:
+        calibration_end = window.start - dt.timedelta(days=1)
+        try:
+            result = {"skipped": False, **run_backtest(
+                purchases, returns, calibration_end=calibration_end, holdout_end=window.end,
+                clv_config=clv_config, segment_config=segment_config, models=config.models, top_share=config.top_share,
+            )}
+        except SegmentationError as error:
+            # The calibration period is shorter than the history the segments learn from: it may lack what they need.
+            window = Window(window.name, window.end, None,
+                            f"{window.reason}, but the calibration period up to {calibration_end} cannot be modelled: {error}")
+    result["window"] = window.as_dict()
+    return result
 
 
 def variant_name(model: str, seasonal: bool) -> str:

@@ -85,7 +85,7 @@ def train_settings() -> dict:
     import argparse
     import tomllib
 
-    from jobs.evaluate import recommendation_configs
+    from jobs.cli import recommendation_configs
     from segmentation.clv import CLVConfig
     from segmentation.segments import SegmentConfig
 

@@ -149,7 +149,7 @@ def test_too_short_a_history_skips_the_backtest_and_validation_with_a_note(spark
     status, printed, errors = run_again(tmp_path, tmp_path / "raw" / "transactions", "--stages", "backtest", "--as-of", as_of,
                                         "--holdout-days", "30")
     assert status == 2
-    assert errors.startswith(f"error: --holdout-days 30 leaves ") and f"the as-of date {as_of} you gave (--as-of)" in errors
+    assert errors.startswith("error: --holdout-days 30 leaves ") and f"the as-of date {as_of} you gave (--as-of)" in errors
     assert "give --holdout-days at most" in errors and len(errors.strip().splitlines()) == 1
     status, printed, errors = run_again(tmp_path, tmp_path / "raw" / "transactions", "--stages", "backtest", "--holdout-days", "20")
     assert status == 0, errors
@@ -165,7 +165,8 @@ def log(customers: int, days: int) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("shop, message", [
-    (log(customers=1, days=20), "error: CLV needs at least 20 customers with purchases before 2011-03-21, found 1"),
+    (log(customers=1, days=20), "error: CLV needs at least 20 customers with purchases before 2011-03-21, found 1 (segmenting as of "
+                                "the as-of date 2011-03-21 (the day after the last purchase; --as-of sets another))"),
     (log(customers=50, days=1),
      "error: the purchases before the as-of date 2011-03-02 (the day after the last purchase; --as-of sets another) are all on "
      "one day (2011-03-01): segrec learns from customers coming back, so it needs purchases on more than one day"),

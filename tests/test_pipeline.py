@@ -90,7 +90,8 @@ def test_too_little_data_to_segment_is_one_clear_line(spark, tmp_path, capsys):
     captured = capsys.readouterr()
 
     assert status == 2
-    assert captured.err.strip() == "error: CLV needs at least 20 customers with purchases before 2011-06-02, found 3"
+    assert captured.err.strip() == ("error: CLV needs at least 20 customers with purchases before 2011-06-02, found 3 (segmenting as "
+                                    "of the as-of date 2011-06-02 (the day after the last purchase; --as-of sets another))")
     assert "[1/5] ingest: 20 rows in" in captured.out  # the ingest output stays published
     assert (tmp_path / "out" / "ingest" / "clean").is_dir() and not (tmp_path / "out" / "segments").exists()
 
@@ -141,7 +142,7 @@ def test_a_small_input_runs_without_adaptive_execution_unless_it_was_set(spark, 
 
 
 def test_a_stage_run_on_its_own_sizes_shuffle_partitions_to_the_ingests_output(spark, tmp_path, session_settings):
-    from jobs.segment import fit_to_transactions
+    from jobs.layout import fit_to_transactions
     from jobs.spark import BYTES_PER_SHUFFLE_PARTITION
 
     session_settings.keep("spark.sql.shuffle.partitions")

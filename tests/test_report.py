@@ -10,7 +10,8 @@ import shutil
 import matplotlib.image
 import pytest
 
-from jobs import cli, pipeline, report, segment
+from jobs import cli, layout, pipeline, report, segment
+from segmentation.report import top_items_per_segment
 
 CHART_NAMES = ["segment_sizes", "distributions", "frequency_vs_spend", "clv_backtest", "top_items"]
 
@@ -64,9 +65,9 @@ def test_each_chart_is_also_a_png_file_with_a_caption(run):
 
 
 def test_top_items_come_with_descriptions(spark, run):
-    purchases, _ = segment.read_transactions(spark, str(run))
+    purchases, _ = layout.read_transactions(spark, str(run))
     customers = spark.read.parquet(str(run / "segments" / "customers"))
-    items = report.top_items_per_segment(purchases, customers, dt.date(2011, 12, 12), per_segment=5)
+    items = top_items_per_segment(purchases, customers, dt.date(2011, 12, 12), per_segment=5)
     assert set(items.segment) == {"high", "mid", "low"}
     assert items.groupby("segment").size().tolist() == [5, 5, 5]
     assert items.description.str.startswith("GROUP ").all()
@@ -80,7 +81,7 @@ def test_top_items_come_with_descriptions(spark, run):
 def test_report_before_segments_says_what_to_run(spark, tmp_path, capsys):
     status = cli.run(report.main, ["--output", str(tmp_path)])
     assert status == 2
-    assert "run the segment stage (jobs.segment) first" in capsys.readouterr().err
+    assert "run the segments stage (jobs.segment) first" in capsys.readouterr().err
 
 
 def test_backtest_command_with_a_calibration_end(spark, run, tmp_path, capsys):

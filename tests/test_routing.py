@@ -149,7 +149,7 @@ def test_the_segments_a_model_serves_are_read_from_the_routes():
 
 
 def test_evaluation_scores_every_candidate_and_the_routed_system(spark, synthetic, session_settings):
-    from jobs.evaluate import evaluate_window
+    from cf.validation import evaluate_window
     from segmentation.clv import CLVConfig
     from segmentation.segments import SegmentConfig
 
@@ -195,7 +195,7 @@ def test_the_better_item_to_item_source_is_chosen():
 
 
 def test_item_to_item_sources_are_scored_when_reported_or_chosen_between():
-    from jobs.evaluate import scores_item_to_item
+    from cf.validation import scores_item_to_item
 
     lone, both = RoutingConfig(models=("buy_again", "cooccurrence")), RoutingConfig()
     assert not scores_item_to_item(lone, routes=None)  # validation: nothing to choose

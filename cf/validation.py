@@ -1,0 +1,172 @@
+"""Scoring every recommender on a time window, and choosing routes on a validation window.
+
+``evaluate_window`` fits every source on the purchases before a cutoff and scores
+the window after it: warm customers (bought before the cutoff) on ``discover``
+(new items only) and ``for_you`` (all purchases), cold customers (first purchase
+after the cutoff) on ``cold``, overall and per value segment. ``validate`` runs it
+on the validation window before an as-of date, tuning ALS on the way, and chooses
+what each segment's lists are served. The train stage validates before the as-of
+date; the evaluation validates before its test window, then scores the test window
+with what was chosen, so what is evaluated is chosen exactly as what is served.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import math
+import time
+
+from cf import evaluation, routing
+from cf.base import in_parallel
+from cf.routing import RoutingConfig
+from cf.tuning import ALL_SEGMENTS, ALSSettings, TuningConfig, tune
+from segmentation import columns as C
+from segmentation.customers import segment_customers
+from segmentation.rfm import SegmentationError
+from segmentation.windows import History, Window, choose_window
+
+# list -> (customers it is scored on, which test purchases count)
+RELEVANCE = {"discover": ("warm", "new"), "for_you": ("warm", "all"), "cold": ("cold", "all")}
+
+
+def evaluate_window(purchases, returns, *, cutoff: dt.date, end: dt.date, config: RoutingConfig, clv_config, segment_config,
+                    tuning: TuningConfig | None = None, als_settings: dict | None = None, routes: dict | None = None,
+                    echo=None) -> dict:
+    """Fit on purchases before ``cutoff`` and score [cutoff, end): every source, and the routed system when ``routes`` is given.
+
+    With ``tuning``, ALS settings are first searched per segment on this window
+    (so only ever on a validation window) and the sources use what won;
+    otherwise they use ``als_settings`` (from an earlier tuning) or the defaults.
+    Item-to-item sources are scored when ``scores_item_to_item`` says so. ``echo``, when
+    given, is told of each tuning trial, each model fitted and the scoring.
+    """
+    from pyspark.sql import functions as F
+
+    started = time.monotonic()
+    train, test = evaluation.split_by_time(purchases, cutoff=cutoff, end=end)
+    segments = segment_customers(train, returns, as_of=cutoff, clv_config=clv_config, segment_config=segment_config).customers.select(
+        C.CUSTOMER_ID, C.SEGMENT).cache()
+    known = train.select(C.CUSTOMER_ID).distinct()
+    test_customers = test.groupBy(C.CUSTOMER_ID).agg(F.mode(C.COUNTRY, deterministic=True).alias(C.COUNTRY))
+    groups = {
+        "warm": test_customers.join(known, C.CUSTOMER_ID).cache(),
+        "cold": test_customers.join(known, C.CUSTOMER_ID, "left_anti").cache(),
+    }
+    relevant = {
+        list_name: evaluation.relevant_items(test.join(groups[group].select(C.CUSTOMER_ID), C.CUSTOMER_ID), train, mode=mode).cache()
+        for list_name, (group, mode) in RELEVANCE.items()
+    }
+    results = {"cutoff": cutoff.isoformat(), "end": (end - dt.timedelta(days=1)).isoformat(),
+               "warm_customers": groups["warm"].count(), "cold_customers": groups["cold"].count(),
+               "catalogue": train.select(C.ITEM_ID).distinct().count()}
+    if tuning is not None and tuning.budget_seconds > 0:
+        names = [ALL_SEGMENTS] + sorted(row[C.SEGMENT] for row in segments.groupBy(C.SEGMENT).count().collect()
+                                        if row["count"] >= config.min_segment_customers)
+        tuned = tune(train, relevant["discover"], segments, as_of=cutoff, config=tuning, k=config.k, segment_names=names, echo=echo)
+        results["tuning"] = {name: result.as_dict() for name, result in tuned.items()}
+        als_settings = {name: result.best.settings for name, result in tuned.items()}
+    elif tuning is not None:
+        results["tuning"] = {}  # no budget: every model uses the first value of each parameter
+        als_settings = {ALL_SEGMENTS: tuning.start()}
+    sources = routing.fit_sources(train, as_of=cutoff, segments=segments, config=config, als_settings=als_settings, echo=echo)
+    score = functools.partial(routing.score_lists, k=config.k, catalogue_size=results["catalogue"])
+
+    def score_list(list_name: str):
+        customers = groups[RELEVANCE[list_name][0]]
+        by_segment = None if list_name == "cold" else segments
+        lists = routing.candidate_lists(sources, customers, list_name, config)
+        if routes is not None:
+            lists["routed"] = routing.serve(lists, routes[list_name], customers, by_segment, n=config.n)
+        return score(lists, relevant[list_name], segments=by_segment)
+
+    def score_similar_items():
+        return score(routing.similar_item_lists(sources, train, groups["warm"], config), relevant["discover"])
+
+    tasks = {name: functools.partial(score_list, name) for name in RELEVANCE}
+    if scores_item_to_item(config, routes):
+        tasks["similar_items"] = score_similar_items
+    if echo:
+        echo(f"    scoring every source of {', '.join(tasks)} on {results['warm_customers']:,} warm and "
+             f"{results['cold_customers']:,} cold customers")
+    # The lists are independent: made and scored side by side (see in_parallel).
+    scored = in_parallel(tasks)
+    results["lists"] = {name: scored[name] for name in RELEVANCE}
+    results["similar_items"] = scored.get("similar_items", [])
+    # Models, segments and customer groups of this window are not needed any more.
+    purchases.sparkSession.catalog.clearCache()
+    results["seconds"] = round(time.monotonic() - started, 1)
+    return results
+
+
+def scores_item_to_item(config: RoutingConfig, routes: dict | None) -> bool:
+    """Whether a window scores its item-to-item sources: always when it reports on routes it was given, and when
+    it chooses them (``routes`` None) only if there is a choice: a lone source's score decides nothing."""
+    return routes is not None or len(config.similar_item_sources()) > 1
+
+
+def chosen_settings(tuning: dict) -> dict[str, ALSSettings]:
+    """The winning ALS settings per segment, from the ``tuning`` part of a window's results."""
+    return {name: ALSSettings(**result["chosen"]) for name, result in tuning.items()}
+
+
+def customer_sample(purchases, returns, max_customers: int):
+    """Purchases and returns of a hash sample of about ``max_customers`` customers (everyone when there are fewer), and the share kept."""
+    from pyspark.sql import functions as F
+
+    customers = purchases.select(C.CUSTOMER_ID).distinct().count()
+    if customers <= max_customers:
+        return purchases, returns, 1.0
+    buckets = 100_000
+    kept = math.ceil(buckets * max_customers / customers)
+    keep = F.pmod(F.xxhash64(C.CUSTOMER_ID), F.lit(buckets)) < kept
+    return purchases.where(keep), returns.where(keep), kept / buckets
+
+
+def validation_window(history: History, config: RoutingConfig, *, end: dt.date) -> Window:
+    """The validation window ending the day before ``end``: ``config.validation_days`` long, else chosen from the history."""
+    return choose_window(history, config.validation_rule(), days=config.validation_days, end=end)
+
+
+def unvalidated_choice(config: RoutingConfig, tuning: TuningConfig, window: Window) -> dict:
+    """What ``validate`` returns when ``window`` was skipped: fixed routes, default ALS settings, the first item-to-item source."""
+    return {
+        "window": {"window": window.as_dict(), "tuning": {}},
+        "routes": {list_name: routing.unvalidated_routes(list_name, config) for list_name in RELEVANCE},
+        "als_settings": {ALL_SEGMENTS: tuning.start()},
+        "similar_items_source": config.similar_item_sources()[0],
+    }
+
+
+def validate(purchases, returns, *, window: Window, config: RoutingConfig, tuning: TuningConfig, clv_config, segment_config,
+             echo=None) -> dict:
+    """Tune, score every source and choose the routes on the validation ``window`` (see ``validation_window``).
+
+    A skipped window, or one whose earlier history cannot be segmented, validates nothing:
+    the lists get fixed routes (``unvalidated_choice``), and the window's reason says why.
+
+    Routes are chosen by comparing sources on the same customers, which a sample does as
+    well as everyone: beyond ``config.validation_customers`` the window is a hash sample of
+    customers, so validation costs stop growing with the data while the final fit does not.
+    (The validation models learn from the sample only, which tends to understate the
+    collaborative ones against the final fit.)
+    """
+    if window.skipped:
+        return unvalidated_choice(config, tuning, window)
+    purchases, returns, share = customer_sample(purchases, returns, config.validation_customers)
+    try:
+        validation = evaluate_window(purchases, returns, cutoff=window.start, end=window.end, config=config, tuning=tuning,
+                                     clv_config=clv_config, segment_config=segment_config, echo=echo)
+    except SegmentationError as error:
+        return unvalidated_choice(config, tuning, Window(
+            window.name, window.end, None, f"{window.reason}, but the history before {window.start} cannot be segmented: {error}"))
+    validation.update(customer_share=share, window=window.as_dict())
+    return {
+        "window": validation,
+        # A list no validation customer could be scored on (no warm customers, say) is not validated either.
+        "routes": {list_name: routing.choose_routes(rows, min_customers=config.min_route_customers)
+                   or routing.unvalidated_routes(list_name, config)
+                   for list_name, rows in validation["lists"].items()},
+        "als_settings": chosen_settings(validation["tuning"]) or {ALL_SEGMENTS: tuning.start()},
+        "similar_items_source": routing.choose_similar_source(validation["similar_items"], config.similar_item_sources()),
+    }
