@@ -33,7 +33,7 @@ from jobs.spark import choose_java, project_env
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # What the executors import; the web app never runs on Spark.
-SHIPPED_PACKAGES = ("jobs", "cf", "coldstart", "segmentation")
+SHIPPED_PACKAGES = ("jobs", "cf", "coldstart", "segmentation", "transactions")
 REGISTRATION_TIMEOUT_SECONDS = 90
 APP_NAME = "segrec-pipeline"
 # C1 alone warms up sooner on a short run, but its code cache defaults to 48 MB: a whole pipeline

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from jobs.ingest import DEFAULT_NON_PRODUCT_CODES, glob_regex
+from transactions.ingest import DEFAULT_NON_PRODUCT_CODES, glob_regex
 
 HORIZON_MONTHS = 12
 SEGMENTS = 3

@@ -22,13 +22,14 @@ from segmentation.clv import TRANSACTION_MODELS, CLVConfig
 from segmentation.rfm import SegmentationError
 from segmentation.segments import SegmentConfig
 from segmentation.windows import WindowError
+from transactions.ingest import IngestError
 
 
 class JobError(RuntimeError):
     """A problem with the user's input or settings, reported as one line with exit status 2."""
 
 
-USER_ERRORS = (JobError, ConfigError, StorageError, JavaNotFoundError, SegmentationError, RecommendationError, WindowError)
+USER_ERRORS = (JobError, ConfigError, StorageError, JavaNotFoundError, SegmentationError, RecommendationError, WindowError, IngestError)
 # A Java exception line that names only Spark's error class ("SparkException: [INTERNAL_ERROR]"); its message is on the next line.
 ERROR_CLASS_ALONE = re.compile(r"\[[A-Z][A-Z0-9_.]*\]$")
 

@@ -1,6 +1,6 @@
 """Where each stage reads and writes under the pipeline's output directory (a path or URI): the one definition.
 
-    <output>/ingest/           clean/, returns/, anonymous/, quarantine/, summary.json
+    <output>/ingest/           clean/, returns/, anonymous/, quarantine/ (transactions.ingest.PLACES), summary.json
     <output>/segments/         customers/, segments/, model/, clv.json, summary.json
     <output>/backtest/         backtest.json
     <output>/recommendations/  recommendations/, trending/, similar_items/, models/, manifest.json
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from jobs import storage
 from jobs.spark import fit_to_input
+from transactions.ingest import CLEAN, RETURNS
 
 INGEST = "ingest"
 SEGMENTS = "segments"
@@ -23,9 +24,6 @@ REPORT = "report"
 EVALUATION = "evaluation"
 RUN_SUMMARY = "run.json"
 
-# The ingest's four places: every input row lands in exactly one.
-CLEAN, RETURNS, ANONYMOUS, QUARANTINE = "clean", "returns", "anonymous", "quarantine"
-PLACES = (CLEAN, RETURNS, ANONYMOUS, QUARANTINE)
 
 PRODUCED_BY = {
     INGEST: "the ingest stage (jobs.ingest)",

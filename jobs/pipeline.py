@@ -23,6 +23,7 @@ from jobs import cli, ingest, layout, report, segment, storage, train
 from jobs.config import build, load_config_file
 from jobs.spark import SparkSettings, build_session, fit_to_input
 from segmentation.windows import describe_window
+from transactions.ingest import CLEAN, PLACES
 
 
 @dataclass
@@ -49,12 +50,12 @@ def ingest_stage(context: RunContext) -> StageResult:
     config = ingest.ingest_config(context.args, context.settings)
     summary = ingest.run_ingest(context.spark, context.input_uri, context.output_uri, config, context.as_of)
     places = summary["places"]
-    note = ", ".join(f"{place} {places[place]:,}" for place in layout.PLACES)
-    return StageResult(rows_in=summary["rows_in"], rows_out=places[layout.CLEAN], note=note)
+    note = ", ".join(f"{place} {places[place]:,}" for place in PLACES)
+    return StageResult(rows_in=summary["rows_in"], rows_out=places[CLEAN], note=note)
 
 
 def _clean_rows(context: RunContext) -> int:
-    return context.spark.read.parquet(storage.join(layout.stage(context.output_uri, layout.INGEST), layout.CLEAN)).count()
+    return context.spark.read.parquet(storage.join(layout.stage(context.output_uri, layout.INGEST), CLEAN)).count()
 
 
 def segment_stage(context: RunContext) -> StageResult:

@@ -7,7 +7,7 @@ import pytest
 
 from jobs import ingest, spark as spark_helpers
 from jobs.config import ConfigError, build, load_config_file
-from jobs.ingest import IngestConfig
+from transactions.ingest import IngestConfig
 
 
 def test_flags_override_the_config_file_which_overrides_defaults(tmp_path):

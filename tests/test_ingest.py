@@ -5,7 +5,9 @@ import pandas as pd
 import pytest
 
 from jobs import cli, ingest, storage
-from jobs.ingest import IngestConfig, run_ingest
+from jobs.ingest import run_ingest
+from segmentation import columns as C
+from transactions.ingest import IngestConfig
 from tests import dirty_data
 
 
@@ -40,7 +42,7 @@ def test_every_row_lands_in_exactly_one_place(ingested):
 def test_clean_rows_are_canonical(ingested):
     clean = read_place(ingested[1], "clean")
 
-    assert list(clean.columns) == list(ingest.C.TRANSACTION_COLUMNS)
+    assert list(clean.columns) == list(C.TRANSACTION_COLUMNS)
     assert set(clean.customer_id) == {"13085", "13086", "13087"}
     assert set(clean.item_id) == {"85048", "79323P", "22041", "21232"}
     first = clean[(clean.order_id == "489434") & (clean.item_id == "85048")].iloc[0]

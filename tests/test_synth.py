@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 
 from jobs import synth
-from jobs.ingest import IngestConfig, run_ingest
+from jobs.ingest import run_ingest
+from transactions.ingest import IngestConfig
 
 SMALL = synth.SynthConfig(customers=600, items=120, seed=11)
 
