@@ -40,9 +40,12 @@ class ALSRecommender(Recommender):
         return {"rank": self.rank, "reg_param": self.reg_param, "alpha": self.alpha, "max_iter": self.max_iter,
                 "seed": self.seed, "num_blocks": self.num_blocks}
 
-    def fit(self, interactions, *, customer_ids: IdMapping | None = None, item_ids: IdMapping | None = None):
-        """``customer_ids``, ``item_ids``: numberings to use, covering exactly the customers (and at least the items) of
-        ``interactions``, when several models train on the same pairs; by default they are built here.
+    def fit(self, interactions, customers=None):
+        return self.fit_numbered(interactions)
+
+    def fit_numbered(self, interactions, *, customer_ids: IdMapping | None = None, item_ids: IdMapping | None = None):
+        """``fit`` with given numberings, covering exactly the customers (and at least the items) of ``interactions``,
+        for several models trained on the same pairs; by default they are built here.
         """
         from pyspark.ml.recommendation import ALS
 
@@ -204,21 +207,22 @@ class SegmentedALS(Recommender):
     def has_fallback(self) -> bool:
         return self._global is not None
 
-    def fit(self, interactions, segments=None):
+    def fit(self, interactions, customers=None):
+        """``customers``: customer_id and segment."""
         from pyspark.sql import functions as F
 
-        if segments is None or C.SEGMENT not in segments.columns:
+        if customers is None or C.SEGMENT not in customers.columns:
             raise RecommendationError("per-segment ALS needs a table of customer_id and segment")
         self._remember(interactions)
         self._interactions = interactions.select(C.CUSTOMER_ID, C.ITEM_ID, C.STRENGTH)
-        self._segments = segments.select(C.CUSTOMER_ID, C.SEGMENT).cache()
+        self._segments = customers.select(C.CUSTOMER_ID, C.SEGMENT).cache()
         trainable = self._trainable_segments()
         # One item numbering for all the models: numbering the catalogue costs a few Spark jobs per model.
         item_ids = IdMapping.build(self._interactions, C.ITEM_ID, C.ITEM_INDEX).cache_frame()
 
         def fit_segment(segment: str):
             members = self._segments.where(F.col(C.SEGMENT) == segment).select(C.CUSTOMER_ID)
-            return lambda: ALSRecommender(**self._settings_of(segment)).fit(interactions.join(members, C.CUSTOMER_ID), item_ids=item_ids)
+            return lambda: ALSRecommender(**self._settings_of(segment)).fit_numbered(interactions.join(members, C.CUSTOMER_ID), item_ids=item_ids)
 
         self._by_segment = in_parallel({segment: fit_segment(segment) for segment in trainable})
         # Every customer in a trained segment is known to its model, so only the others need the fallback.
@@ -229,7 +233,7 @@ class SegmentedALS(Recommender):
         return self
 
     def _fit_global(self, item_ids: IdMapping | None = None) -> ALSRecommender:
-        return ALSRecommender(**self.als_settings).fit(self._interactions, item_ids=item_ids)
+        return ALSRecommender(**self.als_settings).fit_numbered(self._interactions, item_ids=item_ids)
 
     def recommend(self, customers, n: int = 10, *, exclude_seen: bool = False):
         from functools import reduce
@@ -270,10 +274,10 @@ class SegmentedALS(Recommender):
     def _load_state(self, spark, path: str) -> None:
         self._segments = spark.read.parquet(f"{path}/segments")
         if read_small_json(spark, f"{path}/state")["global"]:
-            self._global, self._interactions = ALSRecommender.load(spark, f"{path}/global"), None
+            self._global, self._interactions = ALSRecommender.load(f"{path}/global"), None
         else:
             self._global, self._interactions = None, spark.read.parquet(f"{path}/interactions")
-        self._by_segment = {segment: ALSRecommender.load(spark, f"{path}/by_segment/{segment}") for segment in self._trainable_segments()}
+        self._by_segment = {segment: ALSRecommender.load(f"{path}/by_segment/{segment}") for segment in self._trainable_segments()}
 
     def _settings_of(self, segment: str) -> dict:
         return {**self.als_settings, **self.per_segment.get(segment, {})}

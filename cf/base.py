@@ -1,11 +1,12 @@
 """One small interface for every recommender, after implicit's RecommenderBase.
 
-The constructor holds settings; ``fit`` sets state from interactions
-(customer_id, item_id, strength, last_purchase); the rest reads that state:
+The constructor holds settings; ``fit`` sets state, the rest reads it:
 
+    fit(interactions, customers=None)      interactions: customer_id, item_id, strength, last_purchase;
+                                           customers: customer_id and what models rank within (country, segment)
     recommend(customers, n, exclude_seen)  -> customer_id, rank, item_id, score
     similar_items(items, n)                -> item_id, rank, similar_item_id, score
-    save(path) / load(spark, path)
+    save(path) / load(path)                on the active SparkSession; ``Recommender.load`` reads any model
 
 Ranks start at 1; ties in score are broken by item id so lists are reproducible.
 ``tests/test_recommenders.py`` runs one contract suite against every model.
@@ -65,7 +66,7 @@ class Recommender(ABC):
         self._seen = interactions.select(C.CUSTOMER_ID, C.ITEM_ID).distinct()
 
     @abstractmethod
-    def fit(self, interactions) -> "Recommender": ...
+    def fit(self, interactions, customers=None) -> "Recommender": ...
 
     @abstractmethod
     def recommend(self, customers, n: int = 10, *, exclude_seen: bool = False): ...
@@ -95,20 +96,40 @@ class Recommender(ABC):
         self._check_fitted()
         spark = SparkSession.active()
         write_small_json(spark, f"{path}/meta", {"class": type(self).__name__, "settings": self.settings(), "seen_in": seen_in})
-        if seen_in is None:
-            self._seen.write.mode("overwrite").parquet(f"{path}/seen")
+        self._write_seen(path, seen_in)
         self._save_state(path)
 
+    def _write_seen(self, path: str, seen_in: str | None) -> None:
+        if seen_in is None:
+            self._seen.write.mode("overwrite").parquet(f"{path}/seen")
+
+    def _read_seen(self, spark, path: str, seen_in: str | None):
+        return spark.read.parquet(f"{path.rstrip('/').rsplit('/', 1)[0]}/{seen_in}/seen" if seen_in else f"{path}/seen")
+
     @classmethod
-    def load(cls, spark, path: str) -> "Recommender":
+    def from_settings(cls, settings: dict) -> "Recommender":
+        """An unfitted model with the settings ``settings()`` gave (a model whose settings are not keyword arguments overrides this)."""
+        return cls(**settings)
+
+    @classmethod
+    def load(cls, path: str) -> "Recommender":
+        """The model saved in ``path``: of this class, or of any model class when called on ``Recommender``."""
+        from pyspark.sql import SparkSession
+
+        spark = SparkSession.active()
         meta = read_small_json(spark, f"{path}/meta")
-        if meta["class"] != cls.__name__:
+        saved = next((model_class for model_class in _model_classes(cls) if model_class.__name__ == meta["class"]), None)
+        if saved is None:
             raise RecommendationError(f"{path} holds a {meta['class']}, not a {cls.__name__}")
-        model = cls(**meta["settings"])
-        seen_in = meta.get("seen_in")
-        model._seen = spark.read.parquet(f"{path.rstrip('/').rsplit('/', 1)[0]}/{seen_in}/seen" if seen_in else f"{path}/seen")
+        model = saved.from_settings(meta["settings"])
+        model._seen = model._read_seen(spark, path, meta.get("seen_in"))
         model._load_state(spark, path)
         return model
+
+
+def _model_classes(cls) -> list[type]:
+    """``cls`` and every class derived from it."""
+    return [cls] + [derived for subclass in cls.__subclasses__() for derived in _model_classes(subclass)]
 
 
 def write_small_json(spark, path: str, payload: dict) -> None:

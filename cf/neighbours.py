@@ -28,7 +28,7 @@ class BuyAgainRecommender(Recommender):
         super().__init__()
         self._interactions = None  # customer_id, item_id, strength, last_purchase
 
-    def fit(self, interactions):
+    def fit(self, interactions, customers=None):
         """Keeps the interactions as they are: like every model's seen items, they are read at each call (pass them cached)."""
         self._remember(interactions)
         self._interactions = interactions.select(C.CUSTOMER_ID, C.ITEM_ID, C.STRENGTH, C.LAST_PURCHASE)
@@ -74,7 +74,7 @@ class CooccurrenceRecommender(Recommender):
     def settings(self) -> dict:
         return {"neighbours": self.neighbours, "min_common": self.min_common, "max_items_per_customer": self.max_items_per_customer}
 
-    def fit(self, interactions):
+    def fit(self, interactions, customers=None):
         """Cosine of co-purchase counts, one block of items per task.
 
         A block (every ``blocks``-th item) is counted by one task that reads every

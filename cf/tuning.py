@@ -150,7 +150,7 @@ def tune(train, relevant, segments, *, as_of: dt.date, config: TuningConfig = Tu
 
             def score(settings: ALSSettings, changed: str) -> Trial:
                 started = clock()
-                fitted = ALSRecommender(**settings.model_settings()).fit(cache.get(settings).join(members, C.CUSTOMER_ID), **ids)
+                fitted = ALSRecommender(**settings.model_settings()).fit_numbered(cache.get(settings).join(members, C.CUSTOMER_ID), **ids)
                 recs = fitted.recommend(customers, k, exclude_seen=True)
                 ndcg = ranking_metrics(recs, target, k=k, catalogue_size=1)[0]["ndcg"] or 0.0
                 trial = Trial(settings=settings, ndcg=float(ndcg), seconds=round(clock() - started, 1))

@@ -36,16 +36,16 @@ class PopularityRecommender(Recommender):
 
         return interactions.groupBy(C.ITEM_ID).agg(F.count_distinct(C.CUSTOMER_ID).cast("double").alias(C.SCORE))
 
-    def fit(self, interactions, groups=None):
-        """``groups``: customer_id and the ``by`` column, when ranking within groups."""
+    def fit(self, interactions, customers=None):
+        """``customers``: customer_id and the ``by`` column, when ranking within groups."""
         from pyspark.sql import functions as F
 
         self._remember(interactions)
         overall = self._item_scores(interactions).withColumn("group", F.lit(ALL))
         if self.by:
-            if groups is None or self.by not in groups.columns:
+            if customers is None or self.by not in customers.columns:
                 raise RecommendationError(f"{self.name} by {self.by} needs a table of customer_id and {self.by}")
-            grouped = interactions.join(groups.select(C.CUSTOMER_ID, F.col(self.by).alias("group")), C.CUSTOMER_ID)
+            grouped = interactions.join(customers.select(C.CUSTOMER_ID, F.col(self.by).alias("group")), C.CUSTOMER_ID)
             per_group = self._grouped_scores(grouped)
             overall = overall.unionByName(per_group)
         self._scores = overall.cache()
@@ -135,12 +135,12 @@ class TrendingRecommender(PopularityRecommender):
         return {"by": self.by, "as_of": self.as_of, "half_life_days": self.half_life_days,
                 "baseline_days": self.baseline_days, "prior": self.prior}
 
-    def fit(self, interactions, groups=None):
+    def fit(self, interactions, customers=None):
         if not self.as_of:
             raise RecommendationError("trending needs the as-of date its recency is measured from")
         if C.LAST_PURCHASE not in interactions.columns:
             raise RecommendationError("trending needs interactions with last_purchase")
-        return super().fit(interactions, groups)
+        return super().fit(interactions, customers)
 
     def _trend(self, frame, keys):
         from pyspark.sql import functions as F

@@ -16,6 +16,7 @@ choice and no quarantine, so it does less than the Spark pipeline.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -123,7 +124,7 @@ def trending(purchases, days: int = 30, n: int = 30):
 def run_reference(input_path: str) -> dict:
     steps = Steps()
     raw = steps.time("read", lambda: read_transactions(input_path))
-    purchases = steps.time("clean", lambda: clean(raw))
+    purchases = steps.time("clean", functools.partial(clean, raw))
     rows_in = len(raw)
     del raw
     segments = value_segments(purchases, steps)

@@ -15,7 +15,7 @@ from jobs.config import ConfigError, build, parse_date
 from jobs.spark import JavaNotFoundError
 from jobs.storage import StorageError
 from cf.interactions import RecommendationError
-from cf.routing import RoutingConfig
+from routing.routes import RoutingConfig
 from cf.tuning import TuningConfig
 from segmentation.backtest import BacktestConfig
 from segmentation.clv import TRANSACTION_MODELS, CLVConfig

@@ -25,10 +25,9 @@ import sys
 from jobs import cli, layout, storage
 from jobs.config import build, load_config_file
 from jobs.spark import SparkSettings, build_session
-from cf import routing
-from cf.routing import RoutingConfig
 from cf.tuning import ALL_SEGMENTS, TuningConfig
-from cf.validation import RELEVANCE, evaluate_window, validate, validation_window
+from routing.routes import RoutingConfig, describe_routes
+from routing.validation import RELEVANCE, evaluate_window, validate, validation_window
 from segmentation import columns as C
 from segmentation.windows import History, Window, WindowError, WindowRule, choose_window, read_history
 
@@ -99,7 +98,7 @@ def format_results(result: dict) -> str:
                          f"{row['map']:>6.3f} {row['mrr']:>6.3f} {row['hit_rate']:>6.3f} {row['coverage']:>6.3f}")
         if list_name in result["routes"]:
             routes = result["routes"][list_name]
-            lines.append("  routes chosen on validation: " + routing.describe_routes(routes))
+            lines.append("  routes chosen on validation: " + describe_routes(routes))
     lines.append(f"  item-to-item source chosen on validation: {result['similar_items_source']}")
     lines.append("\nALS settings tuned on validation (discover NDCG, default -> chosen):")
     for segment_name, tuned in result["validation"]["tuning"].items():

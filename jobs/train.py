@@ -7,7 +7,7 @@ of the history, at most 90 days) serve as a validation window: ALS settings are
 tuned per segment within ``--tune-budget`` seconds, every candidate source is
 scored, and the routes (which source serves each segment's list) and the
 item-to-item source are chosen; with too little history for a window, each list
-gets a fixed route that needs no tuning (``cf.routing.UNVALIDATED``). Then the models
+gets a fixed route that needs no tuning (``routing.routes.UNVALIDATED``). Then the models
 those routes need are refitted on everything before the as-of date and the
 lists are written, atomically, to ``<output>/recommendations``:
 
@@ -16,7 +16,7 @@ lists are written, atomically, to ``<output>/recommendations``:
     trending/         country (null: everyone), rank, item_id, score, source: what
                       customers unknown to the models are served
     similar_items/    item_id, rank, similar_item_id, score: "also bought", every item
-    models/           the fitted models the routes use, one directory each
+    model/            the routed recommender that made them (routing.model; load with RoutedRecommender.load)
     manifest.json     routes, tuned ALS settings with every trial, validation scores
 
 Routes change slowly while validation is most of this stage's time on small
@@ -38,12 +38,13 @@ import time
 from jobs import cli, layout, storage
 from jobs.config import build, load_config_file
 from jobs.spark import SparkSettings, build_session
-from cf import routing, serving
 from cf.base import in_parallel
 from cf.interactions import RecommendationError
-from cf.routing import RoutingConfig
-from cf.tuning import ALSSettings, TuningConfig
-from cf.validation import validate, validation_window
+from cf.tuning import ALL_SEGMENTS, ALSSettings, TuningConfig
+from routing import serving
+from routing.model import RoutedRecommender
+from routing.routes import RoutingConfig, describe_routes
+from routing.validation import validate, validation_window
 from segmentation import columns as C
 from segmentation.windows import read_history
 
@@ -133,28 +134,20 @@ def run_train(spark, output_uri: str, *, as_of: dt.date | None, routing_config: 
                           clv_config=clv_config, segment_config=segment_config, echo=echo)
     validated = time.monotonic()
     echo(f"  final: fit on everything before {as_of} and write the lists")
-    segments = segments.cache()
-    similar_source = chosen["similar_items_source"]
-    cold_route = chosen["routes"]["cold"][routing.ALL_SEGMENTS]["source"]
-    used = sorted({part for routes in chosen["routes"].values() for route in routes.values() for part in route["source"].split("+")}
-                  | {"buy_again", similar_source})
-    final_config = dataclasses.replace(routing_config, models=tuple(name for name in routing_config.models if name in used))
-    # A segment model no route serves costs as much to fit as one that does.
-    sources = routing.fit_sources(purchases, as_of=as_of, segments=segments, config=final_config, als_settings=chosen["als_settings"],
-                                  segment_als_serves=routing.segments_served_by(chosen["routes"], "segment_als"), echo=echo)
+    routed = RoutedRecommender(routes=chosen["routes"], als_settings=chosen["als_settings"], similar_items_source=chosen["similar_items_source"],
+                               as_of=as_of.isoformat(), config=routing_config, echo=echo).fit(purchases, segments.cache())
     customers = serving.known_customers(purchases, as_of).cache()
-    served = dataclasses.replace(routing_config, n=routing_config.served_n)
-    echo("  writing the lists, trending, \"also bought\" and the models")
+    n = routing_config.served_n
+    echo("  writing the lists, trending, \"also bought\" and the model")
     with storage.atomic_output(spark, layout.stage(output_uri, STAGE)) as staging:
         items = purchases.where(purchases[C.TIMESTAMP] < dt.datetime.combine(as_of, dt.time())).select(C.ITEM_ID).distinct()
-        # The three tables and the models are independent: written side by side (see in_parallel).
+        # The three tables and the model are independent: written side by side (see in_parallel).
         in_parallel({
-            "recommendations": lambda: serving.served_lists(sources, customers, segments, chosen["routes"], served).write.parquet(
-                storage.join(staging, "recommendations")),
-            "trending": lambda: serving.cold_lists(sources, purchases, cold_route, served).write.parquet(storage.join(staging, "trending")),
-            "similar_items": lambda: sources.models[similar_source].similar_items(items, routing_config.similar_items).write.parquet(
+            "recommendations": lambda: serving.served_lists(routed, customers, n).write.parquet(storage.join(staging, "recommendations")),
+            "trending": lambda: serving.cold_lists(routed, purchases, n).write.parquet(storage.join(staging, "trending")),
+            "similar_items": lambda: routed.similar_items(items, routing_config.similar_items).write.parquet(
                 storage.join(staging, "similar_items")),
-            "models": lambda: routing.save_models(sources, used, storage.join(staging, "models")),
+            "model": lambda: routed.save(storage.join(staging, "model")),
         })
         written = spark.read.parquet(storage.join(staging, "recommendations"))
         counts = {row[C.LIST]: row["count"] for row in written.groupBy(C.LIST).count().collect()}
@@ -165,9 +158,9 @@ def run_train(spark, output_uri: str, *, as_of: dt.date | None, routing_config: 
             "routes": chosen["routes"],
             "routes_chosen_as_of": chosen.get("chosen_as_of", as_of).isoformat(),
             "reuse": reuse,
-            "similar_items_source": similar_source,
-            "trending_source": cold_route,
-            "models": used,
+            "similar_items_source": routed.similar_items_source,
+            "trending_source": routed.routes["cold"][ALL_SEGMENTS]["source"],
+            "models": routed.models_used(),
             "als_settings": {name: dataclasses.asdict(values) for name, values in chosen["als_settings"].items()},
             "tuning": chosen["window"]["tuning"],
             "validation": {key: value for key, value in chosen["window"].items() if key != "tuning"},
@@ -187,7 +180,7 @@ def format_manifest(manifest: dict) -> str:
     lines = [f"{manifest['customers']:,} customers as of {manifest['as_of']}: "
              + ", ".join(f"{name} {count:,} rows" for name, count in sorted(manifest["rows"].items()))]
     for list_name, routes in manifest["routes"].items():
-        lines.append(f"  {list_name}: " + routing.describe_routes(routes))
+        lines.append(f"  {list_name}: " + describe_routes(routes))
     lines.append(f"  also bought from {manifest['similar_items_source']}; unknown customers get {manifest['trending_source']}")
     seconds = manifest["seconds"]
     validation = (f"routes reused (chosen as of {manifest['routes_chosen_as_of']})" if routes_reused(manifest)

@@ -125,7 +125,7 @@ def test_bad_arguments_are_clear_errors(spark):
 
 
 def test_validation_samples_whole_customers_beyond_its_limit_and_keeps_everyone_below(synthetic):
-    from cf.validation import customer_sample
+    from routing.validation import customer_sample
 
     purchases, returns = synthetic.place("clean"), synthetic.place("returns")
     everyone = purchases.select("customer_id").distinct().count()

@@ -6,9 +6,12 @@ import pandas as pd
 import pytest
 
 from cf.als import ALSRecommender, SegmentedALS
+from cf.base import Recommender
 from cf.interactions import InteractionConfig, RecommendationError, interactions
 from cf.neighbours import BuyAgainRecommender, CooccurrenceRecommender
+from cf.tuning import ALL_SEGMENTS, ALSSettings
 from coldstart.popularity import PopularityRecommender, TrendingRecommender
+from routing.model import RoutedRecommender
 
 AS_OF = dt.date(2011, 9, 9)
 N = 10
@@ -25,7 +28,15 @@ def tiers(spark, synthetic):
     return spark.createDataFrame(truth)
 
 
-def make(name, training, tiers):
+# What the routed model serves in the contract suite: fused, per-segment and by-country sources, each list its own route.
+ROUTES = {
+    "discover": {"all": {"source": "trending+als"}, "high": {"source": "segment_als"}},
+    "for_you": {"all": {"source": "buy_again"}, "low": {"source": "buy_again+trending"}},
+    "cold": {"all": {"source": "popularity_by_country"}},
+}
+
+
+def make(name, training, tiers, purchases):
     if name == "popularity":
         return PopularityRecommender().fit(training)
     if name == "trending":
@@ -36,20 +47,23 @@ def make(name, training, tiers):
         return CooccurrenceRecommender().fit(training)
     if name == "als":
         return ALSRecommender(rank=16, max_iter=8).fit(training)
+    if name == "routed":
+        return RoutedRecommender(routes=ROUTES, als_settings={ALL_SEGMENTS: ALSSettings(rank=16, max_iter=8)}, as_of=AS_OF.isoformat(),
+                                 similar_items_source="cooccurrence").fit(purchases, tiers)
     return SegmentedALS(rank=16, max_iter=8).fit(training, tiers)
 
 
-MODELS = ["popularity", "trending", "buy_again", "cooccurrence", "als", "segment_als"]
+MODELS = ["popularity", "trending", "buy_again", "cooccurrence", "als", "segment_als", "routed"]
 
 
 @pytest.fixture(scope="module")
-def fitted(training, tiers):
+def fitted(training, tiers, synthetic):
     """Each model fitted once per module, on first use."""
     models = {}
 
     def get(name):
         if name not in models:
-            models[name] = make(name, training, tiers)
+            models[name] = make(name, training, tiers, synthetic.place("clean"))
         return models[name]
 
     return get
@@ -126,7 +140,11 @@ def lists_of(model, customers) -> pd.DataFrame:
 
 def test_save_and_load_give_the_same_lists(spark, model, customers, tmp_path):
     model.save(str(tmp_path / "model"))
-    loaded = type(model).load(spark, str(tmp_path / "model"))
+    loaded = type(model).load(str(tmp_path / "model"))
+    assert type(Recommender.load(str(tmp_path / "model"))) is type(model)  # the base class reads any model
+    other = BuyAgainRecommender if type(model) is not BuyAgainRecommender else PopularityRecommender
+    with pytest.raises(RecommendationError, match=f"holds a {type(model).__name__}, not a {other.__name__}"):
+        other.load(str(tmp_path / "model"))
     before = lists_of(model, customers)
     after = lists_of(loaded, customers)
     pd.testing.assert_frame_equal(before[["customer_id", "rank", "item_id"]], after[["customer_id", "rank", "item_id"]])
@@ -139,7 +157,7 @@ def test_a_model_saved_with_another_models_seen_pairs_reads_them(spark, training
     model = PopularityRecommender().fit(training)
     model.save(str(tmp_path / "popularity"), seen_in="buy_again")
     assert not (tmp_path / "popularity" / "seen").exists()
-    loaded = PopularityRecommender.load(spark, str(tmp_path / "popularity"))
+    loaded = PopularityRecommender.load(str(tmp_path / "popularity"))
     before = model.recommend(customers, N, exclude_seen=True).toPandas().sort_values(["customer_id", "rank"]).reset_index(drop=True)
     after = loaded.recommend(customers, N, exclude_seen=True).toPandas().sort_values(["customer_id", "rank"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(before[["customer_id", "rank", "item_id"]], after[["customer_id", "rank", "item_id"]])
@@ -181,7 +199,7 @@ def test_segment_als_fits_its_global_model_only_for_customers_no_segment_model_k
     covered = fitted("segment_als")
     assert not covered.has_fallback  # every synthetic customer has a trainable tier
     covered.save(str(tmp_path / "covered"))
-    reloaded = SegmentedALS.load(spark, str(tmp_path / "covered"))
+    reloaded = SegmentedALS.load(str(tmp_path / "covered"))
     assert not reloaded.has_fallback
     assert reloaded.similar_items(training.select("item_id").distinct().limit(5), 3).count() == 15  # fitted from the saved interactions
     ordered = tiers.join(training.select("customer_id").distinct(), "customer_id").orderBy("customer_id")
@@ -198,7 +216,7 @@ def test_segment_als_fits_its_global_model_only_for_customers_no_segment_model_k
     assert served.customer_id.nunique() == 30
     pd.testing.assert_frame_equal(served[["customer_id", "rank", "item_id"]], expected[["customer_id", "rank", "item_id"]])
     model.save(str(tmp_path / "with_fallback"))
-    reloaded = SegmentedALS.load(spark, str(tmp_path / "with_fallback"))
+    reloaded = SegmentedALS.load(str(tmp_path / "with_fallback"))
     assert reloaded.has_fallback
     again = lists_of(reloaded, fallback_customers)
     pd.testing.assert_frame_equal(again[["customer_id", "rank", "item_id"]], served[["customer_id", "rank", "item_id"]])

@@ -4,8 +4,9 @@ import re
 import pandas as pd
 import pytest
 
-from cf import evaluation, routing
-from cf.routing import RoutingConfig
+from cf import evaluation
+from routing import routes as routing
+from routing.routes import RoutingConfig
 from cf.tuning import ALL_SEGMENTS, ALSSettings
 
 CUTOFF = dt.date(2011, 9, 9)
@@ -43,18 +44,6 @@ def test_a_segment_with_too_few_validation_customers_takes_the_overall_route():
     assert routing.choose_routes(rows, min_customers=30)["low"]["source"] == "trending"
 
 
-def test_serving_follows_the_routes(spark):
-    lists = {
-        "popularity": spark.createDataFrame(pd.DataFrame({"customer_id": ["a", "b"], "rank": [1, 1], "item_id": ["p", "p"], "score": [1.0, 1.0]})),
-        "als": spark.createDataFrame(pd.DataFrame({"customer_id": ["a", "b"], "rank": [1, 1], "item_id": ["x", "y"], "score": [0.5, 0.5]})),
-    }
-    segments = spark.createDataFrame(pd.DataFrame({"customer_id": ["a", "b"], "segment": ["high", "low"]}))
-    routes = {"all": {"source": "als"}, "high": {"source": "als"}, "low": {"source": "popularity"}}
-    served = routing.serve(lists, routes, segments.select("customer_id"), segments).toPandas().set_index("customer_id")
-    assert served.loc["a", "item_id"] == "x" and served.loc["a", "source"] == "als"
-    assert served.loc["b", "item_id"] == "p" and served.loc["b", "source"] == "popularity"
-
-
 def test_short_lists_are_topped_up_after_their_own_items_and_full_lists_are_untouched(spark):
     served = spark.createDataFrame(pd.DataFrame({
         "customer_id": ["full"] * 3 + ["short"] * 2, "rank": [1, 2, 3, 1, 2], "item_id": ["p3", "x", "y", "p1", "z"],
@@ -63,11 +52,12 @@ def test_short_lists_are_topped_up_after_their_own_items_and_full_lists_are_unto
     popular = spark.createDataFrame(pd.DataFrame({
         "customer_id": [c for c in customers for _ in range(3)], "rank": [1, 2, 3] * 3, "item_id": ["p1", "p2", "p3"] * 3, "score": [3.0, 2.0, 1.0] * 3}))
     rows = routing.top_up(served, popular, 3).toPandas().sort_values(["customer_id", "rank"])
-    as_tuples = list(rows[["customer_id", "rank", "item_id", "source"]].itertuples(index=False, name=None))
+    as_tuples = list(rows[["customer_id", "rank", "item_id", "source", "score"]].itertuples(index=False, name=None))
     assert as_tuples == [
-        ("full", 1, "p3", "als"), ("full", 2, "x", "als"), ("full", 3, "y", "als"),
-        ("none", 1, "p1", "popularity"), ("none", 2, "p2", "popularity"), ("none", 3, "p3", "popularity"),
-        ("short", 1, "p1", "buy_again"), ("short", 2, "z", "buy_again"), ("short", 3, "p2", "popularity"),
+        ("full", 1, "p3", "als", 0.9), ("full", 2, "x", "als", 0.8), ("full", 3, "y", "als", 0.7),
+        ("none", 1, "p1", "popularity", 3.0), ("none", 2, "p2", "popularity", 2.0), ("none", 3, "p3", "popularity", 1.0),
+        # Below the list's last score (0.4), the first filler at half of it.
+        ("short", 1, "p1", "buy_again", 0.5), ("short", 2, "z", "buy_again", 0.4), ("short", 3, "p2", "popularity", pytest.approx(0.2)),
     ]
 
 
@@ -119,17 +109,34 @@ def test_segment_als_is_fitted_only_for_the_segments_routed_to_it(fitted):
     assert high.count() > 0 and model.recommend(high, 5).count() == 0  # never asked for in serving: no model knows them
 
 
+def routed_reference(lists: dict[str, pd.DataFrame], routes: dict, segments: pd.DataFrame, n: int) -> pd.DataFrame:
+    """Pandas: each customer's list from their segment's source (else the overall one), then popularity's items after it up to ``n``."""
+    served = []
+    for customer, popular in lists["popularity"].groupby("customer_id"):
+        segment = segments.set_index("customer_id").segment.get(customer)
+        source = routes.get(segment, routes["all"])["source"]
+        own = lists[source][lists[source].customer_id == customer].sort_values("rank").assign(source=source)
+        filler = popular[~popular.item_id.isin(own.item_id)].sort_values("rank").assign(source="popularity")
+        if len(own):  # below the list's last score, in popularity's order
+            last, first = own.score.min(), filler.score.max()
+            filler = filler.assign(score=last - abs(last) * first / (first + filler.score))
+        rows = pd.concat([own, filler]).head(n)
+        served.append(rows.assign(rank=range(1, len(rows) + 1)))
+    return pd.concat(served)
+
+
 @pytest.mark.parametrize("list_name, routes", SERVED_ROUTES.items())
 def test_serving_runs_each_source_for_its_customers_only_and_serves_the_same_lists(fitted, list_name, routes):
     sources, segments, customers = fitted
     config = RoutingConfig(fusion_depth=20, n=12)
     names = sorted(routing.routed_sources(routes) | {"popularity"})
-    everyone = routing.candidate_lists(sources, customers, list_name, config, names=names)
+    everyone = {name: recs.toPandas() for name, recs in routing.candidate_lists(sources, customers, list_name, config, names=names).items()}
     columns = ["customer_id", "rank", "item_id", "score", "source"]
-    expected = routing.serve(everyone, routes, customers, segments, n=config.n).toPandas()[columns]
+    expected = routed_reference(everyone, routes, segments.toPandas(), n=config.n)[columns]
     actual = routing.serve_routed(sources, customers, list_name, routes, segments, config).toPandas()[columns]
     order = ["customer_id", "rank"]
-    pd.testing.assert_frame_equal(actual.sort_values(order).reset_index(drop=True), expected.sort_values(order).reset_index(drop=True))
+    pd.testing.assert_frame_equal(actual.sort_values(order).reset_index(drop=True), expected.sort_values(order).reset_index(drop=True),
+                                  check_dtype=False)
     assert set(routing.routed_sources(routes)) <= set(actual["source"])
     assert actual.groupby("customer_id").size().eq(12).all() and actual["customer_id"].nunique() == 300
     if list_name == "for_you":
@@ -149,7 +156,7 @@ def test_the_segments_a_model_serves_are_read_from_the_routes():
 
 
 def test_evaluation_scores_every_candidate_and_the_routed_system(spark, synthetic, session_settings):
-    from cf.validation import evaluate_window
+    from routing.validation import evaluate_window
     from segmentation.clv import CLVConfig
     from segmentation.segments import SegmentConfig
 
@@ -195,7 +202,7 @@ def test_the_better_item_to_item_source_is_chosen():
 
 
 def test_item_to_item_sources_are_scored_when_reported_or_chosen_between():
-    from cf.validation import scores_item_to_item
+    from routing.validation import scores_item_to_item
 
     lone, both = RoutingConfig(models=("buy_again", "cooccurrence")), RoutingConfig()
     assert not scores_item_to_item(lone, routes=None)  # validation: nothing to choose

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from cf.interactions import RecommendationError
-from cf.routing import CANDIDATES
+from routing.routes import CANDIDATES
 from jobs import train
 
 N = 10
@@ -69,22 +69,30 @@ def test_every_item_has_an_also_bought_list(trained):
     assert similar.item_id.nunique() >= 0.9 * purchases.item_id.nunique()
 
 
-def test_the_saved_models_and_manifest_reproduce_the_lists(spark, trained):
-    from cf.neighbours import BuyAgainRecommender
+def test_the_saved_routed_model_reproduces_every_list(spark, trained):
+    from routing.model import RoutedRecommender
 
     output, manifest, tables, _ = trained
-    assert {"buy_again", manifest["similar_items_source"]} <= set(manifest["models"])
+    assert {"popularity", "buy_again", manifest["similar_items_source"]} <= set(manifest["models"])
     assert manifest["tuning"] == {}  # no budget: no search
-    model = BuyAgainRecommender.load(spark, str(output / train.STAGE / "models" / "buy_again"))
-    written = tables["recommendations"].query("list == 'buy_again'")
-    some = spark.createDataFrame(written[["customer_id"]].drop_duplicates().head(40))
-    again = model.recommend(some, N).toPandas().sort_values(["customer_id", "rank"]).reset_index(drop=True)
-    expected = written.merge(again[["customer_id"]].drop_duplicates()).sort_values(["customer_id", "rank"]).reset_index(drop=True)
-    assert list(again.item_id) == list(expected.item_id)
+    model = RoutedRecommender.load(str(output / train.STAGE / "model"))
+    assert model.routes == manifest["routes"] and model.models_used() == manifest["models"]
+    written = tables["recommendations"]
+    some = spark.createDataFrame(written[["customer_id"]].drop_duplicates().sort_values("customer_id").head(40))
+    for list_name in ("discover", "for_you", "buy_again"):
+        again = model.routed_list(some, N, list_name=list_name).toPandas().sort_values(["customer_id", "rank"]).reset_index(drop=True)
+        expected = written[written.customer_id.isin(again.customer_id) & (written.list == list_name)]
+        expected = expected.sort_values(["customer_id", "rank"]).reset_index(drop=True)
+        assert len(again) > 0 and again.customer_id.nunique() == 40, list_name
+        assert list(again.item_id) == list(expected.item_id) and list(again.source) == list(expected.source), list_name
+    similar = model.similar_items(spark.createDataFrame(tables["similar_items"][["item_id"]].drop_duplicates().head(20)), 5).toPandas()
+    expected = tables["similar_items"].merge(similar[["item_id", "rank"]])
+    assert len(similar) == len(expected) and set(similar.similar_item_id) == set(expected.similar_item_id)
     # Every model but per-segment ALS learnt from all the pairs: one copy of them, written by the first saved.
-    models = output / train.STAGE / "models"
+    models = output / train.STAGE / "model" / "sources"
     with_seen = sorted(name for name in manifest["models"] if (models / name / "seen").exists())
     assert with_seen == sorted({manifest["models"][0]} | ({"segment_als"} & set(manifest["models"])))
+    assert not (output / train.STAGE / "model" / "seen").exists()
 
 
 def test_segments_of_another_date_are_a_clear_error_and_the_lists_stay(spark, trained, train_settings):

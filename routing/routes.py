@@ -8,10 +8,11 @@ Lists (what a customer is shown):
     cold       for customers the models do not know
 
 Each list has candidate sources: single models, or two models fused by
-weighted reciprocal rank (``a+b``: score = 1/(offset + rank in a) + w/(offset + rank in b)).
-``choose_routes`` picks, per list and segment, the source with the best
-NDCG@k on a validation window; popularity is always a candidate, and a route
-that would lose to it falls back to it.
+weighted reciprocal rank (``a+b``: score = 1/(offset + rank in a) + w/(offset + rank in b);
+``source_parts`` reads the names). ``choose_routes`` picks, per list and segment,
+the source with the best NDCG@k on a validation window; popularity is always a
+candidate, and a route that would lose to it falls back to it. What is served is
+``routing.model.RoutedRecommender``: the chosen routes over the fitted sources.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class RoutingConfig:
     def candidates(self, list_name: str) -> list[str]:
         """The list's candidate sources made only of fitted models."""
         fitted = set(self.models) | {BASELINE}
-        return [name for name in CANDIDATES[list_name] if set(name.split("+")) <= fitted]
+        return [name for name in CANDIDATES[list_name] if set(source_parts(name)) <= fitted]
 
     def similar_item_sources(self) -> list[str]:
         return [name for name in SIMILAR_ITEM_SOURCES if name in self.models]
@@ -92,12 +93,26 @@ class RoutingConfig:
                           max_days=self.max_validation_days, min_days=self.min_validation_days)
 
 
+def source_parts(source: str) -> list[str]:
+    """The models a source is made of: one, or the two of a fused ``a+b``."""
+    return source.split("+")
+
+
+def is_fused(source: str) -> bool:
+    return len(source_parts(source)) > 1
+
+
 @dataclass
 class Sources:
+    """The fitted models by name, learnt from purchases before ``as_of``."""
+
     models: dict
     as_of: dt.date
-    # The models that learnt from every training pair: their seen pairs are the same (saved once, see save_models).
-    on_all_pairs: frozenset[str] = frozenset()
+
+    @property
+    def on_all_pairs(self) -> frozenset[str]:
+        """The models that learnt from every training pair (per-segment ALS learns from its segments' only): their seen pairs are the same."""
+        return frozenset(self.models) - {"segment_als"}
 
 
 def fit_sources(purchases, *, as_of: dt.date, segments, config: RoutingConfig = RoutingConfig(),
@@ -150,18 +165,7 @@ def fit_sources(purchases, *, as_of: dt.date, segments, config: RoutingConfig = 
         models[name] = build[name]()
         if echo:
             echo(f"    fitted {name} ({position}/{len(names)}) in {time.monotonic() - started:.0f}s")
-    # Per-segment ALS learns from its segments' pairs only; every other model from all of them.
-    return Sources(models=models, as_of=as_of, on_all_pairs=frozenset(models) - {"segment_als"})
-
-
-def save_models(sources: Sources, names, path: str) -> None:
-    """Each of the named models in ``path``/name; the seen pairs of those that learnt from all pairs are written once."""
-    shared = None
-    for name in names:
-        on_all_pairs = name in sources.on_all_pairs
-        sources.models[name].save(f"{path}/{name}", seen_in=shared if on_all_pairs else None)
-        if on_all_pairs and shared is None:
-            shared = name
+    return Sources(models=models, as_of=as_of)
 
 
 def fuse(first, second, *, weight: float, offset: float, n: int):
@@ -188,21 +192,21 @@ def candidate_lists(sources: Sources, customers, list_name: str, config: Routing
     if list_name not in CANDIDATES:
         raise RecommendationError(f"unknown list '{list_name}': lists are {', '.join(CANDIDATES)}")
     wanted = names or config.candidates(list_name)
-    fused_parts = {part for name in wanted if "+" in name for part in name.split("+")}
-    singles_wanted = sorted({part for name in wanted for part in name.split("+")})
+    fused_parts = {part for name in wanted if is_fused(name) for part in source_parts(name)}
+    singles_wanted = sorted({part for name in wanted for part in source_parts(name)})
 
     def single(name: str):
         depth = max(config.fusion_depth, config.n) if name in fused_parts else config.n
         return lambda: materialize(sources.models[name].recommend(customers, depth, exclude_seen=EXCLUDES_SEEN[list_name]))
 
     def fused(name: str):
-        first, second = name.split("+")
+        first, second = source_parts(name)
         return lambda: materialize(fuse(singles[first], singles[second], weight=config.fusion_weight, offset=config.fusion_offset, n=config.n))
 
     # Each model is asked once (its lists are independent), then the fused lists are made from them.
     singles = in_parallel({name: single(name) for name in singles_wanted})
-    lists = in_parallel({name: fused(name) for name in wanted if "+" in name})
-    return {name: lists[name] if "+" in name else singles[name].where(F.col(C.RANK) <= config.n) for name in wanted}
+    lists = in_parallel({name: fused(name) for name in wanted if is_fused(name)})
+    return {name: lists[name] if is_fused(name) else singles[name].where(F.col(C.RANK) <= config.n) for name in wanted}
 
 
 def materialize(frame):
@@ -292,26 +296,12 @@ def assign_sources(routes: dict[str, dict], customers, segments=None):
     return customers.join(segments.select(C.CUSTOMER_ID, C.SEGMENT), C.CUSTOMER_ID, "left").withColumn("source", pick).drop(C.SEGMENT)
 
 
-def serve(lists: dict, routes: dict[str, dict], customers, segments=None, *, n: int | None = None):
-    """The routed list: each customer gets their segment's winning source (or the overall winner), with a source column.
-
-    With ``n``, a list shorter than ``n`` is topped up from the popularity list (see ``top_up``).
-    """
-    from pyspark.sql import functions as F
-
-    chosen = assign_sources(routes, customers.select(C.CUSTOMER_ID).distinct(), segments)
-    served = reduce(lambda a, b: a.unionByName(b), [
-        lists[name].join(chosen.where(F.col("source") == name), C.CUSTOMER_ID) for name in sorted(set(lists)) if name in routed_sources(routes)
-    ])
-    return served if n is None else top_up(served, lists[BASELINE], n)
-
-
 def serve_routed(sources: Sources, customers, list_name: str, routes: dict[str, dict], segments=None, config: RoutingConfig = RoutingConfig()):
-    """What ``serve`` returns with ``n=config.n``, computing each source's list only for the customers routed to it.
+    """Each customer's list from their segment's source (or the overall route's), topped up to ``config.n`` from popularity.
 
-    For serving, where nothing is scored: a source that wins one segment is not run for
-    everyone, and the popularity list that tops up short lists is made only for the
-    customers whose list is short (with bought items excluded it is the costliest list).
+    Each source's list is computed only for the customers routed to it, and the popularity
+    list that tops up short lists only for the customers whose list is short (with bought
+    items excluded it is the costliest list).
     """
     from pyspark.sql import functions as F
 
@@ -330,23 +320,30 @@ def top_up(served, popular, n: int):
     """Lists shorter than ``n`` (buy-again for a customer with few staples, say) filled from ``popular``, marked as its source.
 
     Only the filler is ranked, after the list it fills: served lists are ranked 1..k
-    already, and re-ranking them all would sort every served row again.
+    already, and re-ranking them all would sort every served row again. Its scores keep
+    popularity's order below the list's last score s (the first at s/2 when s > 0), so
+    each list's scores still fall with its rank.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    short = popular.join(list_lengths(served), C.CUSTOMER_ID, "left").withColumn("_length", F.coalesce("_length", F.lit(0))).where(F.col("_length") < n)
+    lengths = list_lengths(served)
+    short = popular.join(lengths, C.CUSTOMER_ID, "left").withColumn("_length", F.coalesce("_length", F.lit(0))).where(F.col("_length") < n)
     filler = short.join(served.select(C.CUSTOMER_ID, C.ITEM_ID), [C.CUSTOMER_ID, C.ITEM_ID], "left_anti")
-    after = F.col("_length") + F.row_number().over(Window.partitionBy(C.CUSTOMER_ID).orderBy(C.RANK))
-    filled = filler.withColumn(C.RANK, after).where(F.col(C.RANK) <= n).withColumn("source", F.lit(BASELINE))
+    per_customer = Window.partitionBy(C.CUSTOMER_ID)
+    after = F.col("_length") + F.row_number().over(per_customer.orderBy(C.RANK))
+    first, last = F.max(C.SCORE).over(per_customer), F.col("_last_score")
+    below_last = F.when(last.isNull(), F.col(C.SCORE)).otherwise(last - F.abs(last) * first / (first + F.col(C.SCORE)))
+    filled = filler.withColumns({C.RANK: after, C.SCORE: below_last}).where(F.col(C.RANK) <= n).withColumn("source", F.lit(BASELINE))
     return served.unionByName(filled.select(*served.columns))
 
 
 def list_lengths(served):
-    """customer_id, _length: rows per customer. One definition, so that serving and its top-up count in one shuffle (Spark reuses it)."""
+    """customer_id, _length, _last_score: rows per customer and their lowest score. One definition, so that serving and its
+    top-up count in one shuffle (Spark reuses it)."""
     from pyspark.sql import functions as F
 
-    return served.groupBy(C.CUSTOMER_ID).agg(F.count(F.lit(1)).alias("_length"))
+    return served.groupBy(C.CUSTOMER_ID).agg(F.count(F.lit(1)).alias("_length"), F.min(C.SCORE).alias("_last_score"))
 
 
 def routed_sources(routes: dict[str, dict]) -> set[str]:
@@ -360,7 +357,7 @@ def segments_served_by(routes_by_list: dict[str, dict[str, dict]], model: str) -
     when that one uses the model, anyone may be served by it.
     """
     def uses(route: dict) -> bool:
-        return model in route["source"].split("+")
+        return model in source_parts(route["source"])
 
     if any(uses(routes[ALL_SEGMENTS]) for routes in routes_by_list.values() if ALL_SEGMENTS in routes):
         return None

@@ -1,8 +1,7 @@
-"""The lists that are served, made from fitted sources and the routes validation chose.
+"""The tables that are served, made by the routed recommender.
 
-For every known customer: the routed ``discover`` and ``for_you`` lists (each
-customer's segment's source, topped up to length from popularity) and their own
-``buy_again``. For customers the models do not know: the cold route's list per
+For every known customer: the routed ``discover`` and ``for_you`` lists and their
+own ``buy_again``. For customers the models do not know: the cold route's list per
 country and for everyone.
 """
 
@@ -12,12 +11,11 @@ import datetime as dt
 import functools
 from functools import reduce
 
-from cf import routing
 from cf.base import in_parallel
-from cf.routing import RoutingConfig
+from routing.model import RoutedRecommender
 from segmentation import columns as C
 
-SERVED_LISTS = ("discover", "for_you")  # routed; buy_again has one source, cold is the trending table
+SERVED_LISTS = ("discover", "for_you", "buy_again")  # for each known customer; cold is the trending table
 EVERYONE = "everyone"  # the pseudo-customer that stands for visitors without a country
 
 
@@ -38,23 +36,19 @@ def country_visitors(purchases):
     return per_country.unionByName(purchases.sparkSession.createDataFrame([(EVERYONE, None)], f"{C.CUSTOMER_ID} string, {C.COUNTRY} string"))
 
 
-def served_lists(sources, customers, segments, routes: dict, config: RoutingConfig):
+def served_lists(routed: RoutedRecommender, customers, n: int):
     """customer_id, list, rank, item_id, score, source for every customer: the routed lists and buy-again."""
     from pyspark.sql import functions as F
 
-    routed = in_parallel({list_name: functools.partial(routing.serve_routed, sources, customers, list_name, routes[list_name], segments, config)
-                          for list_name in SERVED_LISTS})
-    parts = [routed[list_name].withColumn(C.LIST, F.lit(list_name)) for list_name in SERVED_LISTS]
-    buy_again = sources.models["buy_again"].recommend(customers, config.n)
-    parts.append(buy_again.withColumns({"source": F.lit("buy_again"), C.LIST: F.lit("buy_again")}))
+    # The lists are independent: made side by side (see in_parallel).
+    lists = in_parallel({list_name: functools.partial(routed.routed_list, customers, n, list_name=list_name) for list_name in SERVED_LISTS})
     columns = [C.CUSTOMER_ID, C.LIST, C.RANK, C.ITEM_ID, C.SCORE, "source"]
-    return reduce(lambda a, b: a.unionByName(b), (part.select(*columns) for part in parts))
+    return reduce(lambda a, b: a.unionByName(b), (lists[list_name].withColumn(C.LIST, F.lit(list_name)).select(*columns)
+                                                  for list_name in SERVED_LISTS))
 
 
-def cold_lists(sources, purchases, route: str, config: RoutingConfig):
+def cold_lists(routed: RoutedRecommender, purchases, n: int):
     """The cold route's list per country and overall (country null), as served to unknown customers."""
-    from pyspark.sql import functions as F
-
     visitors = country_visitors(purchases)
-    lists = routing.candidate_lists(sources, visitors, "cold", config, names=[route])
-    return lists[route].join(visitors, C.CUSTOMER_ID).select(C.COUNTRY, C.RANK, C.ITEM_ID, C.SCORE, F.lit(route).alias("source"))
+    return routed.routed_list(visitors, n, list_name="cold").join(visitors, C.CUSTOMER_ID).select(
+        C.COUNTRY, C.RANK, C.ITEM_ID, C.SCORE, "source")

@@ -17,10 +17,12 @@ import functools
 import math
 import time
 
-from cf import evaluation, routing
+from cf import evaluation
 from cf.base import in_parallel
-from cf.routing import RoutingConfig
 from cf.tuning import ALL_SEGMENTS, ALSSettings, TuningConfig, tune
+from routing.model import RoutedRecommender
+from routing.routes import (RoutingConfig, candidate_lists, choose_routes, choose_similar_source, fit_sources, materialize, score_lists,
+                            similar_item_lists, unvalidated_routes)
 from segmentation import columns as C
 from segmentation.customers import segment_customers
 from segmentation.rfm import SegmentationError
@@ -69,19 +71,21 @@ def evaluate_window(purchases, returns, *, cutoff: dt.date, end: dt.date, config
     elif tuning is not None:
         results["tuning"] = {}  # no budget: every model uses the first value of each parameter
         als_settings = {ALL_SEGMENTS: tuning.start()}
-    sources = routing.fit_sources(train, as_of=cutoff, segments=segments, config=config, als_settings=als_settings, echo=echo)
-    score = functools.partial(routing.score_lists, k=config.k, catalogue_size=results["catalogue"])
+    sources = fit_sources(train, as_of=cutoff, segments=segments, config=config, als_settings=als_settings, echo=echo)
+    # What is served, over the same fitted sources: scored as it would be written.
+    routed = None if routes is None else RoutedRecommender(routes=routes, als_settings=als_settings, config=config).assemble(sources, segments)
+    score = functools.partial(score_lists, k=config.k, catalogue_size=results["catalogue"])
 
     def score_list(list_name: str):
         customers = groups[RELEVANCE[list_name][0]]
         by_segment = None if list_name == "cold" else segments
-        lists = routing.candidate_lists(sources, customers, list_name, config)
-        if routes is not None:
-            lists["routed"] = routing.serve(lists, routes[list_name], customers, by_segment, n=config.n)
+        lists = candidate_lists(sources, customers, list_name, config)
+        if routed is not None:
+            lists["routed"] = materialize(routed.recommend(customers, config.n, list_name=list_name))
         return score(lists, relevant[list_name], segments=by_segment)
 
     def score_similar_items():
-        return score(routing.similar_item_lists(sources, train, groups["warm"], config), relevant["discover"])
+        return score(similar_item_lists(sources, train, groups["warm"], config), relevant["discover"])
 
     tasks = {name: functools.partial(score_list, name) for name in RELEVANCE}
     if scores_item_to_item(config, routes):
@@ -132,7 +136,7 @@ def unvalidated_choice(config: RoutingConfig, tuning: TuningConfig, window: Wind
     """What ``validate`` returns when ``window`` was skipped: fixed routes, default ALS settings, the first item-to-item source."""
     return {
         "window": {"window": window.as_dict(), "tuning": {}},
-        "routes": {list_name: routing.unvalidated_routes(list_name, config) for list_name in RELEVANCE},
+        "routes": {list_name: unvalidated_routes(list_name, config) for list_name in RELEVANCE},
         "als_settings": {ALL_SEGMENTS: tuning.start()},
         "similar_items_source": config.similar_item_sources()[0],
     }
@@ -164,9 +168,9 @@ def validate(purchases, returns, *, window: Window, config: RoutingConfig, tunin
     return {
         "window": validation,
         # A list no validation customer could be scored on (no warm customers, say) is not validated either.
-        "routes": {list_name: routing.choose_routes(rows, min_customers=config.min_route_customers)
-                   or routing.unvalidated_routes(list_name, config)
+        "routes": {list_name: choose_routes(rows, min_customers=config.min_route_customers)
+                   or unvalidated_routes(list_name, config)
                    for list_name, rows in validation["lists"].items()},
         "als_settings": chosen_settings(validation["tuning"]) or {ALL_SEGMENTS: tuning.start()},
-        "similar_items_source": routing.choose_similar_source(validation["similar_items"], config.similar_item_sources()),
+        "similar_items_source": choose_similar_source(validation["similar_items"], config.similar_item_sources()),
     }
