@@ -28,12 +28,12 @@ $(INSTALLED): setup.cfg pyproject.toml
 
 # Spark needs Java 17+. Install it when we can (root on Debian), otherwise say how.
 java: $(INSTALLED)
-	@$(PY) -m jobs.spark --check-java 2>/dev/null || { \
+	@$(PY) -m runtime.java --check-java 2>/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "Java 17+ not found: installing openjdk-17-jre-headless"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null; \
 	  fi; \
-	  $(PY) -m jobs.spark --check-java; }
+	  $(PY) -m runtime.java --check-java; }
 
 # Spark's ALS solves each customer's and item's normal equations through LAPACK: the system's when it
 # finds liblapack.so.3, else a Java translation (it says so once, "dlopen(liblapack.so.3) failed").

@@ -33,8 +33,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jobs.config import build, load_config_file
-from jobs.spark import SparkSettings, choose_java, java_executable, project_env, trained_jvm_cache
+from runtime.config import build, load_config_file
+from runtime.java import choose_java, java_executable, trained_jvm_cache
+from runtime.spark import SparkSettings, project_env
 from jobs.synth import SynthConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

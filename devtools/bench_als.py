@@ -18,9 +18,9 @@ import argparse
 import sys
 import time
 
-from jobs import cli, layout, storage
-from jobs.config import build, load_config_file
-from jobs.spark import SparkSettings, build_session
+from runtime import cli, layout, storage
+from runtime.config import build, load_config_file
+from runtime.spark import SparkSettings, build_session
 from cf.als import ALSRecommender
 from cf.base import SEEN_ALLOWANCE, drop_seen, top_n
 from cf.interactions import interactions

@@ -29,11 +29,12 @@ from pathlib import Path
 from typing import Iterator
 
 from devtools.compare import compare_outputs
-from jobs.spark import choose_java, project_env
+from runtime.java import choose_java
+from runtime.spark import project_env
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # What the executors import; the web app never runs on Spark.
-SHIPPED_PACKAGES = ("jobs", "cf", "coldstart", "segmentation", "transactions")
+SHIPPED_PACKAGES = ("jobs", "runtime", "transactions", "segmentation", "cf", "coldstart", "routing")
 REGISTRATION_TIMEOUT_SECONDS = 90
 APP_NAME = "segrec-pipeline"
 # C1 alone warms up sooner on a short run, but its code cache defaults to 48 MB: a whole pipeline

@@ -5,7 +5,7 @@
 Every local run starts a JVM that loads and links thousands of Spark's classes
 and profiles its methods again before the JIT compiles them. Started
 with ``-XX:AOTCache``, the JVM finds that work done by a training run (see
-``jobs.spark.JVM_CACHE_JAVA_MAJOR`` for what it saves).
+``runtime.spark.JVM_CACHE_JAVA_MAJOR`` for what it saves).
 
 The training run is the pipeline on a small synthetic shop, in a JVM started to
 record (``-XX:AOTCacheOutput``): when it exits, it assembles the cache (about
@@ -13,7 +13,7 @@ record (``-XX:AOTCacheOutput``): when it exits, it assembles the cache (about
 when complete, so a failed training leaves the previous cache in place.
 
 Local sessions use the cache when one exists for the Java and Spark they launch
-(``jobs.spark.jvm_cache_file``); a JVM that still finds it unusable (a Spark jar
+(``runtime.spark.jvm_cache_file``); a JVM that still finds it unusable (a Spark jar
 changed since) runs without it. spark-submit and clusters start their own JVMs
 and never use it.
 """
@@ -29,9 +29,9 @@ import tempfile
 import time
 from typing import Callable
 
-from jobs import cli
-from jobs.spark import (JVM_CACHE_JAVA_MAJOR, LOCAL_JAVA_OPTIONS, SparkSettings, build_session, choose_java, jvm_cache_file,
-                        project_env, trained_jvm_cache)
+from runtime import cli
+from runtime.java import JVM_CACHE_JAVA_MAJOR, LOCAL_JAVA_OPTIONS, choose_java, jvm_cache_file, trained_jvm_cache
+from runtime.spark import SparkSettings, build_session, project_env
 
 TRAINING_CUSTOMERS = 800  # a shop big enough for every stage and model to do real work: about 52k rows
 # The cache's assembly prints a warning per class it cannot keep (Spark's generated classes, signed jars).

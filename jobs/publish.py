@@ -12,111 +12,12 @@ the tables. The web app never imports pyspark; this job is the only bridge.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
-import sqlite3
 import sys
-import tempfile
-from contextlib import closing
 
-from jobs import cli, layout, storage
-from jobs.config import build, load_config_file
-from jobs.spark import SparkSettings, build_session
-from segmentation import columns as C
-from webapp import schema
-
-BATCH_ROWS = 5000
-
-
-def _insert(connection: sqlite3.Connection, table: str, frame, columns: list[str]) -> int:
-    placeholders = ", ".join("?" for _ in columns)
-    statement = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"
-    batch, count = [], 0
-    for row in frame.select(*columns).toLocalIterator(prefetchPartitions=True):
-        batch.append(tuple(row))
-        if len(batch) >= BATCH_ROWS:
-            connection.executemany(statement, batch)
-            count += len(batch)
-            batch = []
-    connection.executemany(statement, batch)
-    return count + len(batch)
-
-
-def item_descriptions(purchases):
-    """item_id, description: each item's most used description."""
-    from pyspark.sql import functions as F
-
-    return purchases.where(F.col(C.DESCRIPTION).isNotNull()).groupBy(C.ITEM_ID).agg(
-        F.mode(F.trim(C.DESCRIPTION), deterministic=True).alias("description"))
-
-
-def customer_days(purchases):
-    """customer_id, day, revenue: what campaign results are measured against when no CSV is uploaded."""
-    from pyspark.sql import functions as F
-
-    return purchases.groupBy(C.CUSTOMER_ID, F.date_format(C.TIMESTAMP, "yyyy-MM-dd").alias("day")).agg(
-        F.round(F.sum(C.AMOUNT), 2).alias("revenue"))
-
-
-def build_store(spark, output_uri: str, recs_stage: str, path: str, *, run: dict) -> dict:
-    """Write every table of ``webapp.schema`` into a new SQLite file at ``path``; return the row counts."""
-    from pyspark.sql import functions as F
-
-    segments_stage = layout.open_stage(spark, output_uri, layout.SEGMENTS)
-    purchases, _ = layout.read_transactions(spark, output_uri)
-    customers = spark.read.parquet(storage.join(segments_stage, "customers"))
-    frames = {
-        "customers": customers.withColumns({
-            "first_purchase": F.date_format("first_purchase", "yyyy-MM-dd"), "last_purchase": F.date_format("last_purchase", "yyyy-MM-dd")}),
-        "segments": spark.read.parquet(storage.join(segments_stage, "segments")),
-        "recommendations": spark.read.parquet(storage.join(recs_stage, "recommendations")),
-        "trending": spark.read.parquet(storage.join(recs_stage, "trending")).fillna({C.COUNTRY: schema.EVERY_COUNTRY}),
-        "similar_items": spark.read.parquet(storage.join(recs_stage, "similar_items")),
-        "items": item_descriptions(purchases),
-        "customer_days": customer_days(purchases),
-    }
-    counts = {}
-    with closing(sqlite3.connect(path)) as connection:
-        connection.executescript(schema.DDL)
-        for table, frame in frames.items():
-            counts[table] = _insert(connection, table, frame, schema.columns(table))
-        fs = storage.FileSystem(spark)
-        charts_dir = layout.stage(output_uri, layout.REPORT)
-        charts = [name for name in fs.list_names(charts_dir) if name.endswith(".png")] if fs.exists(charts_dir) else []
-        connection.executemany("INSERT INTO charts (name, png) VALUES (?, ?)",
-                               [(name[:-len(".png")], fs.read_bytes(storage.join(charts_dir, name))) for name in charts])
-        counts["charts"] = len(charts)
-        connection.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", [
-            ("run_id", run.get("run_id") or "manual"), ("as_of", run["as_of"]),
-            ("created_at", dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")),
-            ("schema_version", str(schema.VERSION)),
-        ])
-        connection.commit()
-        problems = schema.problems(connection)
-    if problems:
-        raise cli.JobError(f"the new store failed its sanity check ({'; '.join(problems)}); the previous one is kept")
-    return counts
-
-
-def publish(spark, output_uri: str, db_path: str) -> dict:
-    """Build the store under a temporary name next to ``db_path`` and rename it into place."""
-    fs = storage.FileSystem(spark)
-    recs_stage = layout.open_stage(spark, output_uri, layout.RECOMMENDATIONS)
-    manifest = storage.read_json(spark, storage.join(recs_stage, "manifest.json"))
-    run_file = storage.join(output_uri, layout.RUN_SUMMARY)
-    run = storage.read_json(spark, run_file) if fs.exists(run_file) else {}
-    directory = os.path.dirname(os.path.abspath(db_path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".segrec-", suffix=".sqlite.tmp", dir=directory)
-    os.close(handle)
-    try:
-        counts = build_store(spark, output_uri, recs_stage, temporary, run={**run, "as_of": manifest["as_of"]})
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; the web server may run as another user
-        os.replace(temporary, db_path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return {"db": db_path, "as_of": manifest["as_of"], "rows": counts}
+from runtime import cli
+from runtime.spark import build_session
+from runtime.stages.publish import publish
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,8 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", help="SQLite file to publish (a local path; default <output>/segrec.sqlite)")
     cli.add_common_arguments(parser)
     args = parser.parse_args(argv)
-    settings = load_config_file(args.config)
-    spark = build_session(build(SparkSettings, {"app_name": "segrec-publish"}, settings.get("spark"), {"master": args.master}))
+    spark = build_session(cli.resolve_settings(args, app_name="segrec-publish").spark)
     result = publish(spark, args.output, args.db or os.path.join(args.output, "segrec.sqlite"))
     print(f"published {result['db']} (as of {result['as_of']}): " + ", ".join(f"{table} {n:,}" for table, n in result["rows"].items()))
     return 0

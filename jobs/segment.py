@@ -12,74 +12,12 @@ Outputs under ``<output>/segments/`` (published atomically, as one directory):
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
 
-from jobs import cli, layout, storage
-from jobs.config import build, load_config_file
-from jobs.spark import SparkSettings, build_session
-from segmentation import backtest
-from segmentation.backtest import BacktestConfig
-from segmentation.clv import CLVConfig
-from segmentation.customers import segment_customers
-from segmentation.rfm import SegmentationError
-from segmentation.segments import SegmentConfig, segment_summary
-from segmentation.windows import read_history
-
-STAGE = layout.SEGMENTS
-BACKTEST_STAGE = layout.BACKTEST
-
-
-def run_segment(spark, output_uri: str, *, as_of: dt.date | None, clv_config: CLVConfig, segment_config: SegmentConfig) -> dict:
-    purchases, returns = layout.read_transactions(spark, output_uri)
-    history = read_history(purchases, as_of)
-    history.check()
-    as_of = history.as_of
-    try:
-        result = segment_customers(purchases, returns, as_of=as_of, clv_config=clv_config, segment_config=segment_config)
-    except SegmentationError as error:
-        raise SegmentationError(f"{error} (segmenting as of {history.describe_as_of()})") from None
-    with storage.atomic_output(spark, layout.stage(output_uri, STAGE)) as staging:
-        result.customers.write.parquet(storage.join(staging, "customers"))
-        customers = spark.read.parquet(storage.join(staging, "customers"))
-        summary_rows = segment_summary(customers)
-        summary_rows.write.parquet(storage.join(staging, "segments"))
-        result.model.save(storage.join(staging, "model"))
-        storage.FileSystem(spark).write_text(storage.join(staging, "clv.json"), result.clv.to_json())
-        sizes = {row["segment"]: row["customers"] for row in spark.read.parquet(storage.join(staging, "segments")).collect()}
-        summary = {
-            "as_of": as_of.isoformat(),
-            "customers": sum(sizes.values()),
-            "segments": sizes,
-            "silhouette": result.model.silhouette,
-            "clv_model": result.clv.model,
-            "seasonal_index": result.clv.seasonal_index,
-            "frequency_spend_correlation": result.clv.frequency_spend_correlation,
-            "notes": result.clv.notes,
-            "horizon_months": clv_config.horizon_months,
-            "features": list(segment_config.features),
-        }
-        storage.write_json(spark, storage.join(staging, "summary.json"), summary)
-    return summary
-
-
-def run_backtest(spark, output_uri: str, *, as_of: dt.date | None, config: BacktestConfig,
-                 clv_config: CLVConfig, segment_config: SegmentConfig) -> dict:
-    """The backtest's results, or ``{"skipped": True, ...}`` with the reason when the history is too short for it."""
-    purchases, returns = layout.read_transactions(spark, output_uri)
-    history = read_history(purchases, as_of)
-    history.check()
-    result = backtest.backtest_history(purchases, returns, history=history, config=config, clv_config=clv_config,
-                                       segment_config=segment_config)
-    with storage.atomic_output(spark, layout.stage(output_uri, BACKTEST_STAGE)) as staging:
-        storage.write_json(spark, storage.join(staging, "backtest.json"), result)
-    return result
-
-
-def format_summary(summary: dict) -> str:
-    sizes = ", ".join(f"{label} {count:,}" for label, count in sorted(summary["segments"].items()))
-    lines = [f"{summary['customers']:,} customers as of {summary['as_of']}: {sizes}; silhouette {summary['silhouette']:.3f}"]
-    return "\n".join(lines + [f"note: {note}" for note in summary["notes"]])
+from runtime import cli, layout
+from runtime.spark import build_session
+from runtime.stages.segments import format_summary, run_backtest, run_segment
+from segmentation.backtest import format_backtest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,15 +27,14 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_segment_arguments(parser)
     cli.add_common_arguments(parser)
     args = parser.parse_args(argv)
-    settings = load_config_file(args.config)
-    clv_config, segment_config, backtest_config = cli.segment_configs(args, settings)
-    spark = build_session(build(SparkSettings, {"app_name": "segrec-segment"}, settings.get("spark"), {"master": args.master}))
+    settings = cli.resolve_settings(args, app_name="segrec-segment")
+    spark = build_session(settings.spark)
     layout.fit_to_transactions(spark, args.output)
     if args.backtest:
-        result = run_backtest(spark, args.output, as_of=args.as_of, config=backtest_config, clv_config=clv_config, segment_config=segment_config)
-        print(f"CLV backtest skipped: {result['window']['reason']}" if result["skipped"] else backtest.format_backtest(result))
+        result = run_backtest(spark, args.output, as_of=args.as_of, settings=settings)
+        print(f"CLV backtest skipped: {result['window']['reason']}" if result["skipped"] else format_backtest(result))
     else:
-        print(format_summary(run_segment(spark, args.output, as_of=args.as_of, clv_config=clv_config, segment_config=segment_config)))
+        print(format_summary(run_segment(spark, args.output, as_of=args.as_of, settings=settings)))
     return 0
 
 

@@ -26,9 +26,9 @@ import math
 import sys
 from dataclasses import dataclass, field
 
-from jobs import cli, storage
-from jobs.config import build, load_config_file
-from jobs.spark import SparkSettings, build_session
+from runtime import cli, storage
+from runtime.config import build, load_config_file
+from runtime.spark import SparkSettings, build_session
 
 TIERS = ("high", "mid", "low")
 

@@ -12,6 +12,7 @@ with what was chosen, so what is evaluated is chosen exactly as what is served.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import math
@@ -26,7 +27,7 @@ from routing.routes import (RoutingConfig, candidate_lists, choose_routes, choos
 from segmentation import columns as C
 from segmentation.customers import segment_customers
 from segmentation.rfm import SegmentationError
-from segmentation.windows import History, Window, choose_window
+from segmentation.windows import History, Window, WindowError, WindowRule, choose_window
 
 # list -> (customers it is scored on, which test purchases count)
 RELEVANCE = {"discover": ("warm", "new"), "for_you": ("warm", "all"), "cold": ("cold", "all")}
@@ -174,3 +175,30 @@ def validate(purchases, returns, *, window: Window, config: RoutingConfig, tunin
         "als_settings": chosen_settings(validation["tuning"]) or {ALL_SEGMENTS: tuning.start()},
         "similar_items_source": choose_similar_source(validation["similar_items"], config.similar_item_sources()),
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationConfig:
+    """The evaluation's test window (``jobs.evaluate``): the routes are chosen on the validation window before it."""
+
+    cutoff: dt.date | None = None  # first day of the test window; default: test_days before the as-of date
+    test_days: int | None = None  # None: test_share of the history before the as-of date, at most max_test_days
+    test_share: float = 0.25
+    max_test_days: int = 92
+    min_test_days: int = 14
+
+    def rule(self) -> WindowRule:
+        return WindowRule(name="test window", flag="--test-days", share=self.test_share, max_days=self.max_test_days,
+                          min_days=self.min_test_days)
+
+    def window(self, history: History) -> Window:
+        """The test window: from ``cutoff`` or ``test_days`` when given, else chosen from the history; never skipped."""
+        days = self.test_days
+        if self.cutoff is not None:
+            days = (history.as_of - self.cutoff).days
+            if days < 1:
+                raise WindowError(f"--cutoff {self.cutoff} leaves an empty test window before {history.describe_as_of()}")
+        window = choose_window(history, self.rule(), days=days)
+        if window.skipped:
+            raise WindowError(f"too little history to evaluate: {window.reason}")
+        return window

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.spark import SparkSettings, build_session
+from runtime.spark import SparkSettings, build_session
 
 
 @pytest.fixture(scope="session")
@@ -53,12 +53,14 @@ def synthetic(spark, tmp_path_factory):
     """A small synthetic shop (planted tiers and affinities), generated and ingested once per run."""
     from dataclasses import dataclass
 
-    from jobs import ingest, synth
+    from jobs import synth
+    from runtime.stages.ingest import run_ingest
+    from transactions.ingest import IngestConfig
 
     root = tmp_path_factory.mktemp("synthetic")
     config = synth.SynthConfig(customers=1500, items=120, seed=5)
     synth.write(spark, synth.generate(spark, config), str(root / "raw"))
-    ingest.run_ingest(spark, str(root / "raw" / "transactions"), str(root / "out"), ingest.IngestConfig())
+    run_ingest(spark, str(root / "raw" / "transactions"), str(root / "out"), IngestConfig())
 
     @dataclass(frozen=True)
     class Synthetic:
@@ -82,16 +84,9 @@ PIPELINE_CONFIG = Path(__file__).resolve().parent.parent / "jobs" / "profiles" /
 
 @pytest.fixture(scope="session")
 def train_settings() -> dict:
-    import argparse
-    import tomllib
+    from runtime.config import Settings, load_config_file
 
-    from jobs.cli import recommendation_configs
-    from segmentation.clv import CLVConfig
-    from segmentation.segments import SegmentConfig
-
-    settings = tomllib.loads(PIPELINE_CONFIG.read_text())
-    routing, tuning = recommendation_configs(argparse.Namespace(), settings)
-    return {"routing_config": routing, "tuning_config": tuning, "clv_config": CLVConfig(), "segment_config": SegmentConfig()}
+    return {"settings": Settings.resolve(load_config_file(str(PIPELINE_CONFIG)))}
 
 
 @pytest.fixture(scope="session")
@@ -103,7 +98,8 @@ def pipeline_run(spark, synthetic, tmp_path_factory):
     import contextlib
     import io
 
-    from jobs import cli, pipeline
+    from jobs import pipeline
+    from runtime import cli
 
     output = tmp_path_factory.mktemp("pipeline") / "out"
     printed = io.StringIO()
@@ -171,9 +167,9 @@ def trained(pipeline_run, synthetic):
 
     import pandas as pd
 
-    from jobs import train
+    from runtime.layout import RECOMMENDATIONS
 
-    stage = pipeline_run / train.STAGE
+    stage = pipeline_run / RECOMMENDATIONS
     tables = {name: pd.read_parquet(stage / name) for name in ("recommendations", "trending", "similar_items")}
     manifest = json.loads((stage / "manifest.json").read_text())
     return pipeline_run, manifest, tables, synthetic.place("clean").toPandas()

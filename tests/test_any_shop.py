@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from jobs import cli, pipeline, synth
+from jobs import pipeline, synth
+from runtime import cli
 from jobs.synth import DEFAULT_TIERS, SynthConfig
 
 # Short and small, so that the matrix fits in the suite: about 200 days of history (the windows are then chosen

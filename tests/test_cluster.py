@@ -7,7 +7,8 @@ def test_the_project_zip_holds_every_spark_side_module_and_not_the_web_app(tmp_p
     import zipfile
 
     names = zipfile.ZipFile(cluster_test.package_project(tmp_path / "segrec.zip")).namelist()
-    assert {"jobs/pipeline.py", "cf/als.py", "coldstart/popularity.py", "segmentation/clv.py"} <= set(names)
+    assert {"jobs/pipeline.py", "runtime/pipeline.py", "transactions/ingest.py", "cf/als.py", "coldstart/popularity.py", "routing/model.py",
+            "segmentation/clv.py"} <= set(names)
     assert not any(name.startswith(("webapp/", "tests/")) for name in names)
 
 

@@ -4,10 +4,11 @@ import json
 import pandas as pd
 import pytest
 
-from jobs import cli, ingest, storage
-from jobs.ingest import run_ingest
+from jobs import ingest
+from runtime import cli, storage
+from runtime.stages.ingest import run_ingest
 from segmentation import columns as C
-from transactions.ingest import IngestConfig
+from transactions.ingest import PLACES, IngestConfig
 from tests import dirty_data
 
 
@@ -34,7 +35,7 @@ def test_every_row_lands_in_exactly_one_place(ingested):
     assert summary["rows_in"] == len(dirty_data.ROWS)
     assert summary["places"] == dirty_data.EXPECTED_PLACES
     assert summary["quarantine_reasons"] == dirty_data.EXPECTED_REASONS
-    written = {place: len(read_place(output, place)) for place in ingest.PLACES}
+    written = {place: len(read_place(output, place)) for place in PLACES}
     assert written == dirty_data.EXPECTED_PLACES
     assert json.loads((output / "ingest" / "summary.json").read_text())["places"] == written
 
@@ -134,7 +135,7 @@ def test_rerun_gives_the_same_output(spark, tmp_path):
     run_ingest(spark, source, str(second), IngestConfig())
     run_ingest(spark, source, str(second), IngestConfig())  # over its own previous output
 
-    for place in ingest.PLACES:
+    for place in PLACES:
         pd.testing.assert_frame_equal(sorted_rows(read_place(first, place)), sorted_rows(read_place(second, place)))
 
 

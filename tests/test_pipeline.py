@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs import cli, pipeline
+from jobs import pipeline
+from runtime import cli
 from tests import dirty_data
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -97,7 +98,7 @@ def test_too_little_data_to_segment_is_one_clear_line(spark, tmp_path, capsys):
 
 
 def test_shuffle_partitions_grow_with_the_input_and_never_shrink(spark, synthetic, session_settings):
-    from jobs.spark import fit_to_input
+    from runtime.spark import fit_to_input
 
     raw = str(synthetic.root / "raw" / "transactions")
     session_settings.keep("spark.sql.shuffle.partitions")
@@ -119,7 +120,7 @@ def run_script(script: str, *args: str, **env: str) -> subprocess.CompletedProce
 
 
 def test_a_small_input_runs_without_adaptive_execution_unless_it_was_set(spark, tmp_path):
-    from jobs.spark import BYTES_PER_SHUFFLE_PARTITION, fit_to_input
+    from runtime.spark import BYTES_PER_SHUFFLE_PARTITION, fit_to_input
 
     small, large = tmp_path / "small.parquet", tmp_path / "large.parquet"
     small.write_bytes(b"x" * 1000)
@@ -130,7 +131,7 @@ def test_a_small_input_runs_without_adaptive_execution_unless_it_was_set(spark, 
     # Its own JVM: a session where nobody set it.
     show = (
         "import sys\n"
-        "from jobs.spark import SparkSettings, build_session, fit_to_input\n"
+        "from runtime.spark import SparkSettings, build_session, fit_to_input\n"
         "spark = build_session(SparkSettings(quiet=True, master='local[2]'))\n"
         "for path in sys.argv[1:]:\n"
         "    fit_to_input(spark, path)\n"
@@ -142,8 +143,8 @@ def test_a_small_input_runs_without_adaptive_execution_unless_it_was_set(spark, 
 
 
 def test_a_stage_run_on_its_own_sizes_shuffle_partitions_to_the_ingests_output(spark, tmp_path, session_settings):
-    from jobs.layout import fit_to_transactions
-    from jobs.spark import BYTES_PER_SHUFFLE_PARTITION
+    from runtime.layout import fit_to_transactions
+    from runtime.spark import BYTES_PER_SHUFFLE_PARTITION
 
     session_settings.keep("spark.sql.shuffle.partitions")
     before = spark.conf.get("spark.sql.shuffle.partitions")
@@ -163,7 +164,7 @@ def test_a_local_session_runs_the_throughput_collector(spark):
 
 
 def test_the_settings_in_pyspark_submit_args_are_read_like_spark_submit_reads_them():
-    from jobs.spark import submitted_settings
+    from runtime.spark import submitted_settings
 
     args = ("--master 'local[2]' --driver-memory=1g --conf spark.sql.shuffle.partitions=3 -c spark.a=x=y "
             "--conf=spark.b=2 --py-files deps.zip --driver-java-options '-XX:+UseG1GC -Xss4m' --conf broken --conf pyspark-shell")
@@ -177,7 +178,7 @@ def test_the_settings_in_pyspark_submit_args_are_read_like_spark_submit_reads_th
 def test_a_local_session_keeps_what_pyspark_submit_args_then_the_config_file_set_over_its_own_defaults(tmp_path):
     # Its own JVM: PYSPARK_SUBMIT_ARGS is read when the JVM starts.
     show = (
-        "from jobs.spark import SparkSettings, build_session\n"
+        "from runtime.spark import SparkSettings, build_session\n"
         "extra = {'spark.sql.adaptive.enabled': 'true', 'spark.sql.session.timeZone': 'Europe/Paris'}\n"
         "spark = build_session(SparkSettings(quiet=True, extra=extra))\n"
         "print(spark.conf.get('spark.sql.shuffle.partitions'), spark.conf.get('spark.sql.adaptive.enabled'),"
@@ -198,7 +199,7 @@ def test_a_local_session_keeps_what_pyspark_submit_args_then_the_config_file_set
 
 
 def test_a_trained_jvm_cache_is_what_local_sessions_start_with(spark, tmp_path, monkeypatch):
-    from jobs.spark import jvm_cache_file
+    from runtime.java import jvm_cache_file
 
     monkeypatch.setenv("SEGREC_JVM_CACHE_DIR", str(tmp_path))
     cache = jvm_cache_file()  # for the Java this suite's session chose
@@ -213,7 +214,8 @@ def test_a_trained_jvm_cache_is_what_local_sessions_start_with(spark, tmp_path, 
     # A JVM that cannot use its cache runs without it, unless told -XX:AOTMode=on: then it refuses to start.
     start = (
         "import os, shlex, sys\n"
-        "from jobs.spark import SparkSettings, build_session, choose_java, local_java_options\n"
+        "from runtime.java import choose_java, local_java_options\n"
+        "from runtime.spark import SparkSettings, build_session\n"
         "choose_java()\n"
         "if sys.argv[1:] == ['strict']:\n"
         "    strict = local_java_options() + ' -XX:AOTMode=on'\n"
@@ -239,7 +241,7 @@ def test_a_local_session_checkpoints_into_a_directory_removed_when_the_process_e
     assert Path(spark.sparkContext.getCheckpointDir().removeprefix("file:")).parent.name.startswith("segrec-checkpoints-")
     checkpoint = (
         "from pathlib import Path\n"
-        "from jobs.spark import checkpoint_directory\n"
+        "from runtime.spark import checkpoint_directory\n"
         "directory = Path(checkpoint_directory())\n"
         "(directory / 'app' / 'rdd-1').mkdir(parents=True)\n"
         "(directory / 'app' / 'rdd-1' / 'part-00000').write_bytes(b'factors')\n"

@@ -5,7 +5,8 @@ from contextlib import closing
 
 import pytest
 
-from jobs import cli, publish
+from jobs import publish
+from runtime import cli
 from webapp import create_app, schema
 
 

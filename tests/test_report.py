@@ -10,7 +10,8 @@ import shutil
 import matplotlib.image
 import pytest
 
-from jobs import cli, layout, pipeline, report, segment
+from jobs import pipeline, report, segment
+from runtime import cli, layout
 from segmentation.report import top_items_per_segment
 
 CHART_NAMES = ["segment_sizes", "distributions", "frequency_vs_spend", "clv_backtest", "top_items"]

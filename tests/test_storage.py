@@ -1,6 +1,6 @@
 import pytest
 
-from jobs import storage
+from runtime import storage
 
 
 def publish(spark, target, text):

@@ -9,6 +9,9 @@ import pytest
 from cf.interactions import RecommendationError
 from routing.routes import CANDIDATES
 from jobs import train
+from routing.reuse import reusable_choice
+from runtime.layout import INGEST, RECOMMENDATIONS, SEGMENTS
+from runtime.stages.recommendations import run_train
 
 N = 10
 
@@ -75,7 +78,7 @@ def test_the_saved_routed_model_reproduces_every_list(spark, trained):
     output, manifest, tables, _ = trained
     assert {"popularity", "buy_again", manifest["similar_items_source"]} <= set(manifest["models"])
     assert manifest["tuning"] == {}  # no budget: no search
-    model = RoutedRecommender.load(str(output / train.STAGE / "model"))
+    model = RoutedRecommender.load(str(output / RECOMMENDATIONS / "model"))
     assert model.routes == manifest["routes"] and model.models_used() == manifest["models"]
     written = tables["recommendations"]
     some = spark.createDataFrame(written[["customer_id"]].drop_duplicates().sort_values("customer_id").head(40))
@@ -89,10 +92,10 @@ def test_the_saved_routed_model_reproduces_every_list(spark, trained):
     expected = tables["similar_items"].merge(similar[["item_id", "rank"]])
     assert len(similar) == len(expected) and set(similar.similar_item_id) == set(expected.similar_item_id)
     # Every model but per-segment ALS learnt from all the pairs: one copy of them, written by the first saved.
-    models = output / train.STAGE / "model" / "sources"
+    models = output / RECOMMENDATIONS / "model" / "sources"
     with_seen = sorted(name for name in manifest["models"] if (models / name / "seen").exists())
     assert with_seen == sorted({manifest["models"][0]} | ({"segment_als"} & set(manifest["models"])))
-    assert not (output / train.STAGE / "model" / "seen").exists()
+    assert not (output / RECOMMENDATIONS / "model" / "seen").exists()
 
 
 def test_segments_of_another_date_are_a_clear_error_and_the_lists_stay(spark, trained, train_settings):
@@ -100,8 +103,8 @@ def test_segments_of_another_date_are_a_clear_error_and_the_lists_stay(spark, tr
 
     output, manifest, tables, _ = trained
     with pytest.raises(RecommendationError, match="segments were computed as of"):
-        train.run_train(spark, str(output), as_of=dt.date(2011, 6, 1), **train_settings)
-    assert len(pd.read_parquet(output / train.STAGE / "recommendations")) == len(tables["recommendations"])
+        run_train(spark, str(output), as_of=dt.date(2011, 6, 1), **train_settings)
+    assert len(pd.read_parquet(output / RECOMMENDATIONS / "recommendations")) == len(tables["recommendations"])
 
 
 def _earlier() -> dict:
@@ -118,8 +121,8 @@ def test_routes_are_reused_only_when_recent_and_chosen_under_the_same_settings()
     from cf.tuning import ALSSettings
 
     def choice(earlier, as_of=dt.date(2011, 12, 8), max_age_days=7, settings=None):
-        return train.reusable_choice(earlier, as_of=as_of, max_age_days=max_age_days,
-                                     settings=settings or {"routing": {"k": 10}, "tuning": {"alpha": [1.0]}})
+        return reusable_choice(earlier, as_of=as_of, max_age_days=max_age_days,
+                               settings=settings or {"routing": {"k": 10}, "tuning": {"alpha": [1.0]}})
 
     chosen, reason = choice(_earlier())
     assert reason == "routes chosen as of 2011-12-01, 7 days before"
@@ -141,20 +144,20 @@ def test_routes_are_reused_only_when_recent_and_chosen_under_the_same_settings()
 def test_a_refit_with_the_last_routes_skips_validation_and_writes_the_same_lists(trained, tmp_path, capsys):
     import shutil
 
-    from jobs import cli, ingest, segment
+    from runtime import cli
     from tests.conftest import PIPELINE_CONFIG
 
     output, manifest, tables, _ = trained
-    for stage in (ingest.STAGE, segment.STAGE, train.STAGE):
+    for stage in (INGEST, SEGMENTS, RECOMMENDATIONS):
         shutil.copytree(output / stage, tmp_path / stage)
     assert cli.run(train.main, ["--output", str(tmp_path), "--config", str(PIPELINE_CONFIG), "--reuse-routes", "0"]) == 0
-    refit = json.loads((tmp_path / train.STAGE / "manifest.json").read_text())
+    refit = json.loads((tmp_path / RECOMMENDATIONS / "manifest.json").read_text())
     assert refit["reuse"] == {"max_age_days": 0, "reused": True, "reason": f"routes chosen as of {manifest['as_of']}, 0 days before"}
     printed = capsys.readouterr().out
     assert "validation: skipped" in printed and "tune ALS" not in printed
     assert {key: refit[key] for key in ("routes", "routes_chosen_as_of", "als_settings", "validation", "models")} == {
         key: manifest[key] for key in ("routes", "routes_chosen_as_of", "als_settings", "validation", "models")}
     for name, table in tables.items():
-        again = pd.read_parquet(tmp_path / train.STAGE / name)
+        again = pd.read_parquet(tmp_path / RECOMMENDATIONS / name)
         keys = [column for column in table.columns if column != "score"]
         pd.testing.assert_frame_equal(again.sort_values(keys).reset_index(drop=True), table.sort_values(keys).reset_index(drop=True))

@@ -1,4 +1,4 @@
-"""What every job's command line shares: common flags, the flag groups of the stages, and turning failures into one clear line."""
+"""What every job's command line shares: the flag groups of the stages, the settings they make, and turning failures into one clear line."""
 
 from __future__ import annotations
 
@@ -11,16 +11,12 @@ import time
 import traceback
 from typing import Callable
 
-from jobs.config import ConfigError, build, parse_date
-from jobs.spark import JavaNotFoundError
-from jobs.storage import StorageError
 from cf.interactions import RecommendationError
-from routing.routes import RoutingConfig
-from cf.tuning import TuningConfig
-from segmentation.backtest import BacktestConfig
-from segmentation.clv import TRANSACTION_MODELS, CLVConfig
+from runtime.config import ConfigError, Settings, load_config_file, parse_date
+from runtime.java import JavaNotFoundError
+from runtime.storage import StorageError
+from segmentation.clv import TRANSACTION_MODELS
 from segmentation.rfm import SegmentationError
-from segmentation.segments import SegmentConfig
 from segmentation.windows import WindowError
 from transactions.ingest import IngestError
 
@@ -44,6 +40,13 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--master", help="Spark master when not run through spark-submit (default local[*])")
 
 
+def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--columns", type=column_mapping, help="column mapping canonical=source,... (default: Online Retail II names)")
+    parser.add_argument("--format", dest="input_format", choices=("csv", "parquet", "excel"), help="input format (default: from the extension)")
+    parser.add_argument("--strict", action="store_true", default=None, help="fail when too many rows are quarantined")
+    parser.add_argument("--max-quarantine-share", type=float, help="with --strict, the allowed share (default 0.05)")
+
+
 def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--horizon-months", type=int, help="CLV horizon in months (default 12)")
     parser.add_argument("--discount-rate", type=float, help="monthly discount rate for CLV (default 0.01)")
@@ -55,30 +58,45 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: a quarter of the history before the as-of date, at most 92; skipped below 14)")
 
 
-def segment_configs(args: argparse.Namespace, settings: dict) -> tuple[CLVConfig, SegmentConfig, BacktestConfig]:
-    """Configs from the file and the segment flags (a job without those flags just gets the file's settings)."""
-    flag = vars(args).get
-    clv_config = build(CLVConfig, settings.get("clv"), {
-        "horizon_months": flag("horizon_months"), "discount_rate": flag("discount_rate"), "model": flag("clv_model"),
-    })
-    segment_config = build(SegmentConfig, settings.get("segments"), {"k": flag("k"), "seed": flag("seed")})
-    backtest_config = build(BacktestConfig, settings.get("backtest"), {
-        "calibration_end": flag("calibration_end"), "holdout_days": flag("holdout_days"),
-    })
-    return clv_config, segment_config, backtest_config
-
-
 def add_recommendation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--validation-days", type=int, help="validation window for tuning and routing (default: a quarter of "
                         "the history before it, at most 90; below 14 the routes are not validated)")
     parser.add_argument("--tune-budget", type=float, help="seconds for the ALS search over all segments (default 240; 0: defaults)")
 
 
-def recommendation_configs(args: argparse.Namespace, settings: dict) -> tuple[RoutingConfig, TuningConfig]:
-    flag = vars(args).get
-    routing_config = build(RoutingConfig, settings.get("routing"), {"validation_days": flag("validation_days")})
-    tuning_config = build(TuningConfig, settings.get("tuning"), {"budget_seconds": flag("tune_budget")})
-    return routing_config, tuning_config
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reuse-routes", type=int, metavar="DAYS",
+                        help="skip validation when the last run under --output chose its routes at most DAYS before this as-of date")
+
+
+def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cutoff", type=as_of_date, help="first day of the test window (default: --test-days before the as-of date)")
+    parser.add_argument("--test-days", type=int, help="test window length (default: a quarter of the history before the "
+                        "as-of date, at most 92)")
+
+
+# The setting each flag sets: argparse destination -> (section, key). Flags win over the config file.
+FLAG_SETTINGS = {
+    "master": ("spark", "master"),
+    "columns": ("ingest", "columns"), "input_format": ("ingest", "input_format"), "strict": ("ingest", "strict"),
+    "max_quarantine_share": ("ingest", "max_quarantine_share"),
+    "horizon_months": ("clv", "horizon_months"), "discount_rate": ("clv", "discount_rate"), "clv_model": ("clv", "model"),
+    "k": ("segments", "k"), "seed": ("segments", "seed"),
+    "calibration_end": ("backtest", "calibration_end"), "holdout_days": ("backtest", "holdout_days"),
+    "validation_days": ("routing", "validation_days"), "tune_budget": ("tuning", "budget_seconds"),
+    "reuse_routes": ("train", "reuse_routes_days"),
+    "cutoff": ("evaluation", "cutoff"), "test_days": ("evaluation", "test_days"),
+}
+
+
+def resolve_settings(args: argparse.Namespace, *, app_name: str) -> Settings:
+    """The run's settings, once: defaults, the job's Spark app name, the ``--config`` file, then the flags given."""
+    flags: dict[str, dict] = {}
+    for destination, value in vars(args).items():
+        if destination in FLAG_SETTINGS and value is not None:
+            section, key = FLAG_SETTINGS[destination]
+            flags.setdefault(section, {})[key] = value
+    return Settings.resolve({"spark": {"app_name": app_name}}, load_config_file(args.config), flags)
 
 
 def as_of_date(text: str):
@@ -88,15 +106,13 @@ def as_of_date(text: str):
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def parse_mapping(text: str | None) -> dict[str, str]:
+def column_mapping(text: str) -> dict[str, str]:
     """Parse ``canonical=source,canonical=source`` (source names may contain spaces)."""
-    if not text:
-        return {}
     mapping = {}
     for pair in text.split(","):
         canonical, sep, source = pair.partition("=")
         if not sep or not canonical.strip() or not source.strip():
-            raise JobError(f"--columns takes canonical=source pairs separated by commas, got '{pair}'")
+            raise argparse.ArgumentTypeError(f"--columns takes canonical=source pairs separated by commas, got '{pair}'")
         mapping[canonical.strip()] = source.strip()
     return mapping
 

@@ -12,8 +12,8 @@
 
 from __future__ import annotations
 
-from jobs import storage
-from jobs.spark import fit_to_input
+from runtime import storage
+from runtime.spark import fit_to_input
 from transactions.ingest import CLEAN, RETURNS
 
 INGEST = "ingest"

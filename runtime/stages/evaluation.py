@@ -1,0 +1,65 @@
+"""The evaluation: choose routes on a validation window, then score every source and the routed recommender on a test window after it."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+from cf.tuning import ALL_SEGMENTS
+from routing.routes import describe_routes
+from routing.validation import RELEVANCE, evaluate_window, validate, validation_window
+from runtime import layout, storage
+from runtime.config import Settings
+from segmentation import columns as C
+from segmentation.windows import read_history
+
+STAGE = layout.EVALUATION
+
+
+def run_evaluation(spark, output_uri: str, *, as_of: dt.date | None, settings: Settings, echo=print) -> dict:
+    routing_config, tuning_config = settings.routing, settings.tuning
+    purchases, returns = layout.read_transactions(spark, output_uri)
+    history = read_history(purchases, as_of)
+    history.check()
+    test_window = settings.evaluation.window(history)
+    cutoff, end = test_window.start, test_window.end
+    common = {"config": routing_config, "clv_config": settings.clv, "segment_config": settings.segments}
+
+    window = validation_window(history, routing_config, end=cutoff)
+    echo(f"validation: tune and choose routes on the {window.describe()}")
+    chosen = validate(purchases, returns, window=window, tuning=tuning_config, echo=echo, **common)
+    echo(f"test: fit before {cutoff}, score the {test_window.describe()}")
+    test = evaluate_window(purchases, returns, cutoff=cutoff, end=end, routes=chosen["routes"], als_settings=chosen["als_settings"],
+                           echo=echo, **common)
+    test["window"] = test_window.as_dict()
+    result = {"k": routing_config.k, "validation": chosen["window"], "routes": chosen["routes"],
+              "similar_items_source": chosen["similar_items_source"], "test": test,
+              "settings": {"routing": dataclasses.asdict(routing_config), "tuning": dataclasses.asdict(tuning_config)}}
+    with storage.atomic_output(spark, storage.join(output_uri, STAGE)) as staging:
+        storage.write_json(spark, storage.join(staging, "evaluation.json"), result)
+    return result
+
+
+def format_results(result: dict) -> str:
+    k = result["k"]
+    test = result["test"]
+    lines = [f"test window {test['cutoff']}..{test['end']}: {test['warm_customers']:,} warm and {test['cold_customers']:,} cold customers"]
+    tables = {**test["lists"], "also_bought": test["similar_items"]}
+    for list_name, rows in tables.items():
+        overall = sorted((row for row in rows if row[C.SEGMENT] == ALL_SEGMENTS), key=lambda row: -row["ndcg"])
+        relevance = RELEVANCE.get(list_name, RELEVANCE["discover"])[1]
+        lines.append(f"\n{list_name} ({relevance} items), NDCG@{k} on the test window:")
+        lines.append(f"  {'source':<34} {'ndcg':>6} {'prec':>6} {'recall':>6} {'map':>6} {'mrr':>6} {'hit':>6} {'cover':>6}")
+        for row in overall:
+            lines.append(f"  {row['source']:<34} {row['ndcg']:>6.3f} {row['precision']:>6.3f} {row['recall']:>6.3f} "
+                         f"{row['map']:>6.3f} {row['mrr']:>6.3f} {row['hit_rate']:>6.3f} {row['coverage']:>6.3f}")
+        if list_name in result["routes"]:
+            routes = result["routes"][list_name]
+            lines.append("  routes chosen on validation: " + describe_routes(routes))
+    lines.append(f"  item-to-item source chosen on validation: {result['similar_items_source']}")
+    lines.append("\nALS settings tuned on validation (discover NDCG, default -> chosen):")
+    for segment_name, tuned in result["validation"]["tuning"].items():
+        chosen = ", ".join(f"{key} {value}" for key, value in tuned["chosen"].items())
+        lines.append(f"  {segment_name:<6} {tuned['default_ndcg']:.3f} -> {tuned['validation_ndcg']:.3f} "
+                     f"({len(tuned['trials'])} trials): {chosen}")
+    return "\n".join(lines)
