@@ -5,7 +5,8 @@
 Starts ``webapp.serve`` (waitress) on a free port, then drives it with ``wrk``
 (a C load generator; ``make bench-web`` installs it) for a bounded time:
 random customers, nine in ten known (their routed ``for_you`` list) and one in
-ten unknown (trending). Prints and writes (``--report``, JSON) throughput,
+ten unknown (trending), each request with an API key as a storefront sends it, and
+each logged by the server in the combined format. Prints and writes (``--report``, JSON) throughput,
 p50/p90/p99 latency and the error count; the goal on a 2-core machine is
 1,000 requests/s with p99 at most 20 ms and no errors.
 """
@@ -16,6 +17,7 @@ import argparse
 import json
 import os
 import re
+import secrets
 import shutil
 import socket
 import sqlite3
@@ -26,10 +28,14 @@ import time
 import urllib.request
 from contextlib import closing
 
+from webapp import accounts
+from webapp.state import State
+
 LUA = """
 local ids = {}
 for line in io.lines(os.getenv("SEGREC_BENCH_IDS")) do ids[#ids + 1] = line end
 math.randomseed(42)
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("SEGREC_BENCH_KEY")
 request = function()
   return wrk.format("GET", "/api/v1/customers/" .. ids[math.random(#ids)] .. "/recommendations?list=for_you&n=10")
 end
@@ -73,14 +79,19 @@ def run(db: str, *, seconds: int, connections: int, threads: int, server_threads
         raise SystemExit("error: wrk is not installed; `make bench-web` installs it (apt-get install wrk)")
     port = _free_port()
     workdir = tempfile.mkdtemp(prefix="segrec-bench-")
-    env = {**os.environ, "SEGREC_DB": os.path.abspath(db), "SEGREC_STATE_DB": os.path.join(workdir, "state.sqlite"),
-           "SECRET_KEY": "bench", "SEGREC_BENCH_IDS": os.path.join(workdir, "ids.txt")}
+    state_db = os.path.join(workdir, "state.sqlite")
+    # The storefront's key, as a storefront would call the API; its rate is far above what the run can send.
+    key = accounts.create_key(State(state_db), "bench", ["recommendations:read"], rate_per_minute=1_000_000)
+    env = {**os.environ, "SEGREC_DB": os.path.abspath(db), "SEGREC_STATE_DB": state_db, "SECRET_KEY": secrets.token_hex(32),
+           "SEGREC_BENCH_IDS": os.path.join(workdir, "ids.txt"), "SEGREC_BENCH_KEY": key}
     ids = _customer_ids(db, env["SEGREC_BENCH_IDS"])
     script = os.path.join(workdir, "requests.lua")
     with open(script, "w") as handle:
         handle.write(LUA)
+    # The access log goes to a file, as a deployment would keep it.
+    log = open(os.path.join(workdir, "server.log"), "w")
     server = subprocess.Popen([sys.executable, "-m", "webapp.serve", "--port", str(port), "--threads", str(server_threads)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
         for _ in range(100):
@@ -96,6 +107,7 @@ def run(db: str, *, seconds: int, connections: int, threads: int, server_threads
     finally:
         server.terminate()
         server.wait(timeout=10)
+        log.close()
         shutil.rmtree(workdir, ignore_errors=True)
     figures = parse_wrk(result.stdout)
     return {**figures, "seconds": seconds, "connections": connections, "server": f"waitress, {server_threads} threads",

@@ -1,13 +1,15 @@
 """A real browser (headless Chromium through Playwright) against the production server.
 
-Opens the dashboard, builds a campaign, downloads its export and checks the
-rows; screenshots go to build/screenshots/. Chromium comes from the system
+Signs in as each role and checks what each sees; as an editor, opens the dashboard,
+builds a campaign, downloads its export and checks the rows; screenshots go to
+build/screenshots/. Chromium comes from the system
 (``make chromium`` installs the Debian package); without it the test is skipped
 and says why.
 """
 
 import csv
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -32,12 +34,20 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+PASSWORD = "browser test password"
+ROLES = ("viewer", "editor", "admin")
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
     port = free_port()
     env = {**os.environ, "SEGREC_DB": store_data.build(root / "segrec.sqlite"), "SEGREC_STATE_DB": str(root / "state.sqlite"),
-           "SECRET_KEY": "browser-test"}
+           "SECRET_KEY": secrets.token_hex(32)}
+    (root / "password").write_text(PASSWORD + "\n")
+    for role in ROLES:  # as an operator would, before the first start
+        subprocess.run([sys.executable, "-m", "webapp.users", "add", role, "--role", role, "--password-file", str(root / "password")],
+                       env=env, check=True, capture_output=True)
     process = subprocess.Popen([sys.executable, "-m", "webapp.serve", "--port", str(port)], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -57,15 +67,52 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page():
+def browser():
     from playwright.sync_api import sync_playwright
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        context = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
-        yield context.new_page()
+        yield browser
         browser.close()
+
+
+def signed_in_page(browser, server, role):
+    """A fresh browser context (its own cookies) signed in as ``role``."""
+    page = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900}).new_page()
+    page.goto(server)
+    assert "/sign-in" in page.url  # signed out, every page leads to sign-in
+    page.fill("#name", role)
+    page.fill("#password", PASSWORD)
+    page.click("#sign-in button[type=submit]")
+    page.wait_for_selector("#signed-in-as")
+    return page
+
+
+@pytest.fixture(scope="module")
+def page(browser, server):
+    return signed_in_page(browser, server, "editor")
+
+
+def test_each_role_sees_what_it_may_use(browser, server):
+    for role in ROLES:
+        page = signed_in_page(browser, server, role)
+        assert page.inner_text("#signed-in-as") == f"{role} ({role})"
+        assert page.locator("#segments tbody tr").count() == 3
+        admin_links = page.locator("nav a", has_text="Audit").count()
+        page.click("text=Campaigns")
+        builder = page.locator("#builder").count()
+        assert (admin_links, builder) == {"viewer": (0, 0), "editor": (0, 1), "admin": (1, 1)}[role], role
+        if role == "admin":
+            page.click("nav >> text=Audit")
+            page.wait_for_selector("#audit")
+            assert page.locator("#audit tbody tr", has_text="sign-in").count() >= 3  # the three sign-ins above
+            page.screenshot(path=str(SCREENSHOTS / "audit.png"), full_page=True)
+        page.click("text=Sign out")
+        page.wait_for_selector("#sign-in")
+        page.goto(f"{server}/campaigns/")
+        assert "/sign-in" in page.url
+        page.context.close()
 
 
 def test_a_marketer_builds_a_campaign_and_downloads_its_export(server, page, tmp_path):
@@ -100,7 +147,7 @@ def test_a_marketer_builds_a_campaign_and_downloads_its_export(server, page, tmp
 def test_customer_lookup_in_the_browser(server, page):
     page.goto(f"{server}/customers")
     page.fill("#id", "c5")
-    page.click("form button[type=submit]")
+    page.click("#lookup button[type=submit]")
     page.wait_for_selector(".lists")
     assert "mid" in page.inner_text("h2")
     assert page.locator(".lists ol").first.locator("li").count() == 10

@@ -34,7 +34,14 @@ def test_the_store_holds_every_table_and_passes_its_check(published, trained):
 def test_the_app_serves_the_written_lists_and_trending_to_cold_customers(published, trained, tmp_path):
     _, db = published
     _, _, tables, _ = trained
-    client = create_app({"SEGREC_DB": str(db), "SEGREC_STATE_DB": str(tmp_path / "state.sqlite"), "SECRET_KEY": "k"}).test_client()
+    from webapp import accounts
+    from webapp.state import get_state
+
+    app = create_app({"SEGREC_DB": str(db), "SEGREC_STATE_DB": str(tmp_path / "state.sqlite"), "SECRET_KEY": "publish-test-" + "0123456789abcdef" * 2})
+    with app.app_context():
+        key = accounts.create_key(get_state(), "storefront", ["recommendations:read"])
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"
     recs = tables["recommendations"]
     customer = recs.customer_id.iloc[0]
     for list_name in ("for_you", "discover", "buy_again"):

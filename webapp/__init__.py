@@ -12,10 +12,12 @@ touches. It never imports pyspark.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 
 from flask import Flask
 
+MIN_SECRET_BYTES = 32
 DEFAULTS = {
     "SEGREC_DB": "output/segrec.sqlite",
     "SEGREC_STATE_DB": "output/segrec-state.sqlite",
@@ -23,6 +25,9 @@ DEFAULTS = {
     "SEGREC_STORE_CHECK_SECONDS": 1.0,
     "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,  # uploads and API bodies; larger ones get 413
     "MAX_N": 100,
+    "SEGREC_SIGN_IN_RATE": "5/minute;30/hour",  # failed sign-ins per account
+    "SEGREC_SIGN_IN_RATE_PER_ADDRESS": "20/minute;200/hour",  # failed sign-ins per client address
+    "SEGREC_SESSION_HOURS": 8.0,  # a session ends after this long without a request
 }
 
 
@@ -32,7 +37,7 @@ class ConfigurationError(RuntimeError):
 
 def _from_environment() -> dict:
     found = {key: os.environ[key] for key in (*DEFAULTS, "SECRET_KEY") if key in os.environ}
-    for key in ("SEGREC_STORE_CHECK_SECONDS",):
+    for key in ("SEGREC_STORE_CHECK_SECONDS", "SEGREC_SESSION_HOURS"):
         if key in found:
             found[key] = float(found[key])
     for key in ("MAX_CONTENT_LENGTH", "MAX_N"):
@@ -41,8 +46,15 @@ def _from_environment() -> dict:
     return found
 
 
+def check_secret_key(secret: str) -> None:
+    """At least 32 bytes that look random: a short or repetitive key lets anyone forge a session."""
+    if len(secret.encode()) < MIN_SECRET_BYTES or len(set(secret)) < 12:
+        raise ConfigurationError(f"SECRET_KEY must be at least {MIN_SECRET_BYTES} random bytes; make one with: "
+                                 "python -c 'import secrets; print(secrets.token_hex(32))'")
+
+
 def create_app(test_config: dict | None = None) -> Flask:
-    from webapp import api, campaigns, errors, reports, security, state
+    from webapp import admin, api, auth, campaigns, errors, reports, security, state
     from webapp.store import Store
 
     app = Flask(__name__)
@@ -52,14 +64,18 @@ def create_app(test_config: dict | None = None) -> Flask:
         if app.config["SEGREC_ENV"] != "development":
             raise ConfigurationError("SECRET_KEY is not set: set it in the environment (or SEGREC_ENV=development for a local trial)")
         app.config["SECRET_KEY"] = os.urandom(32).hex()
-    app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax", DEBUG=False)
+    check_secret_key(app.config["SECRET_KEY"])
+    app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax", DEBUG=False,
+                      PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=app.config["SEGREC_SESSION_HOURS"]))
 
     # Resources opened once per app: the published store (watched for new versions) and the app's own schema.
     app.extensions["segrec_store"] = Store(app.config["SEGREC_DB"], check_seconds=app.config["SEGREC_STORE_CHECK_SECONDS"])
     state.init_app(app)
-    security.init_app(app)
+    security.init_app(app, api.blueprint)
     errors.init_app(app)
+    auth.init_app(app)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(reports.blueprint)
     app.register_blueprint(campaigns.blueprint)
+    app.register_blueprint(admin.blueprint)
     return app

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
-from webapp import serving
+from webapp import auth, serving
 from webapp.errors import BadRequest
 
-blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
+blueprint = auth.limit_per_key(Blueprint("api", __name__, url_prefix="/api/v1"))
 
 
 @blueprint.errorhandler(serving.NotFound)

@@ -17,8 +17,10 @@ import secrets
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, stream_with_context, url_for
 
-from webapp import experiments, serving
+from webapp import audit, experiments, serving
+from webapp.auth import requires
 from webapp.errors import BadRequest
+from webapp.exports import spreadsheet_safe
 from webapp.state import get_state, get_store
 
 blueprint = Blueprint("campaigns", __name__, url_prefix="/campaigns")
@@ -109,6 +111,7 @@ def index():
 
 
 @blueprint.post("/")
+@requires("editor")
 def create():
     try:
         fields = _read_form(request.form)
@@ -119,6 +122,7 @@ def create():
         "INSERT INTO campaigns (name, segments, list, n, control_share, salt, store_run, as_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (fields["name"], json.dumps(fields["segments"]), fields["list"], fields["n"], fields["control_share"],
          secrets.token_hex(8), meta["run_id"], meta["as_of"]))
+    audit.record(get_state(), "campaign-create", f"campaign {campaign_id}", detail=f"segments {', '.join(fields['segments'])}")
     return redirect(url_for("campaigns.show", campaign_id=campaign_id))
 
 
@@ -138,14 +142,16 @@ def show(campaign_id: int):
 
 
 @blueprint.get("/<int:campaign_id>/export.csv")
+@requires("editor")
 def export(campaign_id: int):
     campaign = _campaign(campaign_id)
+    audit.record(get_state(), "campaign-export", f"campaign {campaign_id}")
 
     def generate():
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         for row in export_rows(campaign):
-            writer.writerow(row)
+            writer.writerow([spreadsheet_safe(cell) for cell in row])
             yield buffer.getvalue()
             buffer.seek(0)
             buffer.truncate()
@@ -159,9 +165,11 @@ def _store_result(campaign: dict, source: str, purchases, rows: int, since: dt.d
     summary = experiments.results(members, purchases, since=since)
     get_state().write("INSERT INTO campaign_results (campaign_id, source, rows, summary) VALUES (?, ?, ?, ?)",
                       (campaign["id"], source, rows, json.dumps(summary)))
+    audit.record(get_state(), "campaign-results", f"campaign {campaign['id']}", detail=f"{source}: {rows:,} rows")
 
 
 @blueprint.post("/<int:campaign_id>/results")
+@requires("editor")
 def upload_results(campaign_id: int):
     campaign = _campaign(campaign_id)
     if request.form.get("use") == "transactions":

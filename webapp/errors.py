@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from webapp.store import StoreUnavailable
@@ -22,7 +23,8 @@ def _wants_json() -> bool:
 
 def _respond(status: int, message: str):
     if _wants_json():
-        return jsonify({"error": {"status": status, "message": message}}), status
+        headers = {"WWW-Authenticate": 'Bearer realm="segrec"'} if status == 401 else {}
+        return jsonify({"error": {"status": status, "message": message}}), status, headers
     return render_template("error.html", status=status, message=message), status
 
 
@@ -35,6 +37,10 @@ def init_app(app: Flask) -> None:
     def unavailable(error):
         log.error("store unavailable: %s", error)
         return _respond(503, "the recommendation store is not available yet; publish one with jobs.publish")
+
+    @app.errorhandler(CSRFError)
+    def stale_form(error):
+        return _respond(400, "the form has expired or did not come from this site; reload the page and try again")
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):

@@ -1,4 +1,4 @@
-"""What the app owns: events, campaigns and campaign results, in their own SQLite file.
+"""What the app owns: events, campaigns and campaign results, accounts, API keys and the audit trail, in their own SQLite file.
 
 One connection per thread (WAL journal, so readers never wait for a writer);
 every statement is parameterised.
@@ -22,6 +22,25 @@ CREATE TABLE IF NOT EXISTS campaigns (
     control_share REAL NOT NULL, salt TEXT NOT NULL, store_run TEXT NOT NULL, as_of TEXT NOT NULL,
     created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
 );
+CREATE TABLE IF NOT EXISTS users (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, role TEXT NOT NULL, password_hash TEXT NOT NULL,
+    session_version INTEGER NOT NULL DEFAULT 1,
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, prefix TEXT NOT NULL UNIQUE, secret_hash TEXT NOT NULL,
+    scopes TEXT NOT NULL, rate_per_minute INTEGER NOT NULL, revoked_at TEXT,
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY, at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    actor TEXT NOT NULL, address TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL, outcome TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS audit_by_time ON audit (at);
+-- The audit trail is append-only: rows are never changed or removed.
+CREATE TRIGGER IF NOT EXISTS audit_is_append_only_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_is_append_only_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 CREATE TABLE IF NOT EXISTS campaign_results (
     id INTEGER PRIMARY KEY, campaign_id INTEGER NOT NULL REFERENCES campaigns (id), source TEXT NOT NULL,
     rows INTEGER NOT NULL, summary TEXT NOT NULL,
@@ -54,6 +73,12 @@ class State:
         connection = self.connection()
         with connection:
             return connection.execute(sql, parameters).lastrowid
+
+    def write_count(self, sql: str, parameters=()) -> int:
+        """Run one statement in its own transaction; how many rows it changed."""
+        connection = self.connection()
+        with connection:
+            return connection.execute(sql, parameters).rowcount
 
 
 def init_app(app: Flask) -> None:
