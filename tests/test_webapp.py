@@ -181,7 +181,8 @@ def test_the_openapi_document_lists_every_route(client):
     document = client.get("/api/v1/openapi.json").get_json()
     assert document["openapi"].startswith("3.")
     assert set(document["paths"]) == {"/api/v1/customers/{customer_id}/recommendations", "/api/v1/customers/{customer_id}",
-                                      "/api/v1/items/{item_id}/similar", "/api/v1/segments", "/api/v1/healthz", "/api/v1/events"}
+                                      "/api/v1/items/{item_id}/similar", "/api/v1/segments", "/api/v1/healthz", "/api/v1/events",
+                                      "/api/v1/openapi.json"}
 
 
 # ------------------------------------------------------------------ store versions
@@ -515,3 +516,68 @@ def test_the_first_start_makes_one_admin_and_says_its_password_once(tmp_path):
     password = first_admin(app)
     assert password and first_admin(app) is None
     assert sign_in(app.test_client(), "admin", password).status_code == 302
+
+
+# ------------------------------------------------------------------ hardening found by probing the running app
+
+def test_requests_that_crashed_the_app_are_clear_4xx(client):
+    overflow = {"customer_id": "c5", "item_id": "I001", "type": "view", "timestamp": "0001-01-01T00:00:00+01:00"}
+    assert "out of range" in error_of(client.post("/api/v1/events", json=overflow), 400)
+    deep = "[" * 20_000 + "]" * 20_000  # deeper than Python's parser goes, within the test app's 64 KB body limit
+    response = client.post("/api/v1/events", data=deep, content_type="application/json")
+    assert "nested too deeply" in error_of(response, 400)
+    page = client.get("/campaigns/99999999999999999999999")
+    assert page.status_code == 404 and b"Traceback" not in page.data
+
+
+def test_an_id_with_a_trailing_newline_is_refused(client, app):
+    error_of(client.get("/api/v1/customers/c5%0a"), 400)
+    error_of(client.get("/api/v1/customers/c5%0a/recommendations"), 400)
+    event = {"customer_id": "c5\n", "item_id": "I001", "type": "view", "timestamp": "2011-12-11T10:00:00Z"}
+    error_of(client.post("/api/v1/events", json=event), 400)
+    with app.app_context():
+        assert not get_state().query("SELECT 1 FROM events WHERE customer_id LIKE 'c5%'")
+
+
+def test_asking_for_more_items_than_stored_says_so(client):
+    body = client.get("/api/v1/customers/c5/recommendations?list=for_you&n=100").get_json()
+    assert body["n_requested"] == 100 and body["truncated"] is True and len(body["items"]) < 100
+    body = client.get("/api/v1/customers/c5/recommendations?list=for_you&n=3").get_json()
+    assert body["truncated"] is False and len(body["items"]) == 3
+    assert client.get("/api/v1/items/I001/similar?n=100").get_json()["truncated"] is True
+    document = client.get("/api/v1/openapi.json").get_json()
+    listed = document["paths"]["/api/v1/customers/{customer_id}/recommendations"]["get"]["responses"]["200"]
+    assert "truncated" in listed["content"]["application/json"]["schema"]["properties"]
+    assert document["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
+    assert document["paths"]["/api/v1/healthz"]["get"]["security"] == []
+
+
+def test_events_are_bounded_per_customer(client, app, monkeypatch):
+    from webapp import serving
+
+    monkeypatch.setattr(serving, "MAX_EVENTS_PER_CUSTOMER", 5)
+    for minute in range(8):
+        client.post("/api/v1/events", json={"customer_id": "c7", "item_id": f"I00{minute}", "type": "view",
+                                            "timestamp": f"2011-12-11T10:0{minute}:00Z"})
+    with app.app_context():
+        kept = [row["item_id"] for row in get_state().query("SELECT item_id FROM events WHERE customer_id = 'c7' ORDER BY id")]
+    assert kept == ["I003", "I004", "I005", "I006", "I007"]  # the newest five
+
+
+def test_results_uploads_that_say_nothing_are_refused_and_earlier_results_kept(client):
+    create_campaign(client)
+    members = [row[0] for row in list(csv.reader(io.StringIO(client.get("/campaigns/1/export.csv").get_data(as_text=True))))[1:]]
+
+    def upload(text):
+        return client.post("/campaigns/1/results", data={"purchases": (io.BytesIO(text.encode()), "p.csv"), "csrf_token": csrf(client)},
+                           content_type="multipart/form-data")
+
+    assert upload(f"customer_id,revenue,date\n{members[0]},10,2011-12-20\n").status_code == 302
+    assert upload(f"customer_id,revenue,date\n{members[1]},30,2011-12-21\n").status_code == 302
+    for text, message in [("customer_id,revenue,date\n", b"no purchases"),
+                          ("customer_id,revenue,date\nstranger,10,2011-12-20\n", b"none of the 1 purchases"),
+                          (f"customer_id,revenue,date\n{members[0]},10,2011-01-01\n", b"before the campaign")]:
+        refused = upload(text)
+        assert refused.status_code == 400 and message in refused.data, text
+    page = client.get("/campaigns/1").get_data(as_text=True)
+    assert page.count("upload p.csv") == 2 and 'id="history"' in page  # the latest, and the earlier one kept as history

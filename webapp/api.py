@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
-from webapp import auth, serving
+from webapp import accounts, auth, serving
 from webapp.errors import BadRequest
 
 blueprint = auth.limit_per_key(Blueprint("api", __name__, url_prefix="/api/v1"))
@@ -51,7 +51,10 @@ def healthz():
 def events():
     if not request.is_json:
         raise BadRequest("send the event as JSON (Content-Type: application/json)")
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        raise BadRequest("the body is nested too deeply to be an event") from None
     if body is None:
         raise BadRequest("the body is not valid JSON")
     event_id = serving.record_event(body)
@@ -67,11 +70,23 @@ def _error(description: str) -> dict:
     return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 
 
-_ID = {"type": "string", "pattern": serving.ID_PATTERN.pattern}
+_ID = {"type": "string", "pattern": f"^{serving.ID_PATTERN.pattern}$"}
 _N = {"name": "n", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}}
 _ITEMS = {"type": "array", "items": {"type": "object", "properties": {
     "rank": {"type": "integer"}, "item_id": {"type": "string"}, "description": {"type": "string", "nullable": True},
     "score": {"type": "number"}}}}
+_COUNTED = {"n_requested": {"type": "integer", "description": "the n asked for"},
+            "truncated": {"type": "boolean", "description": "true when the stored list had fewer than n items: all of them are given"}}
+
+
+def _guarded(responses: dict, scope: str | None) -> dict:
+    """An operation's responses with what the key check answers (401; 403 without ``scope``; 429 over the key's rate)."""
+    added = {"401": _error("no valid API key ('Authorization: Bearer <key>')"),
+             "429": {**_error("over the key's rate; retry after the Retry-After header's seconds"),
+                     "headers": {"Retry-After": {"schema": {"type": "integer"}}}}}
+    if scope:
+        added["403"] = _error(f"the key lacks the {scope} scope")
+    return {**responses, **added}
 OPENAPI = {
     "openapi": "3.0.3",
     "info": {"title": "segrec", "version": "1", "description": "Routed recommendations per value segment, and the data behind them."},
@@ -82,36 +97,48 @@ OPENAPI = {
                 {"name": "customer_id", "in": "path", "required": True, "schema": _ID},
                 {"name": "list", "in": "query", "schema": {"type": "string", "enum": list(serving.LISTS), "default": "for_you"}},
                 _N,
-                {"name": "country", "in": "query", "schema": {"type": "string"}, "description": "used for unknown customers"},
+                {"name": "country", "in": "query", "schema": {"type": "string", "pattern": f"^{serving.COUNTRY_PATTERN.pattern}$"},
+                 "description": "used for unknown customers"},
             ],
-            "responses": {"200": {"description": "the list", "content": {"application/json": {"schema": {"type": "object", "properties": {
+            "responses": _guarded({"200": {"description": "the list", "content": {"application/json": {"schema": {"type": "object", "properties": {
                 "customer_id": {"type": "string"}, "known": {"type": "boolean"}, "segment": {"type": "string", "nullable": True},
                 "list": {"type": "string"}, "country": {"type": "string", "nullable": True},
-                "source": {"type": "string", "description": "the model(s) that produced the list"}, "items": _ITEMS}}}}},
-                "400": _error("a malformed id, unknown list, or n outside 1..100")},
+                "source": {"type": "string", "nullable": True, "description": "the model(s) that produced the list"}, "items": _ITEMS,
+                **_COUNTED}}}}},
+                "400": _error("a malformed id, unknown list, or n outside 1..100")}, "recommendations:read"),
         }},
         "/api/v1/customers/{customer_id}": {"get": {
             "summary": "RFM, CLV, probability alive and segment of a customer",
             "parameters": [{"name": "customer_id", "in": "path", "required": True, "schema": _ID}],
-            "responses": {"200": {"description": "the customer"}, "400": _error("malformed id"), "404": _error("unknown customer")},
+            "responses": _guarded({"200": {"description": "the customer"}, "400": _error("malformed id"), "404": _error("unknown customer")},
+                                  "customers:read"),
         }},
         "/api/v1/items/{item_id}/similar": {"get": {
             "summary": "Customers who bought this item also bought",
             "parameters": [{"name": "item_id", "in": "path", "required": True, "schema": _ID}, _N],
-            "responses": {"200": {"description": "similar items"}, "400": _error("malformed id or n"), "404": _error("unknown item")},
+            "responses": _guarded({"200": {"description": "similar items", "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"item_id": {"type": "string"}, "description": {"type": "string", "nullable": True},
+                                                 "items": _ITEMS, **_COUNTED}}}}},
+                "400": _error("malformed id or n"), "404": _error("unknown item")}, "recommendations:read"),
         }},
-        "/api/v1/segments": {"get": {"summary": "The value segments with their sizes and means", "responses": {"200": {"description": "segments"}}}},
-        "/api/v1/healthz": {"get": {"summary": "The store being served: run id, as-of date, age", "responses": {
-            "200": {"description": "healthy"}, "503": _error("no store can be served")}}},
+        "/api/v1/segments": {"get": {"summary": "The value segments with their sizes and means", "responses": _guarded({
+            "200": {"description": "segments"}, "503": _error("no store can be served")}, "recommendations:read")}},
+        "/api/v1/healthz": {"get": {"summary": "The store being served: run id, as-of date, age (no key needed, nothing personal)",
+                                    "security": [], "responses": {"200": {"description": "healthy"}, "503": _error("no store can be served")}}},
+        "/api/v1/openapi.json": {"get": {"summary": "This document", "responses": _guarded({"200": {"description": "the document"}}, None)}},
         "/api/v1/events": {"post": {
             "summary": "Record a purchase or view; a purchase leaves the customer's discover list at once",
             "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object", "required": [
                 "customer_id", "item_id", "type", "timestamp"], "additionalProperties": False, "properties": {
                 "customer_id": _ID, "item_id": _ID, "type": {"type": "string", "enum": list(serving.EVENT_TYPES)},
                 "timestamp": {"type": "string", "format": "date-time"}}}}}},
-            "responses": {"201": {"description": "stored"}, "400": _error("invalid event"), "413": _error("body too large")},
+            "responses": _guarded({"201": {"description": "stored"}, "400": _error("invalid event"), "413": _error("body too large")},
+                                  "events:write"),
         }},
     },
-    "components": {"schemas": {"Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
+    "security": [{"apiKey": []}],
+    "components": {"securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer", "description": (
+        "an API key made by an admin (python -m webapp.keys create); scopes: " + ", ".join(accounts.SCOPES))}},
+                   "schemas": {"Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
         "status": {"type": "integer"}, "message": {"type": "string"}}}}}}},
 }

@@ -26,9 +26,12 @@ from webapp.state import get_state, get_store
 blueprint = Blueprint("campaigns", __name__, url_prefix="/campaigns")
 PREVIEW_ROWS = 20
 MAX_LIST = 20
+SQLITE_MAX_INTEGER = 2 ** 63 - 1
 
 
 def _campaign(campaign_id: int):
+    if campaign_id > SQLITE_MAX_INTEGER:
+        abort(404, description=f"there is no campaign {campaign_id}")
     rows = get_state().query("SELECT * FROM campaigns WHERE id = ?", (campaign_id,))
     if not rows:
         abort(404, description=f"there is no campaign {campaign_id}")
@@ -132,13 +135,14 @@ def show(campaign_id: int):
     members = audience(campaign)
     sizes = {name: sum(1 for _, _, v in members.values() if v == name) for name in (experiments.TREATMENT, experiments.CONTROL)}
     preview = list(export_rows(campaign, members, limit=PREVIEW_ROWS))
-    stored = get_state().query("SELECT * FROM campaign_results WHERE campaign_id = ? ORDER BY id DESC LIMIT 1", (campaign_id,))
-    result = dict(stored[0]) if stored else None
+    stored = [dict(row) for row in get_state().query(
+        "SELECT id, source, rows, summary, created_at FROM campaign_results WHERE campaign_id = ? ORDER BY id DESC", (campaign_id,))]
+    result = stored[0] if stored else None
     if result:
         result["summary"] = json.loads(result["summary"])
     newer = get_store().version().meta["as_of"] > campaign["as_of"]
     return render_template("campaign.html", campaign=campaign, sizes=sizes, header=preview[0], preview=preview[1:],
-                           result=result, newer_data=newer)
+                           result=result, history=stored[1:], newer_data=newer)
 
 
 @blueprint.get("/<int:campaign_id>/export.csv")
@@ -161,7 +165,14 @@ def export(campaign_id: int):
 
 
 def _store_result(campaign: dict, source: str, purchases, rows: int, since: dt.date | None):
+    """Results from ``purchases``, added to the campaign's history (earlier ones are kept); a file that says nothing is refused."""
     members = {customer_id: variant for customer_id, (_, _, variant) in audience(campaign).items()}
+    if not purchases:
+        raise BadRequest("the file has a header but no purchases: nothing to compute results from")
+    if not any(customer_id in members for customer_id, _, _ in purchases):
+        raise BadRequest(f"none of the {len(purchases):,} purchases is by a customer of this campaign's audience: is it the right file?")
+    if since is not None and all(day is not None and day < since for _, day, _ in purchases):
+        raise BadRequest(f"every purchase is dated before the campaign's date {since}: they cannot be its results")
     summary = experiments.results(members, purchases, since=since)
     get_state().write("INSERT INTO campaign_results (campaign_id, source, rows, summary) VALUES (?, ?, ?, ?)",
                       (campaign["id"], source, rows, json.dumps(summary)))

@@ -11,8 +11,10 @@ from webapp.state import get_state, get_store
 
 LISTS = ("for_you", "discover", "buy_again")
 EVENT_TYPES = ("purchase", "view")
-ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$")
-COUNTRY_PATTERN = re.compile(r"^[A-Za-z][A-Za-z .'()\-]{0,63}$")
+# Matched against the whole value (fullmatch): "$" alone would let a trailing newline through.
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,63}")
+COUNTRY_PATTERN = re.compile(r"[A-Za-z][A-Za-z .'()\-]{0,63}")
+MAX_EVENTS_PER_CUSTOMER = 1000  # the newest are kept: a purchase only ever needs to leave the discover list until the next publish
 
 
 class NotFound(LookupError):
@@ -20,7 +22,7 @@ class NotFound(LookupError):
 
 
 def check_id(value: str, what: str) -> str:
-    if not isinstance(value, str) or not ID_PATTERN.match(value):
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
         raise BadRequest(f"{what} must be 1-64 letters, digits, '.', '_' or '-', got {value!r:.80}")
     return value
 
@@ -48,7 +50,7 @@ def check_choice(value, choices: tuple[str, ...], what: str, default: str | None
 def check_country(value) -> str | None:
     if value is None or value == "":
         return None
-    if not COUNTRY_PATTERN.match(value):
+    if not COUNTRY_PATTERN.fullmatch(value):
         raise BadRequest(f"country must be a country name (letters, spaces, . ' ( ) -), got {value!r:.80}")
     return value
 
@@ -56,6 +58,11 @@ def check_country(value) -> str | None:
 def _described(rows) -> list[dict]:
     return [{"rank": position, "item_id": row["item_id"], "description": row["description"], "score": row["score"]}
             for position, row in enumerate(rows, start=1)]
+
+
+def _with_count(answer: dict, n: int) -> dict:
+    """The answer with how many items were asked for and whether fewer were there (the stored list is shorter than ``n``)."""
+    return {**answer, "n_requested": n, "truncated": len(answer["items"]) < n}
 
 
 def bought_since_publish(customer_id: str) -> set[str]:
@@ -80,16 +87,16 @@ def recommendations(customer_id: str, list_name: str, n: int, country: str | Non
     customer = store.query("SELECT segment, country FROM customers WHERE customer_id = ?", (customer_id,))
     if not customer:
         rows, used = trending(n, country)
-        return {"customer_id": customer_id, "known": False, "segment": None, "list": list_name, "country": used,
-                "source": rows[0]["source"] if rows else None, "items": _described(rows)}
+        return _with_count({"customer_id": customer_id, "known": False, "segment": None, "list": list_name, "country": used,
+                            "source": rows[0]["source"] if rows else None, "items": _described(rows)}, n)
     excluded = bought_since_publish(customer_id) if list_name == "discover" else set()
     rows = store.query(
         "SELECT r.item_id, r.score, r.source, i.description FROM recommendations r LEFT JOIN items i ON i.item_id = r.item_id "
         "WHERE r.customer_id = ? AND r.list = ? ORDER BY r.rank LIMIT ?", (customer_id, list_name, n + len(excluded)))
     rows = [row for row in rows if row["item_id"] not in excluded][:n]
     sources = sorted({row["source"] for row in rows})
-    return {"customer_id": customer_id, "known": True, "segment": customer[0]["segment"], "list": list_name,
-            "country": customer[0]["country"], "source": "+".join(sources) if sources else None, "items": _described(rows)}
+    return _with_count({"customer_id": customer_id, "known": True, "segment": customer[0]["segment"], "list": list_name,
+                        "country": customer[0]["country"], "source": "+".join(sources) if sources else None, "items": _described(rows)}, n)
 
 
 def customer(customer_id: str) -> dict:
@@ -107,7 +114,7 @@ def similar(item_id: str, n: int) -> dict:
     rows = store.query(
         "SELECT s.similar_item_id AS item_id, s.score, i.description FROM similar_items s "
         "LEFT JOIN items i ON i.item_id = s.similar_item_id WHERE s.item_id = ? ORDER BY s.rank LIMIT ?", (item_id, n))
-    return {"item_id": item_id, "description": item[0]["description"], "items": _described(rows)}
+    return _with_count({"item_id": item_id, "description": item[0]["description"], "items": _described(rows)}, n)
 
 
 def segments() -> list[dict]:
@@ -138,5 +145,14 @@ def record_event(body) -> int:
         raise BadRequest(f"timestamp must be an ISO 8601 date-time such as 2011-12-09T12:50:00Z, got {when!r:.40}") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.timezone.utc)
-    return get_state().write("INSERT INTO events (customer_id, item_id, type, timestamp) VALUES (?, ?, ?, ?)",
-                             (customer_id, item_id, kind, parsed.astimezone(dt.timezone.utc).isoformat()))
+    try:
+        stamp = parsed.astimezone(dt.timezone.utc).isoformat()
+    except OverflowError:
+        raise BadRequest(f"timestamp {when!r:.40} is out of range") from None
+    state = get_state()
+    event_id = state.write("INSERT INTO events (customer_id, item_id, type, timestamp) VALUES (?, ?, ?, ?)",
+                           (customer_id, item_id, kind, stamp))
+    # Bounded per customer: beyond the newest MAX_EVENTS_PER_CUSTOMER, the oldest go (per key, the key's rate bounds them).
+    state.write("DELETE FROM events WHERE customer_id = ? AND id <= (SELECT id FROM events WHERE customer_id = ? "
+                "ORDER BY id DESC LIMIT 1 OFFSET ?)", (customer_id, customer_id, MAX_EVENTS_PER_CUSTOMER))
+    return event_id
