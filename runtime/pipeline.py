@@ -16,7 +16,7 @@ from runtime.stages.recommendations import routes_reused, run_train
 from runtime.stages.report import run_report
 from runtime.stages.segments import run_backtest, run_segment
 from segmentation.windows import describe_window
-from transactions.ingest import CLEAN, PLACES
+from transactions.ingest import CLEAN, ERASED, PLACES
 
 
 @dataclass
@@ -41,7 +41,7 @@ class RunContext:
 def ingest_stage(context: RunContext) -> StageResult:
     summary = run_ingest(context.spark, context.input_uri, context.output_uri, context.settings.ingest, context.as_of)
     places = summary["places"]
-    note = ", ".join(f"{place} {places[place]:,}" for place in PLACES)
+    note = ", ".join(f"{place} {places[place]:,}" for place in PLACES) + (f", {ERASED} {places[ERASED]:,}" if places[ERASED] else "")
     return StageResult(rows_in=summary["rows_in"], rows_out=places[CLEAN], note=note)
 
 

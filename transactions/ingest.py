@@ -19,7 +19,9 @@ from functools import reduce
 from segmentation import columns as C
 
 CLEAN, RETURNS, ANONYMOUS, QUARANTINE = "clean", "returns", "anonymous", "quarantine"
-PLACES = (CLEAN, RETURNS, ANONYMOUS, QUARANTINE)
+PLACES = (CLEAN, RETURNS, ANONYMOUS, QUARANTINE)  # what is written
+ERASED = "erased"  # rows of customers on the suppression list: counted under this reason, never written
+COUNTED = (*PLACES, ERASED)
 
 DUPLICATE = "duplicate"
 MALFORMED = "malformed"
@@ -110,7 +112,7 @@ def _internal_names(source_columns: list[str]) -> list[str]:
     return [f"_source_{position}" for position in range(len(source_columns))]
 
 
-def _as_text(raw, name: str):
+def as_text(raw, name: str):
     """A source column as trimmed text, with integral numbers written without '.0' (13085.0 -> 13085)."""
     from pyspark.sql import functions as F
     from pyspark.sql.types import DecimalType, DoubleType, FloatType
@@ -153,10 +155,11 @@ def _as_timestamp(raw, name: str, formats: tuple[str, ...]):
     return F.coalesce(*(F.try_to_timestamp(text, F.lit(fmt)) for fmt in formats))
 
 
-def classify(raw, resolved: dict[str, str], config: IngestConfig, as_of: dt.date | None = None):
+def classify(raw, resolved: dict[str, str], config: IngestConfig, as_of: dt.date | None = None, suppression=None):
     """Add canonical columns plus ``_place``, ``reason`` and ``detail`` to every raw row (pure transform).
 
     The source columns keep their values in quarantined rows only: no other place is written with them.
+    Rows of customers on ``suppression`` (a ``transactions.suppression.Suppression``) go to ``ERASED``, which is never written.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -172,12 +175,12 @@ def classify(raw, resolved: dict[str, str], config: IngestConfig, as_of: dt.date
         return F.coalesce(F.col(resolved[canonical]).cast("string"), F.lit("<empty>"))
 
     def optional_text(canonical):
-        return _as_text(source, resolved[canonical]) if canonical in resolved else F.lit(None).cast("string")
+        return as_text(source, resolved[canonical]) if canonical in resolved else F.lit(None).cast("string")
 
     df = source.withColumn("_copy", copy_number)
     df = df.withColumns({
-        C.CUSTOMER_ID: _as_text(source, resolved[C.CUSTOMER_ID]),
-        C.ITEM_ID: F.upper(_as_text(source, resolved[C.ITEM_ID])),
+        C.CUSTOMER_ID: as_text(source, resolved[C.CUSTOMER_ID]),
+        C.ITEM_ID: F.upper(as_text(source, resolved[C.ITEM_ID])),
         C.TIMESTAMP: _as_timestamp(source, resolved[C.TIMESTAMP], config.timestamp_formats),
         C.QUANTITY: _as_number(source, resolved[C.QUANTITY]),
         C.DESCRIPTION: optional_text(C.DESCRIPTION),
@@ -214,6 +217,8 @@ def classify(raw, resolved: dict[str, str], config: IngestConfig, as_of: dt.date
     checks.append((F.col(C.UNIT_PRICE) <= 0, NON_POSITIVE_PRICE,
                    F.concat(F.lit("unit price "), F.col(C.UNIT_PRICE).cast("string"), F.lit(" is not positive"))))
 
+    if suppression is not None:
+        checks.insert(0, (suppression.matches(F.col(C.CUSTOMER_ID)), ERASED, F.lit(None).cast("string")))
     reason = reduce(lambda acc, check: acc.when(check[0], F.lit(check[1])), checks[1:], F.when(checks[0][0], F.lit(checks[0][1])))
     detail = reduce(lambda acc, check: acc.when(check[0], check[2]), checks[1:], F.when(checks[0][0], checks[0][2]))
     df = df.withColumns({C.REASON: reason, C.DETAIL: detail})
@@ -222,7 +227,8 @@ def classify(raw, resolved: dict[str, str], config: IngestConfig, as_of: dt.date
     if config.cancellation_prefix and C.ORDER_ID in resolved:
         is_cancellation = is_cancellation | F.col(C.ORDER_ID).startswith(config.cancellation_prefix)
     place = (
-        F.when(F.col(C.REASON).isNotNull(), F.lit(QUARANTINE))
+        F.when(F.col(C.REASON) == ERASED, F.lit(ERASED))
+        .when(F.col(C.REASON).isNotNull(), F.lit(QUARANTINE))
         .when(is_cancellation, F.lit(RETURNS))
         .when(F.col(C.CUSTOMER_ID).isNull(), F.lit(ANONYMOUS))
         .otherwise(F.lit(CLEAN))
@@ -263,7 +269,7 @@ def count_places(classified) -> list[dict]:
 
 
 def summarize(counts: list[dict], rows_in: int) -> dict:
-    places = {place: sum(c["rows"] for c in counts if c["_place"] == place) for place in PLACES}
+    places = {place: sum(c["rows"] for c in counts if c["_place"] == place) for place in COUNTED}
     reasons = {reason: sum(c["rows"] for c in counts if c[C.REASON] == reason) for reason in REASONS}
     if sum(places.values()) != rows_in:
         raise RuntimeError(f"ingest lost rows: {rows_in} read but {sum(places.values())} placed ({places})")

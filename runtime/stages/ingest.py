@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 from runtime import layout, storage
-from transactions.ingest import (PLACES, IngestConfig, IngestError, check_strict, classify, count_places, resolve_columns,
+from runtime.stages.erasure import read_suppression
+from transactions.ingest import (ERASED, PLACES, IngestConfig, IngestError, check_strict, classify, count_places, resolve_columns,
                                  split_places, summarize)
 from transactions.sources import read_source
 
@@ -24,7 +25,8 @@ def run_ingest(spark, input_uri: str, output_uri: str, config: IngestConfig, as_
 
     # On disk, not in memory: building in-memory cache blocks next to the duplicate sort ran a
     # 4 GB heap out of memory at 50M rows, and at 10M rows the disk cache is as fast.
-    classified = classify(raw, resolved, config, as_of).persist(StorageLevel.DISK_ONLY)
+    # Customers erased from this output stay out: their rows are counted, never kept.
+    classified = classify(raw, resolved, config, as_of, read_suppression(spark, output_uri)).persist(StorageLevel.DISK_ONLY)
     try:
         summary = summarize(count_places(classified), rows_in)
         check_strict(summary, config)
@@ -46,5 +48,7 @@ def format_summary(summary: dict) -> str:
     places = summary["places"]
     lines = [f"{summary['rows_in']:,} rows read"]
     lines += [f"  {place:<10} {places[place]:>10,}" for place in PLACES]
+    if places[ERASED]:
+        lines.append(f"  {ERASED:<10} {places[ERASED]:>10,}  (customers erased on request: counted, not kept)")
     lines += [f"    {reason:<18} {count:>8,}" for reason, count in summary["quarantine_reasons"].items() if count]
     return "\n".join(lines)

@@ -1,0 +1,115 @@
+"""Erasing a customer from a full pipeline run: afterwards no file under the output and neither SQLite file holds their id."""
+
+import json
+import re
+import shutil
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from runtime import cli
+
+
+def holds(path: Path, customer_id: str) -> list[str]:
+    """Where under ``path`` the id is: any Parquet cell equal to it, or the id as a token in any other file's bytes."""
+    token = re.compile(rb"(?<![0-9A-Za-z.])" + re.escape(customer_id.encode()) + rb"(?![0-9A-Za-z])")
+    found = []
+    for table in {file.parent for file in path.rglob("*.parquet")}:
+        frame = pd.read_parquet(table)
+        if any((frame[column].astype(str) == customer_id).any() for column in frame.columns if frame[column].dtype == object):
+            found.append(str(table))
+    for file in path.rglob("*"):
+        if file.is_file() and file.suffix != ".parquet" and token.search(file.read_bytes()):
+            found.append(str(file))
+    return found
+
+
+def sqlite_holds(path: Path, customer_id: str) -> list[str]:
+    """Any cell equal to the id; and, in the file's bytes (free pages and the write-ahead log included), any record that
+    starts with it: a numeric id alone would match digits of other rows side by side, the id followed by a list name or
+    the event's item cannot."""
+    with closing(sqlite3.connect(path)) as connection:
+        tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        found = [table for table in tables for column in connection.execute(f'PRAGMA table_info("{table}")')
+                 if connection.execute(f'SELECT 1 FROM "{table}" WHERE CAST("{column[1]}" AS TEXT) = ? LIMIT 1', (customer_id,)).fetchone()]
+    raw = b"".join(file.read_bytes() for file in path.parent.glob(path.name + "*"))  # the file and any -wal, -shm beside it
+    records = [customer_id.encode() + follower for follower in (b"for_you", b"discover", b"buy_again", b"X1")]
+    return found + [f"bytes {record!r}" for record in records if record in raw]
+
+
+@pytest.fixture(scope="module")
+def erased(spark, pipeline_run, synthetic, tmp_path_factory):
+    """A copy of the full run, published, with app events for two customers; then one of them erased."""
+    from runtime.stages.erasure import erase_customers
+    from runtime.stages.publish import publish
+    from tests.test_webapp import SECRET_KEY
+    from webapp import create_app
+
+    output = tmp_path_factory.mktemp("erasure") / "out"
+    shutil.copytree(pipeline_run, output)
+    publish(spark, str(output), str(output / "segrec.sqlite"))
+    customers = pd.read_parquet(output / "segments" / "customers").sort_values("customer_id")
+    victim, bystander = customers.customer_id.iloc[7], customers.customer_id.iloc[8]
+    state = output / "segrec-state.sqlite"
+    app = create_app({"SEGREC_DB": str(output / "segrec.sqlite"), "SEGREC_STATE_DB": str(state), "SECRET_KEY": SECRET_KEY})
+    with app.app_context():
+        from webapp import serving
+
+        for customer in (victim, bystander):
+            serving.record_event({"customer_id": customer, "item_id": "X1", "type": "view", "timestamp": "2011-12-11T10:00:00Z"})
+    assert holds(output, victim) and sqlite_holds(output / "segrec.sqlite", victim) and sqlite_holds(state, victim)
+    report = erase_customers(spark, str(output), [victim], store_db=str(output / "segrec.sqlite"), state_db=str(state))
+    return output, victim, bystander, report
+
+
+def test_nothing_of_the_customer_is_left_in_any_file(erased):
+    output, victim, bystander, report = erased
+    assert holds(output, victim) == []
+    assert sqlite_holds(output / "segrec.sqlite", victim) == [] and sqlite_holds(output / "segrec-state.sqlite", victim) == []
+    assert holds(output, bystander)  # only the one asked for, and the checks do find a customer who is there
+    assert any(place.startswith("bytes") for place in sqlite_holds(output / "segrec.sqlite", bystander))
+    assert any(place.startswith("bytes") for place in sqlite_holds(output / "segrec-state.sqlite", bystander))
+
+
+def test_the_report_counts_what_was_removed_without_naming_anyone(erased):
+    output, victim, _, report = erased
+    removed = report["removed"]
+    for place in ("ingest/clean", "segments/customers", "recommendations/recommendations", "store/customers", "store/recommendations",
+                  "state/events"):
+        assert removed.get(place, 0) > 0, place
+    assert any("userFactors" in place for place in removed)  # ALS factors of the customer, through the model's id mapping
+    assert any(place.startswith("recommendations/model/") for place in removed)
+    assert "cannot delete" in report["not_removed"][0] and str(output) not in json.dumps(removed)
+    written = json.loads(Path(report["report"].removeprefix("file:")).read_text())
+    assert victim not in json.dumps(written) and written["customers"] == 1
+    manifest = json.loads((output / "recommendations" / "manifest.json").read_text())
+    assert "refits" in manifest["stale"]["reason"]
+    suppressed = json.loads((output / "erasure" / "suppressed.json").read_text())["hashes"]
+    assert len(suppressed) == 1 and re.fullmatch(r"[0-9a-f]{64}", suppressed[0])
+    assert oct((output / "erasure" / "key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_the_saved_models_still_serve_everyone_else(erased, spark):
+    from routing.model import RoutedRecommender
+
+    output, victim, bystander, _ = erased
+    model = RoutedRecommender.load(str(output / "recommendations" / "model"))
+    lists = model.recommend(spark.createDataFrame([(victim,), (bystander,)], "customer_id string"), 5).toPandas()
+    assert set(lists.customer_id) >= {bystander}
+
+
+def test_a_later_run_on_the_same_input_does_not_bring_the_customer_back(erased, synthetic, capsys):
+    from jobs import pipeline
+    from tests.conftest import PIPELINE_CONFIG
+
+    output, victim, _, _ = erased
+    status = cli.run(pipeline.main, ["--input", str(synthetic.root / "raw" / "transactions"), "--output", str(output),
+                                     "--config", str(PIPELINE_CONFIG), "--stages", "ingest,segments"])
+    assert status == 0
+    summary = json.loads((output / "ingest" / "summary.json").read_text())
+    assert summary["places"]["erased"] > 0 and sum(summary["places"].values()) == summary["rows_in"]
+    assert "erased" in capsys.readouterr().out
+    assert holds(output, victim) == []
