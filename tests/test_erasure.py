@@ -90,6 +90,9 @@ def test_the_report_counts_what_was_removed_without_naming_anyone(erased):
     suppressed = json.loads((output / "erasure" / "suppressed.json").read_text())["hashes"]
     assert len(suppressed) == 1 and re.fullmatch(r"[0-9a-f]{64}", suppressed[0])
     assert oct((output / "erasure" / "key").stat().st_mode & 0o777) == "0o600"
+    with closing(sqlite3.connect(output / "segrec-state.sqlite")) as connection:
+        trail = connection.execute("SELECT actor, target, detail FROM audit WHERE action = 'erase'").fetchall()
+    assert len(trail) == 1 and trail[0][0].startswith("cli:") and victim not in str(trail)
 
 
 def test_the_saved_models_still_serve_everyone_else(erased, spark):

@@ -43,6 +43,8 @@ def _from_environment() -> dict:
     for key in ("MAX_CONTENT_LENGTH", "MAX_N"):
         if key in found:
             found[key] = int(found[key])
+    # Served over HTTPS (TLS at a proxy): the session cookie is then never sent over plain HTTP.
+    found["SESSION_COOKIE_SECURE"] = os.environ.get("SESSION_COOKIE_SECURE", "").lower() in ("1", "true", "yes")
     return found
 
 

@@ -54,3 +54,12 @@ def erase_from_state(path: str, customer_ids: list[str]) -> dict[str, int]:
     """The app's own file, edited in place (it is the app's live database; SQLite's locking keeps readers consistent)."""
     with closing(sqlite3.connect(path, timeout=30)) as connection:
         return erase_rows(connection, customer_ids)
+
+
+def record_erasure(path: str, report: dict) -> None:
+    """The erasure in the app's audit trail: how many customers and rows, never who."""
+    from webapp import audit
+    from webapp.state import State
+
+    rows = sum(report["removed"].values())
+    audit.record(State(path), "erase", f"{report['customers']} customer(s)", detail=f"{rows:,} rows removed; report {report['erased_at']}")

@@ -113,7 +113,7 @@ class _Rewriter:
 
 def erase_customers(spark, output_uri: str, customer_ids: list[str], *, store_db: str | None = None, state_db: str | None = None) -> dict:
     """Remove ``customer_ids`` from every stage under ``output_uri`` (and the app's SQLite files, when given); the report."""
-    from webapp.erasure import erase_from_state, erase_from_store
+    from webapp.erasure import erase_from_state, erase_from_store, record_erasure
 
     key = _key(spark, output_uri, create=True)
     suppression = (read_suppression(spark, output_uri) or Suppression(key)).adding(customer_ids)
@@ -140,6 +140,7 @@ def erase_customers(spark, output_uri: str, customer_ids: list[str], *, store_db
         report["removed"].update({f"store/{table}": rows for table, rows in erase_from_store(store_db, customer_ids).items() if rows})
     if state_db and os.path.exists(state_db):
         report["removed"].update({f"state/{table}": rows for table, rows in erase_from_state(state_db, customer_ids).items() if rows})
+        record_erasure(state_db, report)
     if summary.get("input"):
         report["not_removed"].append(f"the raw input {summary['input']}: segrec reads it but cannot delete from it; remove the "
                                      "customers' rows there yourself (every later run keeps them out in any case)")
