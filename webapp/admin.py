@@ -22,14 +22,11 @@ def admins_only():
 
 
 def _changed(action: str, target: str, change):
-    """Make ``change``, record it, and say how it went; a refused change is recorded as refused."""
+    """Make ``change`` and record it; a refused one is recorded as refused and answered 400 with the reason."""
     try:
-        result = change()
+        return audit.audited(get_state(), action, target, change, refused=(accounts.AccountError,))
     except accounts.AccountError as error:
-        audit.record(get_state(), action, target, "refused", str(error))
         raise BadRequest(str(error)) from None
-    audit.record(get_state(), action, target)
-    return result
 
 
 @blueprint.get("/users")

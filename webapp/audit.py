@@ -38,6 +38,17 @@ def record(state, action: str, target: str = "", outcome: str = "ok", detail: st
                 (who or actor(), address, action, target, outcome, detail))
 
 
+def audited(state, action: str, target: str, change, *, detail: str = "", refused=(ValueError,)):
+    """Make ``change`` (a callable) and record it; a change refused with one of ``refused`` is recorded as refused and re-raised."""
+    try:
+        result = change()
+    except refused as error:
+        record(state, action, target, "refused", str(error))
+        raise
+    record(state, action, target, detail=detail)
+    return result
+
+
 def entries(state, *, since: str | None = None, until: str | None = None, limit: int | None = None, **equal) -> list[dict]:
     """Newest first; ``equal`` filters on ``FILTERS`` columns, ``since``/``until`` on the ISO time."""
     clauses, parameters = [], []

@@ -31,12 +31,10 @@ def main(argv: list[str] | None = None) -> int:
             status = f"revoked {key['revoked_at']}" if key["revoked_at"] else "active"
             print(f"{key['name']:<24} sgr_{key['prefix']}_…  {key['scopes']:<50} {key['rate_per_minute']:>7}/min  {status}")
     elif args.command == "create":
-        key = accounts.create_key(state, args.name, args.scopes.split(","), args.rate_per_minute)
-        audit.record(state, "key-create", args.name, detail=args.scopes)
-        print(key)
+        print(audit.audited(state, "key-create", args.name, lambda: accounts.create_key(state, args.name, args.scopes.split(","),
+                                                                                      args.rate_per_minute), detail=args.scopes))
     else:
-        accounts.revoke_key(state, args.name)
-        audit.record(state, "key-revoke", args.name)
+        audit.audited(state, "key-revoke", args.name, lambda: accounts.revoke_key(state, args.name))
         print(f"revoked {args.name}")
     return 0
 

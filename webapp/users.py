@@ -45,16 +45,15 @@ def main(argv: list[str] | None = None) -> int:
         for user in accounts.users(state):
             print(f"{user['name']:<24} {user['role']:<8} created {user['created_at']}")
     elif args.command == "add":
-        accounts.add_user(state, args.name, args.role, read_password(args.password_file))
-        audit.record(state, "user-add", args.name, detail=args.role)
+        password = read_password(args.password_file)
+        audit.audited(state, "user-add", args.name, lambda: accounts.add_user(state, args.name, args.role, password), detail=args.role)
         print(f"added {args.name} ({args.role})")
     elif args.command == "password":
-        accounts.set_password(state, args.name, read_password(args.password_file))
-        audit.record(state, "user-password", args.name)
+        password = read_password(args.password_file)
+        audit.audited(state, "user-password", args.name, lambda: accounts.set_password(state, args.name, password))
         print(f"password of {args.name} changed; their sessions have ended")
     else:
-        accounts.remove_user(state, args.name)
-        audit.record(state, "user-remove", args.name)
+        audit.audited(state, "user-remove", args.name, lambda: accounts.remove_user(state, args.name))
         print(f"removed {args.name}")
     return 0
 
