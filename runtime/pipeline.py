@@ -41,7 +41,7 @@ class RunContext:
 def ingest_stage(context: RunContext) -> StageResult:
     summary = run_ingest(context.spark, context.input_uri, context.output_uri, context.settings.ingest, context.as_of)
     places = summary["places"]
-    note = ", ".join(f"{place} {places[place]:,}" for place in PLACES) + (f", {ERASED} {places[ERASED]:,}" if places[ERASED] else "")
+    note = ", ".join(f"{place} {places[place]:,}" for place in PLACES) + (f", {ERASED} {summary[ERASED]:,}" if summary[ERASED] else "")
     return StageResult(rows_in=summary["rows_in"], rows_out=places[CLEAN], note=note)
 
 

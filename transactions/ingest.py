@@ -20,8 +20,7 @@ from segmentation import columns as C
 
 CLEAN, RETURNS, ANONYMOUS, QUARANTINE = "clean", "returns", "anonymous", "quarantine"
 PLACES = (CLEAN, RETURNS, ANONYMOUS, QUARANTINE)  # what is written
-ERASED = "erased"  # rows of customers on the suppression list: counted under this reason, never written
-COUNTED = (*PLACES, ERASED)
+ERASED = "erased"  # rows of customers on the suppression list: counted (summary "erased"), never written
 
 DUPLICATE = "duplicate"
 MALFORMED = "malformed"
@@ -269,10 +268,11 @@ def count_places(classified) -> list[dict]:
 
 
 def summarize(counts: list[dict], rows_in: int) -> dict:
-    places = {place: sum(c["rows"] for c in counts if c["_place"] == place) for place in COUNTED}
+    places = {place: sum(c["rows"] for c in counts if c["_place"] == place) for place in PLACES}
+    erased = sum(c["rows"] for c in counts if c["_place"] == ERASED)
     reasons = {reason: sum(c["rows"] for c in counts if c[C.REASON] == reason) for reason in REASONS}
-    if sum(places.values()) != rows_in:
-        raise RuntimeError(f"ingest lost rows: {rows_in} read but {sum(places.values())} placed ({places})")
+    if sum(places.values()) + erased != rows_in:
+        raise RuntimeError(f"ingest lost rows: {rows_in} read but {sum(places.values())} placed ({places}) and {erased} erased")
     considered = rows_in - reasons[AFTER_AS_OF]
     rejected = places[QUARANTINE] - reasons[AFTER_AS_OF]
     amount = {place: round(sum((c["amount"] or 0.0) for c in counts if c["_place"] == place), 2)
@@ -280,6 +280,7 @@ def summarize(counts: list[dict], rows_in: int) -> dict:
     return {
         "rows_in": rows_in,
         "places": places,
+        ERASED: erased,
         "quarantine_reasons": reasons,
         "quarantine_share": rejected / considered if considered else 0.0,
         "amount": amount,

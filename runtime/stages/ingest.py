@@ -48,7 +48,7 @@ def format_summary(summary: dict) -> str:
     places = summary["places"]
     lines = [f"{summary['rows_in']:,} rows read"]
     lines += [f"  {place:<10} {places[place]:>10,}" for place in PLACES]
-    if places[ERASED]:
-        lines.append(f"  {ERASED:<10} {places[ERASED]:>10,}  (customers erased on request: counted, not kept)")
+    if summary[ERASED]:
+        lines.append(f"  {ERASED:<10} {summary[ERASED]:>10,}  (customers erased on request: counted, not kept)")
     lines += [f"    {reason:<18} {count:>8,}" for reason, count in summary["quarantine_reasons"].items() if count]
     return "\n".join(lines)
