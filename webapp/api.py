@@ -7,7 +7,7 @@ from flask import Blueprint, current_app, jsonify, request
 from webapp import accounts, auth, serving
 from webapp.errors import BadRequest
 
-blueprint = auth.limit_per_key(Blueprint("api", __name__, url_prefix="/api/v1"))
+blueprint = auth.exempt_from_page_limits(Blueprint("api", __name__, url_prefix="/api/v1"))
 
 
 @blueprint.errorhandler(serving.NotFound)

@@ -21,11 +21,13 @@ def _wants_json() -> bool:
     return request.path.startswith("/api/")
 
 
-def _respond(status: int, message: str):
+def _respond(status: int, message: str, headers: dict | None = None):
+    headers = dict(headers or {})
     if _wants_json():
-        headers = {"WWW-Authenticate": 'Bearer realm="segrec"'} if status == 401 else {}
+        if status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="segrec"'
         return jsonify({"error": {"status": status, "message": message}}), status, headers
-    return render_template("error.html", status=status, message=message), status
+    return render_template("error.html", status=status, message=message), status, headers
 
 
 def init_app(app: Flask) -> None:
@@ -44,7 +46,8 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
-        return _respond(error.code or 500, error.description or error.name)
+        kept = {name: value for name, value in error.get_headers() if name == "Retry-After"}
+        return _respond(error.code or 500, error.description or error.name, kept)
 
     @app.errorhandler(Exception)
     def unexpected(error):
