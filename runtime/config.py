@@ -42,6 +42,10 @@ class ConfigError(ValueError):
     pass
 
 
+# Read by jobs.synth, so a profile can describe the data it was made for; a run skips them.
+GENERATOR_SECTIONS = ("synth",)
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """One run's settings: a table per stage (see docs/configuration.md), each a dataclass of the package it configures."""
@@ -62,14 +66,14 @@ class Settings:
         tables = {field.name: field.type for field in dataclasses.fields(cls)}
         hints = typing.get_type_hints(cls)
         for layer in layers:
-            unknown = sorted(set(layer or {}) - set(tables))
+            unknown = sorted(set(layer or {}) - set(tables) - set(GENERATOR_SECTIONS))
             if unknown:
                 raise ConfigError(f"unknown section [{unknown[0]}] (sections: {', '.join(tables)})")
         return cls(**{name: build(hints[name], *((layer or {}).get(name) for layer in layers), section=name) for name in tables})
 
 
 # The tables a config file may hold: a run's, and the synthetic data generator's (jobs.synth).
-SECTIONS = (*(field.name for field in dataclasses.fields(Settings)), "synth")
+SECTIONS = (*(field.name for field in dataclasses.fields(Settings)), *GENERATOR_SECTIONS)
 
 
 def load_config_file(path: str | None) -> dict[str, dict[str, Any]]:

@@ -59,8 +59,8 @@ def test_a_misspelled_section_is_an_error_naming_it(tmp_path):
 
 
 @pytest.mark.parametrize("profile", sorted((Path(__file__).resolve().parent.parent / "jobs" / "profiles").glob("*.toml")))
-def test_every_shipped_profile_loads(profile):
-    assert load_config_file(str(profile))
+def test_every_shipped_profile_resolves_to_a_run(profile):
+    assert isinstance(Settings.resolve(load_config_file(str(profile))), Settings)
 
 
 def test_a_broken_config_file_names_the_file(tmp_path):
