@@ -108,6 +108,9 @@ def test_each_role_sees_what_it_may_use(browser, server):
             page.wait_for_selector("#audit")
             assert page.locator("#audit tbody tr", has_text="sign-in").count() >= 3  # the three sign-ins above
             page.screenshot(path=str(SCREENSHOTS / "audit.png"), full_page=True)
+            page.click("nav >> text=Erasure")
+            page.wait_for_selector("#erase textarea")
+            assert "none" in page.inner_text("#erasure-jobs")
         page.click("text=Sign out")
         page.wait_for_selector("#sign-in")
         page.goto(f"{server}/campaigns/")

@@ -1,5 +1,6 @@
 """Erasing a customer from a full pipeline run: afterwards no file under the output and neither SQLite file holds their id."""
 
+import getpass
 import json
 import re
 import shutil
@@ -42,10 +43,10 @@ def sqlite_holds(path: Path, customer_id: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def erased(spark, pipeline_run, synthetic, tmp_path_factory):
-    """A copy of the full run, published, with app events for two customers; then one of them erased."""
-    from runtime.stages.erasure import erase_customers
+    """A copy of the full run, published, with app events for two customers; then one of them erased by an admin on the
+    admin page, which erases from the app's files at once and runs ``jobs.erase`` on the output in its own process."""
     from runtime.stages.publish import publish
-    from tests.test_webapp import SECRET_KEY
+    from tests.test_webapp import SECRET_KEY, csrf, signed_in
     from webapp import create_app
 
     output = tmp_path_factory.mktemp("erasure") / "out"
@@ -59,9 +60,20 @@ def erased(spark, pipeline_run, synthetic, tmp_path_factory):
         from webapp import serving
 
         for customer in (victim, bystander):
-            serving.record_event({"customer_id": customer, "item_id": "X1", "type": "view", "timestamp": "2011-12-11T10:00:00Z"})
+            serving.record_event({"customer_id": customer, "item_id": "X1", "type": "view", "timestamp": "2011-12-11T10:00:00Z"},
+                                 key_name="shop")
     assert holds(output, victim) and sqlite_holds(output / "segrec.sqlite", victim) and sqlite_holds(state, victim)
-    report = erase_customers(spark, str(output), [victim], store_db=str(output / "segrec.sqlite"), state_db=str(state))
+    admin = signed_in(app, "admin")
+    asked = admin.post("/admin/erasure", data={"customers": f"{victim}\n", "csrf_token": csrf(admin, "/admin/erasure")})
+    assert asked.status_code == 302
+    runner = app.extensions["segrec_erasure"]
+    assert runner.wait(timeout=600), "jobs.erase did not end"
+    job, = runner.jobs
+    assert job.state == "done", job.outcome
+    page = admin.get("/admin/erasure").get_data(as_text=True)
+    assert victim not in page and "done" in page and "cannot delete" in page  # the job and its report, without the id
+    path = job.outcome.removeprefix("report: ").removeprefix("file:")
+    report = {**json.loads(Path(path).read_text()), "report": path, "removed_now": job.removed_now}
     return output, victim, bystander, report
 
 
@@ -77,9 +89,10 @@ def test_nothing_of_the_customer_is_left_in_any_file(erased):
 def test_the_report_counts_what_was_removed_without_naming_anyone(erased):
     output, victim, _, report = erased
     removed = report["removed"]
-    for place in ("ingest/clean", "segments/customers", "recommendations/recommendations", "store/customers", "store/recommendations",
-                  "state/events"):
+    for place in ("ingest/clean", "segments/customers", "recommendations/recommendations"):
         assert removed.get(place, 0) > 0, place
+    for place in ("store/customers", "store/recommendations", "state/events"):  # by the app, before the job ran
+        assert report["removed_now"].get(place, 0) > 0, place
     assert any("userFactors" in place for place in removed)  # ALS factors of the customer, through the model's id mapping
     assert any(place.startswith("recommendations/model/") for place in removed)
     assert "cannot delete" in report["not_removed"][0] and str(output) not in json.dumps(removed)
@@ -91,8 +104,9 @@ def test_the_report_counts_what_was_removed_without_naming_anyone(erased):
     assert len(suppressed) == 1 and re.fullmatch(r"[0-9a-f]{64}", suppressed[0])
     assert oct((output / "erasure" / "key").stat().st_mode & 0o777) == "0o600"
     with closing(sqlite3.connect(output / "segrec-state.sqlite")) as connection:
-        trail = connection.execute("SELECT actor, target, detail FROM audit WHERE action = 'erase'").fetchall()
-    assert len(trail) == 1 and trail[0][0].startswith("cli:") and victim not in str(trail)
+        trail = connection.execute("SELECT actor, action, target, detail FROM audit WHERE action LIKE 'erase%' ORDER BY id").fetchall()
+    assert [(actor, action) for actor, action, _, _ in trail] == [("admin", "erase-request"), (f"cli:{getpass.getuser()}", "erase")]
+    assert victim not in str(trail)
 
 
 def test_the_saved_models_still_serve_everyone_else(erased, spark):

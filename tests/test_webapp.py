@@ -5,6 +5,7 @@ import io
 import os
 import re
 import sqlite3
+from contextlib import closing
 
 import pytest
 
@@ -481,6 +482,35 @@ def test_campaign_changes_are_audited_and_exports_are_safe_in_a_spreadsheet(app,
     assert ("editor", "campaign-create", "campaign 1") in actions and ("editor", "campaign-export", "campaign 1") in actions
 
 
+def test_erasure_on_the_admin_page_takes_valid_ids_from_admins_only(app):
+    editor = signed_in(app, "editor")
+    assert editor.get("/admin/erasure").status_code == 403
+    admin = signed_in(app, "admin")
+    token = csrf(admin, "/admin/erasure")
+    for customers, message in [("", "one per line"), ("c1\nnot an id!\n", "line 2 is not a customer id"),
+                               ("\n".join(f"c{n}" for n in range(1001)), "at most 1,000 customers")]:
+        refused = admin.post("/admin/erasure", data={"customers": customers, "csrf_token": token})
+        assert refused.status_code == 400 and message in refused.get_data(as_text=True)
+    assert app.extensions["segrec_erasure"].jobs == []
+    assert admin.post("/admin/erasure", data={"customers": "c1"}).status_code == 400  # no CSRF token
+
+
+def test_a_start_with_changed_settings_is_recorded_in_the_audit_trail(tmp_path):
+    store = store_data.build(tmp_path / "segrec.sqlite")
+
+    def start(**settings):
+        app = create_app({"SEGREC_DB": store, "SEGREC_STATE_DB": str(tmp_path / "state.sqlite"), "SECRET_KEY": SECRET_KEY, **settings})
+        return audit.record_configuration(app), app
+
+    assert start()[0] and not start()[0]  # the first start, then the same settings again
+    changed, app = start(MAX_N=50, SECRET_KEY=SECRET_KEY[::-1])
+    assert changed
+    with app.app_context():
+        newest, first = audit.entries(get_state(), action="configuration")
+    assert (newest["actor"], newest["target"], first["target"]) == ("start", "MAX_N, SECRET_KEY", "first start")
+    assert '"MAX_N": "50"' in newest["detail"] and SECRET_KEY not in newest["detail"] and SECRET_KEY[::-1] not in newest["detail"]
+
+
 def test_operators_manage_accounts_and_keys_from_the_command_line(tmp_path, capsys):
     from webapp import keys, users
 
@@ -552,16 +582,46 @@ def test_asking_for_more_items_than_stored_says_so(client):
     assert document["paths"]["/api/v1/healthz"]["get"]["security"] == []
 
 
-def test_events_are_bounded_per_customer(client, app, monkeypatch):
+def test_events_are_bounded_per_customer_and_per_key(client, app, monkeypatch):
     from webapp import serving
 
     monkeypatch.setattr(serving, "MAX_EVENTS_PER_CUSTOMER", 5)
+    monkeypatch.setattr(serving, "MAX_EVENTS_PER_KEY", 7)
+
+    def post(customer, minute, key=None):
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        response = client.post("/api/v1/events", headers=headers, json={"customer_id": customer, "item_id": f"I00{minute}",
+                                                                          "type": "view", "timestamp": f"2011-12-11T10:0{minute}:00Z"})
+        assert response.status_code == 201
+
+    def kept(where):
+        with app.app_context():
+            return [tuple(row) for row in get_state().query(f"SELECT customer_id, item_id FROM events WHERE {where} ORDER BY id")]
+
     for minute in range(8):
-        client.post("/api/v1/events", json={"customer_id": "c7", "item_id": f"I00{minute}", "type": "view",
-                                            "timestamp": f"2011-12-11T10:0{minute}:00Z"})
-    with app.app_context():
-        kept = [row["item_id"] for row in get_state().query("SELECT item_id FROM events WHERE customer_id = 'c7' ORDER BY id")]
-    assert kept == ["I003", "I004", "I005", "I006", "I007"]  # the newest five
+        post("c7", minute)
+    assert kept("customer_id = 'c7'") == [("c7", f"I00{minute}") for minute in range(3, 8)]  # the newest five
+    for minute in range(4):
+        post(f"made-up-{minute}", minute)  # a client inventing customers is bounded by its key
+    assert kept("1") == [("c7", f"I00{minute}") for minute in range(5, 8)] + [(f"made-up-{minute}", f"I00{minute}") for minute in range(4)]
+    other = make_key(app, name="other-shop")
+    post("c8", 1, key=other)
+    assert len(kept("1")) == 8 and kept("customer_id = 'c8'") == [("c8", "I001")]  # another key has its own bound
+
+
+def test_a_state_file_from_before_keys_is_brought_up_to_date(tmp_path):
+    path = tmp_path / "old-state.sqlite"
+    with closing(sqlite3.connect(path)) as connection, connection:
+        connection.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, customer_id TEXT NOT NULL, item_id TEXT NOT NULL, "
+                           "type TEXT NOT NULL, timestamp TEXT NOT NULL, received_at TEXT NOT NULL DEFAULT '')")
+        connection.execute("INSERT INTO events (customer_id, item_id, type, timestamp) VALUES ('c1', 'I001', 'view', '2011-12-11')")
+    app = create_app({"SEGREC_DB": store_data.build(tmp_path / "segrec.sqlite"), "SEGREC_STATE_DB": str(path), "SECRET_KEY": SECRET_KEY})
+    key = make_key(app)
+    posted = app.test_client().post("/api/v1/events", headers={"Authorization": f"Bearer {key}"},
+                                    json={"customer_id": "c1", "item_id": "I002", "type": "view", "timestamp": "2011-12-12T10:00:00Z"})
+    assert posted.status_code == 201
+    with closing(sqlite3.connect(path)) as connection:
+        assert connection.execute("SELECT item_id, key_name FROM events ORDER BY id").fetchall() == [("I001", None), ("I002", "storefront")]
 
 
 def test_results_uploads_that_say_nothing_are_refused_and_earlier_results_kept(client):

@@ -21,6 +21,7 @@ MIN_SECRET_BYTES = 32
 DEFAULTS = {
     "SEGREC_DB": "output/segrec.sqlite",
     "SEGREC_STATE_DB": "output/segrec-state.sqlite",
+    "SEGREC_OUTPUT": None,  # the pipeline output the store was published from (erasure); default: the store's directory
     "SEGREC_ENV": "production",  # "development" allows a missing SECRET_KEY
     "SEGREC_STORE_CHECK_SECONDS": 1.0,
     "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,  # uploads and API bodies; larger ones get 413
@@ -57,6 +58,7 @@ def check_secret_key(secret: str) -> None:
 
 def create_app(test_config: dict | None = None) -> Flask:
     from webapp import admin, api, auth, campaigns, errors, reports, security, state
+    from webapp.erasure import ErasureRunner
     from webapp.store import Store
 
     app = Flask(__name__)
@@ -73,6 +75,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     # Resources opened once per app: the published store (watched for new versions) and the app's own schema.
     app.extensions["segrec_store"] = Store(app.config["SEGREC_DB"], check_seconds=app.config["SEGREC_STORE_CHECK_SECONDS"])
     state.init_app(app)
+    output = app.config["SEGREC_OUTPUT"] or os.path.dirname(os.path.abspath(app.config["SEGREC_DB"]))
+    app.extensions["segrec_erasure"] = ErasureRunner(output, app.config["SEGREC_DB"], app.config["SEGREC_STATE_DB"])
     security.init_app(app, api.blueprint)
     errors.init_app(app)
     auth.init_app(app)

@@ -1,12 +1,12 @@
-"""Admin pages: users, API keys and the audit trail (the admin role only)."""
+"""Admin pages: users, API keys, erasure and the audit trail (the admin role only)."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
+from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
 
-from webapp import accounts, audit
+from webapp import accounts, audit, erasure, serving
 from webapp.auth import requires
 from webapp.errors import BadRequest
 from webapp.state import get_state
@@ -72,6 +72,31 @@ def revoke_key(name: str):
     _changed("key-revoke", name[:64], lambda: accounts.revoke_key(get_state(), name))
     flash(f"key {name} revoked")
     return redirect(url_for("admin.keys"))
+
+
+@blueprint.get("/erasure")
+def erasure_page():
+    runner = current_app.extensions["segrec_erasure"]
+    return render_template("admin_erasure.html", jobs=list(reversed(runner.jobs)), reports=erasure.reports(runner.output),
+                           output=runner.output, most=erasure.MAX_CUSTOMERS_PER_REQUEST)
+
+
+@blueprint.post("/erasure")
+def erase():
+    customer_ids = list(dict.fromkeys(line.strip() for line in request.form.get("customers", "").splitlines() if line.strip()))
+    if not customer_ids:
+        raise BadRequest("give the ids of the customers to erase, one per line")
+    if len(customer_ids) > erasure.MAX_CUSTOMERS_PER_REQUEST:
+        raise BadRequest(f"at most {erasure.MAX_CUSTOMERS_PER_REQUEST:,} customers at a time, got {len(customer_ids):,}")
+    for number, customer_id in enumerate(customer_ids, 1):
+        if not serving.ID_PATTERN.fullmatch(customer_id):
+            raise BadRequest(f"line {number} is not a customer id (1-64 letters, digits, '.', '_' or '-')")
+    job = current_app.extensions["segrec_erasure"].request(customer_ids, audit.actor())
+    audit.record(get_state(), "erase-request", f"{job.customers} customer(s)",
+                 detail=f"erasure {job.number}: {sum(job.removed_now.values()):,} rows removed from the app's files at once; jobs.erase runs on the output")
+    flash(f"erasure {job.number}: {job.customers} customer(s) removed from the app at once; the pipeline output follows "
+          "(this page shows when it is done)")
+    return redirect(url_for("admin.erasure_page"))
 
 
 def _audit_filters() -> dict:

@@ -57,7 +57,7 @@ def events():
         raise BadRequest("the body is nested too deeply to be an event") from None
     if body is None:
         raise BadRequest("the body is not valid JSON")
-    event_id = serving.record_event(body)
+    event_id = serving.record_event(body, key_name=request.api_key.name)
     return jsonify({"id": event_id, "status": "stored"}), 201
 
 

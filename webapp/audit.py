@@ -11,7 +11,9 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import getpass
+import hashlib
 import io
+import json
 
 from flask import has_request_context, request
 from flask_login import current_user
@@ -47,6 +49,26 @@ def audited(state, action: str, target: str, change, *, detail: str = "", refuse
         raise
     record(state, action, target, detail=detail)
     return result
+
+
+def record_configuration(app) -> bool:
+    """The app's settings as it starts, recorded when they differ from the last start's (whether the change was made in
+    the environment or a file); the secret key only as a fingerprint, so a new one shows. Whether a change was recorded."""
+    from webapp import DEFAULTS
+    from webapp.state import get_state
+
+    settings = {key: str(app.config[key]) for key in (*DEFAULTS, "SESSION_COOKIE_SECURE")}
+    settings["SECRET_KEY"] = "fingerprint " + hashlib.sha256(app.config["SECRET_KEY"].encode()).hexdigest()[:12]
+    with app.app_context():
+        state = get_state()
+        last = entries(state, action="configuration", limit=1)
+        previous = json.loads(last[0]["detail"]) if last else {}
+        changed = sorted(key for key in settings if previous.get(key) != settings[key])
+        if not changed:
+            return False
+        record(state, "configuration", ", ".join(changed) if previous else "first start", detail=json.dumps(settings, sort_keys=True),
+               who="start")
+        return True
 
 
 def entries(state, *, since: str | None = None, until: str | None = None, limit: int | None = None, **equal) -> list[dict]:

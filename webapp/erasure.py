@@ -1,5 +1,8 @@
 """Erasing customers from the app's two SQLite files (the published store and the app's own state); no Spark.
 
+The admin page's erasure (``ErasureRunner``) does this at once, so the app stops
+serving the customers, then runs ``jobs.erase`` on the pipeline output in a child process.
+
 Every table with a ``customer_id`` column loses the customer's rows. Then the file is
 vacuumed, so that the deleted rows do not linger in free pages or the write-ahead log.
 The store is rewritten beside itself and renamed into place, as publishing does, so
@@ -8,10 +11,18 @@ the app swaps to it without a restart.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
+import json
 import os
+import queue
 import shutil
 import sqlite3
+import subprocess
+import sys
 import tempfile
+import threading
+import time
 from contextlib import closing
 
 
@@ -63,3 +74,92 @@ def record_erasure(path: str, report: dict) -> None:
 
     rows = sum(report["removed"].values())
     audit.record(State(path), "erase", f"{report['customers']} customer(s)", detail=f"{rows:,} rows removed; report {report['erased_at']}")
+
+
+MAX_CUSTOMERS_PER_REQUEST = 1000
+
+
+@dataclasses.dataclass
+class ErasureJob:
+    """One erasure asked for on the admin page: counts and outcome only, never the ids."""
+
+    number: int
+    requested_by: str
+    requested_at: str
+    customers: int
+    removed_now: dict[str, int]  # rows per table of the app's two files, removed before the job ran
+    state: str = "running"  # running, done, failed
+    outcome: str = ""
+
+
+class ErasureRunner:
+    """Erases from the app's two files at once, then runs ``jobs.erase`` (Spark, in its own process) on the pipeline output.
+
+    The web process never imports pyspark: the job is a child process, given the ids on its standard
+    input so they stay out of the process list. Jobs run one after another; the page shows them.
+    """
+
+    def __init__(self, output: str, store_db: str, state_db: str):
+        self.output, self.store_db, self.state_db = output, store_db, state_db
+        self.jobs: list[ErasureJob] = []
+        self._queue: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+
+    def request(self, customer_ids: list[str], requested_by: str) -> ErasureJob:
+        removed = {f"store/{table}": rows for table, rows in
+                   (erase_from_store(self.store_db, customer_ids) if os.path.exists(self.store_db) else {}).items() if rows}
+        removed.update({f"state/{table}": rows for table, rows in erase_from_state(self.state_db, customer_ids).items() if rows})
+        with self._lock:
+            job = ErasureJob(len(self.jobs) + 1, requested_by, dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                             len(customer_ids), removed)
+            self.jobs.append(job)
+            self._queue.put((job, list(customer_ids)))
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._work, name="segrec-erasure", daemon=True)
+                self._worker.start()
+        return job
+
+    def wait(self, timeout: float) -> bool:
+        """Whether every job asked for has ended within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while any(job.state == "running" for job in self.jobs):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
+        return True
+
+    def _work(self) -> None:
+        while True:
+            job, customer_ids = self._queue.get()
+            job.state, job.outcome = self._run(customer_ids)
+
+    def _run(self, customer_ids: list[str]) -> tuple[str, str]:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))}
+        command = [sys.executable, "-m", "jobs.erase", "--output", self.output, "--customers-from", "-",
+                   "--db", self.store_db, "--state-db", self.state_db]
+        try:
+            finished = subprocess.run(command, input="\n".join(customer_ids) + "\n", capture_output=True, text=True, cwd=root,
+                                      env=environment)
+        except OSError as error:
+            return "failed", f"could not start jobs.erase: {error}"
+        if finished.returncode != 0:
+            lines = finished.stderr.strip().splitlines()
+            return "failed", (lines[-1] if lines else f"jobs.erase exited with {finished.returncode}")
+        return "done", finished.stdout.strip().splitlines()[-1]  # "report: <path>"
+
+
+def reports(output: str, limit: int = 20) -> list[dict]:
+    """The newest erasure reports under a local output (counts only), newest first."""
+    directory = os.path.join(output, "erasure", "reports")
+    if not os.path.isdir(directory):
+        return []
+    names = sorted((name for name in os.listdir(directory) if name.endswith(".json")), reverse=True)[:limit]
+    found = []
+    for name in names:
+        with open(os.path.join(directory, name)) as handle:
+            report = json.load(handle)
+        found.append({"erased_at": report["erased_at"], "customers": report["customers"], "rows": sum(report["removed"].values()),
+                      "stale_models": ", ".join(report.get("stale_models", [])), "not_removed": report.get("not_removed", [])})
+    return found

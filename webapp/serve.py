@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     access_log.init_app(app)
+    audit.record_configuration(app)
     password = first_admin(app)
     if password:
         print(f"first start: made the account '{FIRST_ADMIN}' (role admin) with the password {password}\n"

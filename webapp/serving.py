@@ -15,6 +15,7 @@ EVENT_TYPES = ("purchase", "view")
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,63}")
 COUNTRY_PATTERN = re.compile(r"[A-Za-z][A-Za-z .'()\-]{0,63}")
 MAX_EVENTS_PER_CUSTOMER = 1000  # the newest are kept: a purchase only ever needs to leave the discover list until the next publish
+MAX_EVENTS_PER_KEY = 100_000  # so that no client, however many customer ids it makes up, grows the database without limit
 
 
 class NotFound(LookupError):
@@ -129,7 +130,8 @@ def health() -> dict:
     return {"status": "ok", "store": {**version.meta, "age_seconds": round(age)}, "problem_with_newer_file": store.last_problem}
 
 
-def record_event(body) -> int:
+def record_event(body, *, key_name: str) -> int:
+    """Store one event posted with the API key ``key_name``; its id."""
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object with customer_id, item_id, type and timestamp")
     unknown = sorted(set(body) - {"customer_id", "item_id", "type", "timestamp"})
@@ -149,10 +151,11 @@ def record_event(body) -> int:
         stamp = parsed.astimezone(dt.timezone.utc).isoformat()
     except OverflowError:
         raise BadRequest(f"timestamp {when!r:.40} is out of range") from None
-    state = get_state()
-    event_id = state.write("INSERT INTO events (customer_id, item_id, type, timestamp) VALUES (?, ?, ?, ?)",
-                           (customer_id, item_id, kind, stamp))
-    # Bounded per customer: beyond the newest MAX_EVENTS_PER_CUSTOMER, the oldest go (per key, the key's rate bounds them).
-    state.write("DELETE FROM events WHERE customer_id = ? AND id <= (SELECT id FROM events WHERE customer_id = ? "
-                "ORDER BY id DESC LIMIT 1 OFFSET ?)", (customer_id, customer_id, MAX_EVENTS_PER_CUSTOMER))
+    connection = get_state().connection()
+    with connection:  # one transaction: the event, then the oldest beyond each bound go
+        event_id = connection.execute("INSERT INTO events (customer_id, item_id, type, timestamp, key_name) VALUES (?, ?, ?, ?, ?)",
+                                      (customer_id, item_id, kind, stamp, key_name)).lastrowid
+        for column, value, bound in (("customer_id", customer_id, MAX_EVENTS_PER_CUSTOMER), ("key_name", key_name, MAX_EVENTS_PER_KEY)):
+            connection.execute(f"DELETE FROM events WHERE {column} = ? AND id <= (SELECT id FROM events WHERE {column} = ? "
+                               "ORDER BY id DESC LIMIT 1 OFFSET ?)", (value, value, bound))
     return event_id

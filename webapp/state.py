@@ -14,7 +14,7 @@ from flask import Flask, current_app
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY, customer_id TEXT NOT NULL, item_id TEXT NOT NULL, type TEXT NOT NULL,
-    timestamp TEXT NOT NULL, received_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
+    timestamp TEXT NOT NULL, received_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')), key_name TEXT
 );
 CREATE INDEX IF NOT EXISTS events_by_customer ON events (customer_id, type);
 CREATE TABLE IF NOT EXISTS campaigns (
@@ -49,6 +49,13 @@ CREATE TABLE IF NOT EXISTS campaign_results (
 """
 
 
+def _upgrade(connection: sqlite3.Connection) -> None:
+    """Bring a file made by an older version up to the schema: columns added since, and their indexes."""
+    if "key_name" not in {column[1] for column in connection.execute("PRAGMA table_info(events)")}:
+        connection.execute("ALTER TABLE events ADD COLUMN key_name TEXT")  # events posted before keys existed have none
+    connection.execute("CREATE INDEX IF NOT EXISTS events_by_key ON events (key_name)")
+
+
 class State:
     def __init__(self, path: str):
         self.path = path
@@ -56,6 +63,7 @@ class State:
         with sqlite3.connect(path) as connection:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.executescript(SCHEMA)
+            _upgrade(connection)
 
     def connection(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
