@@ -5,6 +5,7 @@ import io
 import os
 import re
 import sqlite3
+import time
 from contextlib import closing
 
 import pytest
@@ -407,6 +408,20 @@ def test_keys_carry_scopes_and_a_rate(app):
     assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1 and "Traceback" not in limited.get_data(as_text=True)
     writer = {"Authorization": f"Bearer {make_key(app, ['events:write'], name='writer')}"}
     assert client.post("/api/v1/events", json=event, headers=writer).status_code == 201  # another key has its own rate
+
+
+def test_a_key_revoked_by_another_process_stops_working_within_the_key_cache_time(app, monkeypatch):
+    from webapp.auth import ApiKeys
+
+    monkeypatch.setattr(ApiKeys, "KEY_CACHE_SECONDS", 0.2)
+    reader = {"Authorization": f"Bearer {make_key(app, ['recommendations:read'], name='reader')}"}
+    client = app.test_client()
+    assert client.get("/api/v1/segments", headers=reader).status_code == 200
+    with app.app_context():
+        accounts.revoke_key(get_state(), "reader")  # as python -m webapp.keys revoke does, beside the server
+    assert client.get("/api/v1/segments", headers=reader).status_code == 200  # remembered for a moment
+    time.sleep(0.3)
+    error_of(client.get("/api/v1/segments", headers=reader), 401)
 
 
 def test_sign_in_sign_out_and_failures_are_limited_and_recorded(app):

@@ -7,7 +7,7 @@ import datetime as dt
 from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
 
 from webapp import accounts, audit, erasure, serving
-from webapp.auth import requires
+from webapp.auth import api_keys, requires
 from webapp.errors import BadRequest
 from webapp.state import get_state
 
@@ -70,6 +70,7 @@ def create_key():
 @blueprint.post("/keys/<name>/revoke")
 def revoke_key(name: str):
     _changed("key-revoke", name[:64], lambda: accounts.revoke_key(get_state(), name))
+    api_keys().forget()
     flash(f"key {name} revoked")
     return redirect(url_for("admin.keys"))
 

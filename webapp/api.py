@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
-from webapp import accounts, auth, serving
+from webapp import accounts, serving
 from webapp.errors import BadRequest
 
-blueprint = auth.exempt_from_page_limits(Blueprint("api", __name__, url_prefix="/api/v1"))
+blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 
 
 @blueprint.errorhandler(serving.NotFound)

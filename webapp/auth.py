@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 import time
 from urllib.parse import urlsplit
 
@@ -17,9 +18,6 @@ from flask import Blueprint, Flask, abort, current_app, flash, redirect, render_
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
-from limits import RateLimitItemPerMinute
-from limits.storage import MemoryStorage
-from limits.strategies import FixedWindowRateLimiter
 from werkzeug.exceptions import TooManyRequests
 
 from webapp import accounts, audit
@@ -80,14 +78,57 @@ def _bearer_key() -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def _within_rate(key: accounts.ApiKey) -> None:
-    """Each key at its own rate, counted per key in a fixed one-minute window (the ``limits`` library Flask-Limiter is built on:
-    asked directly, it costs the API a fraction of what a decorator's limit resolution does on every call)."""
-    rate = RateLimitItemPerMinute(key.rate_per_minute)
-    counter = current_app.extensions["segrec_api_rate"]
-    if not counter.hit(rate, key.name):
-        reset = counter.get_window_stats(rate, key.name).reset_time
-        raise TooManyRequests(f"over this key's {key.rate_per_minute:,} requests a minute", retry_after=max(1, math.ceil(reset - time.time())))
+class ApiKeys:
+    """The API's side of keys, per app: which key a request presents, and whether it is within its rate.
+
+    A valid key is remembered for ``KEY_CACHE_SECONDS``, so the API reads the state file once a
+    second per key rather than on every call; revoking on the admin page forgets it at once, from the
+    command line (another process) within that second. Each key's calls are counted in fixed
+    one-minute windows in memory: the ``limits`` library's memory storage, which the sign-in limits
+    use, starts a timer thread every 10 ms under load, a third of an API call's cost.
+    """
+
+    KEY_CACHE_SECONDS = 1.0
+    MAX_REMEMBERED = 10_000
+
+    def __init__(self):
+        self._remembered: dict[str, tuple[float, accounts.ApiKey]] = {}
+        self._windows: dict[str, tuple[int, int]] = {}
+        self._lock = threading.Lock()
+
+    def find(self, state, presented: str) -> accounts.ApiKey | None:
+        now = time.monotonic()
+        remembered = self._remembered.get(presented)
+        if remembered is not None and remembered[0] > now:
+            return remembered[1]
+        key = accounts.key_for(state, presented)
+        if key is None:
+            self._remembered.pop(presented, None)
+            return None
+        if len(self._remembered) >= self.MAX_REMEMBERED:
+            self._remembered.clear()
+        self._remembered[presented] = (now + self.KEY_CACHE_SECONDS, key)
+        return key
+
+    def forget(self) -> None:
+        self._remembered.clear()
+
+    def seconds_to_wait(self, key: accounts.ApiKey) -> int:
+        """0 when this call is within the key's rate (and counted), else the seconds until its window ends."""
+        now = time.time()
+        window = int(now // 60)
+        with self._lock:
+            start, calls = self._windows.get(key.name, (window, 0))
+            if start != window:
+                calls = 0
+            if calls >= key.rate_per_minute:
+                return max(1, math.ceil((window + 1) * 60 - now))
+            self._windows[key.name] = (window, calls + 1)
+        return 0
+
+
+def api_keys() -> ApiKeys:
+    return current_app.extensions["segrec_api_keys"]
 
 
 def _guard():
@@ -97,14 +138,16 @@ def _guard():
         return None
     if request.blueprint == "api":
         presented = _bearer_key()
-        key = accounts.key_for(get_state(), presented) if presented else None
+        key = api_keys().find(get_state(), presented) if presented else None
         if key is None:
             abort(401, description="send a valid API key as 'Authorization: Bearer <key>'")
         request.api_key = key
         scope = SCOPE_OF.get(request.endpoint)
         if scope and scope not in key.scopes:
             abort(403, description=f"this key lacks the {scope} scope")
-        _within_rate(key)
+        wait = api_keys().seconds_to_wait(key)
+        if wait:
+            raise TooManyRequests(f"over this key's {key.rate_per_minute:,} requests a minute", retry_after=wait)
         return None
     if not current_user.is_authenticated:
         return redirect(url_for("auth.sign_in", next=request.full_path if request.query_string else request.path))
@@ -160,10 +203,25 @@ def init_app(app: Flask) -> None:
     # The guard first: the limiter's own check (registered by init_app) counts API calls per key, which the guard finds.
     app.before_request(_guard)
     app.before_request(_sessions_expire)
-    limiter.init_app(app)
-    app.extensions["segrec_api_rate"] = FixedWindowRateLimiter(MemoryStorage())
+    _for_pages_only(app, limiter.init_app)
+    app.extensions["segrec_api_keys"] = ApiKeys()
 
 
-def exempt_from_page_limits(api_blueprint: Blueprint) -> Blueprint:
-    """The API's calls are counted per key (``_within_rate``); the sign-in limits need not look at them."""
-    return limiter.exempt(api_blueprint)
+def _for_pages_only(app: Flask, init_app) -> None:
+    """Run an extension's ``init_app`` so that the request hooks it adds skip the API: Flask-Limiter's hooks resolve
+    the page limits on every request, the API's included, even when its blueprint is exempt."""
+
+    def before(hook):
+        return functools.wraps(hook)(lambda: None if request.blueprint == "api" else hook())
+
+    def after(hook):
+        return functools.wraps(hook)(lambda response: response if request.blueprint == "api" else hook(response))
+
+    def teardown(hook):
+        return functools.wraps(hook)(lambda error=None: None if request.blueprint == "api" else hook(error))
+
+    kinds = ((app.before_request_funcs, before), (app.after_request_funcs, after), (app.teardown_request_funcs, teardown))
+    existing = [list(registry.get(None, ())) for registry, _ in kinds]
+    init_app(app)
+    for (registry, wrap), kept in zip(kinds, existing):
+        registry[None] = [hook if hook in kept else wrap(hook) for hook in registry.get(None, ())]
