@@ -2,7 +2,7 @@
 
     python -m devtools.bench_web --db output/segrec.sqlite [--seconds 20] [--connections 16]
 
-Starts ``webapp.serve`` (waitress) on a free port, then drives it with ``wrk``
+Starts ``webapp.serve`` (gunicorn) on a free port, then drives it with ``wrk``
 (a C load generator; ``make bench-web`` installs it) for a bounded time:
 random customers, nine in ten known (their routed ``for_you`` list) and one in
 ten unknown (trending), each request with an API key as a storefront sends it, and
@@ -73,7 +73,7 @@ def parse_wrk(output: str) -> dict:
             "errors": errors, **percentiles}
 
 
-def run(db: str, *, seconds: int, connections: int, threads: int, server_threads: int) -> dict:
+def run(db: str, *, seconds: int, connections: int, threads: int, workers: int) -> dict:
     wrk = shutil.which("wrk")
     if wrk is None:
         raise SystemExit("error: wrk is not installed; `make bench-web` installs it (apt-get install wrk)")
@@ -90,7 +90,7 @@ def run(db: str, *, seconds: int, connections: int, threads: int, server_threads
         handle.write(LUA)
     # The access log goes to a file, as a deployment would keep it.
     log = open(os.path.join(workdir, "server.log"), "w")
-    server = subprocess.Popen([sys.executable, "-m", "webapp.serve", "--port", str(port), "--threads", str(server_threads)],
+    server = subprocess.Popen([sys.executable, "-m", "webapp.serve", "--port", str(port), "--workers", str(workers)],
                               env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -110,7 +110,7 @@ def run(db: str, *, seconds: int, connections: int, threads: int, server_threads
         log.close()
         shutil.rmtree(workdir, ignore_errors=True)
     figures = parse_wrk(result.stdout)
-    return {**figures, "seconds": seconds, "connections": connections, "server": f"waitress, {server_threads} threads",
+    return {**figures, "seconds": seconds, "connections": connections, "server": f"gunicorn, {workers} workers",
             "customers_drawn_from": ids, "cores": os.cpu_count(), "raw": result.stdout}
 
 
@@ -120,13 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
-    parser.add_argument("--server-threads", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=(os.cpu_count() or 1) + 1, help="server processes (webapp.serve's default)")
     parser.add_argument("--report", help="write the figures here as JSON")
     args = parser.parse_args(argv)
     if not os.path.exists(args.db):
         print(f"error: no store at {args.db}: run `make run` (or jobs.publish) first", file=sys.stderr)
         return 2
-    figures = run(args.db, seconds=args.seconds, connections=args.connections, threads=args.threads, server_threads=args.server_threads)
+    figures = run(args.db, seconds=args.seconds, connections=args.connections, threads=args.threads, workers=args.workers)
     print(f"{figures['requests']:,} requests in {figures['seconds']} s over {figures['connections']} connections ({figures['server']}): "
           f"{figures['requests_per_second']:,.0f} requests/s, p50 {figures['p50_ms']:.1f} ms, p90 {figures['p90_ms']:.1f} ms, "
           f"p99 {figures['p99_ms']:.1f} ms, {figures['errors']} errors")

@@ -1,6 +1,6 @@
 """The Flask app for marketers and website engineers.
 
-    make serve                                  # waitress on 127.0.0.1:8000, store output/segrec.sqlite
+    make serve                                  # gunicorn on 127.0.0.1:8000, store output/segrec.sqlite
     SEGREC_DB=/srv/segrec.sqlite SECRET_KEY=... python -m webapp.serve --host 0.0.0.0
 
 Configuration comes from the environment (``SEGREC_*``, ``SECRET_KEY``) or, in
@@ -76,7 +76,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["segrec_store"] = Store(app.config["SEGREC_DB"], check_seconds=app.config["SEGREC_STORE_CHECK_SECONDS"])
     state.init_app(app)
     output = app.config["SEGREC_OUTPUT"] or os.path.dirname(os.path.abspath(app.config["SEGREC_DB"]))
-    app.extensions["segrec_erasure"] = ErasureRunner(output, app.config["SEGREC_DB"], app.config["SEGREC_STATE_DB"])
+    app.extensions["segrec_erasure"] = ErasureRunner(output, app.config["SEGREC_DB"], app.extensions["segrec_state"])
     security.init_app(app, api.blueprint)
     errors.init_app(app)
     auth.init_app(app)
