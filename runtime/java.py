@@ -127,8 +127,9 @@ def jvm_cache_file() -> str | None:
     """Where the AOT cache of the Java and Spark that local sessions launch belongs (made or not); None when
     that Java cannot use one (before Java 25, or without a ``release`` file that says its build).
 
-    A cache holds one JVM build's view of one class path, so the name carries both: another Java or
-    another Spark installation looks for a cache of its own instead of one that would be ignored.
+    A cache holds one JVM build's view of one class path, so the name carries both (the jars' newest
+    change included): another Java or another Spark installation, or the same one reinstalled, looks
+    for a cache of its own instead of one the JVM would refuse with errors on every start.
     """
     import pyspark
 
@@ -138,7 +139,10 @@ def jvm_cache_file() -> str | None:
     if not version or version[0] < JVM_CACHE_JAVA_MAJOR:
         return None
     spark_home = os.path.realpath(os.environ.get("SPARK_HOME") or os.path.dirname(pyspark.__file__))
-    digest = hashlib.sha256("\0".join((java, build, spark_home)).encode()).hexdigest()[:12]
+    jars = os.path.join(spark_home, "jars")
+    changed = max((entry.stat().st_mtime_ns for entry in os.scandir(jars) if entry.name.endswith(".jar")), default=0) \
+        if os.path.isdir(jars) else 0
+    digest = hashlib.sha256("\0".join((java, build, spark_home, str(changed))).encode()).hexdigest()[:12]
     return os.path.join(jvm_cache_directory(), f"spark-{pyspark.__version__}-java-{build}-{digest}.aot")
 
 

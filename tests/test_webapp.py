@@ -506,7 +506,7 @@ def test_erasure_on_the_admin_page_takes_valid_ids_from_admins_only(app):
                                ("\n".join(f"c{n}" for n in range(1001)), "at most 1,000 customers")]:
         refused = admin.post("/admin/erasure", data={"customers": customers, "csrf_token": token})
         assert refused.status_code == 400 and message in refused.get_data(as_text=True)
-    assert app.extensions["segrec_erasure"].jobs == []
+    assert app.extensions["segrec_erasure"].jobs() == []
     assert admin.post("/admin/erasure", data={"customers": "c1"}).status_code == 400  # no CSRF token
 
 

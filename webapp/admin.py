@@ -78,7 +78,7 @@ def revoke_key(name: str):
 @blueprint.get("/erasure")
 def erasure_page():
     runner = current_app.extensions["segrec_erasure"]
-    return render_template("admin_erasure.html", jobs=list(reversed(runner.jobs)), reports=erasure.reports(runner.output),
+    return render_template("admin_erasure.html", jobs=runner.jobs(), reports=erasure.reports(runner.output),
                            output=runner.output, most=erasure.MAX_CUSTOMERS_PER_REQUEST)
 
 
@@ -92,10 +92,10 @@ def erase():
     for number, customer_id in enumerate(customer_ids, 1):
         if not serving.ID_PATTERN.fullmatch(customer_id):
             raise BadRequest(f"line {number} is not a customer id (1-64 letters, digits, '.', '_' or '-')")
-    job = current_app.extensions["segrec_erasure"].request(customer_ids, audit.actor())
-    audit.record(get_state(), "erase-request", f"{job.customers} customer(s)",
-                 detail=f"erasure {job.number}: {sum(job.removed_now.values()):,} rows removed from the app's files at once; jobs.erase runs on the output")
-    flash(f"erasure {job.number}: {job.customers} customer(s) removed from the app at once; the pipeline output follows "
+    number = current_app.extensions["segrec_erasure"].request(customer_ids, audit.actor())
+    audit.record(get_state(), "erase-request", f"{len(customer_ids)} customer(s)",
+                 detail=f"erasure {number}: removed from the app's files at once; jobs.erase runs on the output")
+    flash(f"erasure {number}: {len(customer_ids)} customer(s) removed from the app at once; the pipeline output follows "
           "(this page shows when it is done)")
     return redirect(url_for("admin.erasure_page"))
 

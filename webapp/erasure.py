@@ -11,11 +11,9 @@ the app swaps to it without a restart.
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
+import fcntl
 import json
 import os
-import queue
 import shutil
 import sqlite3
 import subprocess
@@ -79,66 +77,53 @@ def record_erasure(path: str, report: dict) -> None:
 MAX_CUSTOMERS_PER_REQUEST = 1000
 
 
-@dataclasses.dataclass
-class ErasureJob:
-    """One erasure asked for on the admin page: counts and outcome only, never the ids."""
-
-    number: int
-    requested_by: str
-    requested_at: str
-    customers: int
-    removed_now: dict[str, int]  # rows per table of the app's two files, removed before the job ran
-    state: str = "running"  # running, done, failed
-    outcome: str = ""
-
-
 class ErasureRunner:
     """Erases from the app's two files at once, then runs ``jobs.erase`` (Spark, in its own process) on the pipeline output.
 
     The web process never imports pyspark: the job is a child process, given the ids on its standard
-    input so they stay out of the process list. Jobs run one after another; the page shows them.
+    input so they stay out of the process list. Jobs are rows of the app's database (counts and outcome,
+    never the ids), so every server process shows them all; a lock file beside that database makes them
+    run one after another, whichever process took them.
     """
 
-    def __init__(self, output: str, store_db: str, state_db: str):
-        self.output, self.store_db, self.state_db = output, store_db, state_db
-        self.jobs: list[ErasureJob] = []
-        self._queue: queue.Queue = queue.Queue()
-        self._lock = threading.Lock()
-        self._worker: threading.Thread | None = None
+    def __init__(self, output: str, store_db: str, state):
+        self.output, self.store_db, self.state = output, store_db, state
 
-    def request(self, customer_ids: list[str], requested_by: str) -> ErasureJob:
+    def request(self, customer_ids: list[str], requested_by: str) -> int:
+        """Erase ``customer_ids`` from the app's files now and start the job for the output; the job's number."""
         removed = {f"store/{table}": rows for table, rows in
                    (erase_from_store(self.store_db, customer_ids) if os.path.exists(self.store_db) else {}).items() if rows}
-        removed.update({f"state/{table}": rows for table, rows in erase_from_state(self.state_db, customer_ids).items() if rows})
-        with self._lock:
-            job = ErasureJob(len(self.jobs) + 1, requested_by, dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                             len(customer_ids), removed)
-            self.jobs.append(job)
-            self._queue.put((job, list(customer_ids)))
-            if self._worker is None:
-                self._worker = threading.Thread(target=self._work, name="segrec-erasure", daemon=True)
-                self._worker.start()
-        return job
+        removed.update({f"state/{table}": rows for table, rows in erase_from_state(self.state.path, customer_ids).items() if rows})
+        number = self.state.write("INSERT INTO erasure_jobs (requested_by, customers, removed_now) VALUES (?, ?, ?)",
+                                  (requested_by, len(customer_ids), json.dumps(removed)))
+        threading.Thread(target=self._run, args=(number, list(customer_ids)), name=f"segrec-erasure-{number}", daemon=True).start()
+        return number
+
+    def jobs(self) -> list[dict]:
+        """Newest first, each with ``removed_now`` (rows per table of the app's files removed before the job ran)."""
+        rows = self.state.query("SELECT * FROM erasure_jobs ORDER BY id DESC")
+        return [{**dict(row), "removed_now": json.loads(row["removed_now"])} for row in rows]
 
     def wait(self, timeout: float) -> bool:
-        """Whether every job asked for has ended within ``timeout`` seconds."""
+        """Whether every job has ended within ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
-        while any(job.state == "running" for job in self.jobs):
+        while self.state.query("SELECT 1 FROM erasure_jobs WHERE state = 'running' LIMIT 1"):
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.2)
         return True
 
-    def _work(self) -> None:
-        while True:
-            job, customer_ids = self._queue.get()
-            job.state, job.outcome = self._run(customer_ids)
+    def _run(self, number: int, customer_ids: list[str]) -> None:
+        with open(self.state.path + ".erasure-lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one job at a time across the server's processes
+            state, outcome = self._erase_output(customer_ids)
+        self.state.write("UPDATE erasure_jobs SET state = ?, outcome = ? WHERE id = ?", (state, outcome, number))
 
-    def _run(self, customer_ids: list[str]) -> tuple[str, str]:
+    def _erase_output(self, customer_ids: list[str]) -> tuple[str, str]:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))}
         command = [sys.executable, "-m", "jobs.erase", "--output", self.output, "--customers-from", "-",
-                   "--db", self.store_db, "--state-db", self.state_db]
+                   "--db", self.store_db, "--state-db", self.state.path]
         try:
             finished = subprocess.run(command, input="\n".join(customer_ids) + "\n", capture_output=True, text=True, cwd=root,
                                       env=environment)

@@ -1,4 +1,4 @@
-"""What the app owns: events, campaigns and campaign results, accounts, API keys and the audit trail, in their own SQLite file.
+"""What the app owns: events, campaigns and campaign results, accounts, API keys, erasure jobs and the audit trail, in their own SQLite file.
 
 One connection per thread (WAL journal, so readers never wait for a writer);
 every statement is parameterised.
@@ -41,6 +41,11 @@ CREATE INDEX IF NOT EXISTS audit_by_time ON audit (at);
 -- The audit trail is append-only: rows are never changed or removed.
 CREATE TRIGGER IF NOT EXISTS audit_is_append_only_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_is_append_only_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+CREATE TABLE IF NOT EXISTS erasure_jobs (
+    id INTEGER PRIMARY KEY, requested_by TEXT NOT NULL, customers INTEGER NOT NULL, removed_now TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'running', outcome TEXT NOT NULL DEFAULT '',
+    requested_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
+);
 CREATE TABLE IF NOT EXISTS campaign_results (
     id INTEGER PRIMARY KEY, campaign_id INTEGER NOT NULL REFERENCES campaigns (id), source TEXT NOT NULL,
     rows INTEGER NOT NULL, summary TEXT NOT NULL,
