@@ -4,9 +4,11 @@
 
 Starts ``webapp.serve`` (gunicorn) on a free port, then drives it with ``wrk``
 (a C load generator; ``make bench-web`` installs it) for a bounded time:
-random customers, nine in ten known (their routed ``for_you`` list) and one in
-ten unknown (trending), each request with an API key as a storefront sends it, and
-each logged by the server in the combined format. Prints and writes (``--report``, JSON) throughput,
+random shoppers, nine in ten known to the batch and one in ten not, asking for
+their ``for_you`` list (fused with their events) nine requests in ten, and posting
+an event (view, cart or purchase of a random item) one in ten, each request with
+an API key as a storefront sends it, and each logged by the server in the
+combined format. Prints and writes (``--report``, JSON) throughput,
 p50/p90/p99 latency and the error count; the goal on a 2-core machine is
 1,000 requests/s with p99 at most 20 ms and no errors.
 """
@@ -28,16 +30,27 @@ import time
 import urllib.request
 from contextlib import closing
 
-from webapp import accounts
+from webapp import accounts, serving
 from webapp.state import State
 
 LUA = """
-local ids = {}
-for line in io.lines(os.getenv("SEGREC_BENCH_IDS")) do ids[#ids + 1] = line end
+local function lines(path)
+  local found = {}
+  for line in io.lines(path) do found[#found + 1] = line end
+  return found
+end
+local ids, items = lines(os.getenv("SEGREC_BENCH_IDS")), lines(os.getenv("SEGREC_BENCH_ITEMS"))
+local kinds = {"view", "view", "cart", "purchase"}
+local headers = {["Authorization"] = "Bearer " .. os.getenv("SEGREC_BENCH_KEY"), ["Content-Type"] = "application/json"}
 math.randomseed(42)
-wrk.headers["Authorization"] = "Bearer " .. os.getenv("SEGREC_BENCH_KEY")
 request = function()
-  return wrk.format("GET", "/api/v1/customers/" .. ids[math.random(#ids)] .. "/recommendations?list=for_you&n=10")
+  local customer = ids[math.random(#ids)]
+  if math.random(10) == 1 then
+    local body = string.format('{"customer_id":"%s","item_id":"%s","type":"%s","timestamp":"%s"}', customer,
+                               items[math.random(#items)], kinds[math.random(#kinds)], os.date("!%Y-%m-%dT%H:%M:%SZ"))
+    return wrk.format("POST", "/api/v1/events", headers, body)
+  end
+  return wrk.format("GET", "/api/v1/customers/" .. customer .. "/recommendations?list=for_you&n=10", headers)
 end
 """
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
@@ -49,12 +62,15 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _customer_ids(db: str, path: str) -> int:
+def _ids(db: str, customers_path: str, items_path: str) -> int:
+    """Known customers and one unknown visitor for every nine; items that events can name. How many shoppers."""
     with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as connection:
         known = [row[0] for row in connection.execute("SELECT customer_id FROM customers")]
+        items = [row[0] for row in connection.execute("SELECT item_id FROM items") if serving.ID_PATTERN.fullmatch(row[0])]
     unknown = [f"visitor-{k}" for k in range(max(1, len(known) // 9))]
-    with open(path, "w") as handle:
-        handle.write("\n".join(known + unknown) + "\n")
+    for path, values in ((customers_path, known + unknown), (items_path, items)):
+        with open(path, "w") as handle:
+            handle.write("\n".join(values) + "\n")
     return len(known) + len(unknown)
 
 
@@ -81,10 +97,11 @@ def run(db: str, *, seconds: int, connections: int, threads: int, workers: int) 
     workdir = tempfile.mkdtemp(prefix="segrec-bench-")
     state_db = os.path.join(workdir, "state.sqlite")
     # The storefront's key, as a storefront would call the API; its rate is far above what the run can send.
-    key = accounts.create_key(State(state_db), "bench", ["recommendations:read"], rate_per_minute=1_000_000)
+    key = accounts.create_key(State(state_db), "bench", ["recommendations:read", "events:write"], rate_per_minute=1_000_000)
     env = {**os.environ, "SEGREC_DB": os.path.abspath(db), "SEGREC_STATE_DB": state_db, "SECRET_KEY": secrets.token_hex(32),
-           "SEGREC_BENCH_IDS": os.path.join(workdir, "ids.txt"), "SEGREC_BENCH_KEY": key}
-    ids = _customer_ids(db, env["SEGREC_BENCH_IDS"])
+           "SEGREC_BENCH_IDS": os.path.join(workdir, "ids.txt"), "SEGREC_BENCH_ITEMS": os.path.join(workdir, "items.txt"),
+           "SEGREC_BENCH_KEY": key}
+    ids = _ids(db, env["SEGREC_BENCH_IDS"], env["SEGREC_BENCH_ITEMS"])
     script = os.path.join(workdir, "requests.lua")
     with open(script, "w") as handle:
         handle.write(LUA)

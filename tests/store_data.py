@@ -20,7 +20,7 @@ def _customer(customer_id: str, segment: str) -> dict:
 
 
 def build(path, *, as_of: str = "2011-12-10", run_id: str = "run-a", drop_table: str | None = None) -> str:
-    """Customer c<k> is recommended items I<k>.. in order (discover skips I<k>; buy_again is I<k>..I<k+2>)."""
+    """Customer c<k> bought I<k> and is recommended items I<k>.. in order (discover skips I<k>; buy_again is I<k>..I<k+2>)."""
     rows = {
         "meta": [{"key": "run_id", "value": run_id}, {"key": "as_of", "value": as_of},
                  {"key": "created_at", "value": "2026-11-22T10:00:00+00:00"}, {"key": "schema_version", "value": str(schema.VERSION)}],
@@ -35,6 +35,7 @@ def build(path, *, as_of: str = "2011-12-10", run_id: str = "run-a", drop_table:
         "similar_items": [{"item_id": item, "rank": rank, "similar_item_id": ITEMS[(i + rank) % len(ITEMS)], "score": 1.0 / rank}
                           for i, item in enumerate(ITEMS) for rank in range(1, 21)],
         "items": [{"item_id": item, "description": f"Item number {item[1:]} <b>bold</b>"} for item in ITEMS],
+        "bought": [{"customer_id": f"c{k}", "item_id": ITEMS[k]} for k in range(1, 40)],
         "customer_days": [{"customer_id": c, "day": day, "revenue": 10.0}
                           for c in ("c1", "c8", "c9") for day in ("2011-11-01", "2011-12-15")],
         "charts": [{"name": "segment_sizes", "png": b"\x89PNG\r\n\x1a\nfake"}],

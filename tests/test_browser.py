@@ -8,6 +8,8 @@ and says why.
 """
 
 import csv
+import datetime as dt
+import json
 import os
 import secrets
 import shutil
@@ -39,11 +41,16 @@ ROLES = ("viewer", "editor", "admin")
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server_environment(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
+    return root, {**os.environ, "SEGREC_DB": store_data.build(root / "segrec.sqlite"), "SEGREC_STATE_DB": str(root / "state.sqlite"),
+                  "SECRET_KEY": secrets.token_hex(32)}
+
+
+@pytest.fixture(scope="module")
+def server(server_environment):
+    root, env = server_environment
     port = free_port()
-    env = {**os.environ, "SEGREC_DB": store_data.build(root / "segrec.sqlite"), "SEGREC_STATE_DB": str(root / "state.sqlite"),
-           "SECRET_KEY": secrets.token_hex(32)}
     (root / "password").write_text(PASSWORD + "\n")
     for role in ROLES:  # as an operator would, before the first start
         subprocess.run([sys.executable, "-m", "webapp.users", "add", role, "--role", role, "--password-file", str(root / "password")],
@@ -155,3 +162,22 @@ def test_customer_lookup_in_the_browser(server, page):
     assert "mid" in page.inner_text("h2")
     assert page.locator(".lists ol").first.locator("li").count() == 10
     page.screenshot(path=str(SCREENSHOTS / "customer.png"), full_page=True)
+
+
+def test_the_customer_page_follows_the_shoppers_events(server, server_environment, page):
+    _, env = server_environment
+    made = subprocess.run([sys.executable, "-m", "webapp.keys", "create", "--name", "storefront", "--scopes", "events:write"],
+                          env=env, check=True, capture_output=True, text=True)
+    key = made.stdout.strip().splitlines()[-1]
+    page.goto(f"{server}/customers?id=c6")
+    assert page.locator(".from-events").count() == 0 and "no events recorded" in page.inner_text("#events")
+    event = json.dumps({"customer_id": "c6", "item_id": "I045", "type": "cart",
+                        "timestamp": dt.datetime.now(dt.timezone.utc).isoformat()}).encode()
+    posted = urllib.request.urlopen(urllib.request.Request(f"{server}/api/v1/events", data=event, method="POST", headers={
+        "Authorization": f"Bearer {key}", "Content-Type": "application/json"}), timeout=10)
+    assert posted.status == 201
+    page.reload()
+    assert "cart" in page.inner_text("#events") and "I045" in page.inner_text("#events")
+    first = page.locator(".lists section").first.locator("li").first
+    assert "I045" in first.inner_text() and first.get_attribute("class") == "from-events"
+    page.screenshot(path=str(SCREENSHOTS / "customer-after-event.png"), full_page=True)

@@ -28,6 +28,7 @@ def test_the_store_holds_every_table_and_passes_its_check(published, trained):
     assert result["rows"]["similar_items"] == len(tables["similar_items"])
     assert result["rows"]["items"] == purchases.item_id.nunique()
     assert result["rows"]["customers"] == purchases.customer_id.nunique()
+    assert result["rows"]["bought"] == len(purchases[["customer_id", "item_id"]].drop_duplicates())
     assert not list(db.parent.glob(".segrec-*"))  # no temporary file left behind
 
 

@@ -1,6 +1,7 @@
 """The web app through Flask's test client, on a real SQLite store and state file."""
 
 import csv
+import datetime as dt
 import io
 import os
 import re
@@ -145,23 +146,72 @@ def test_customer_profile_segments_and_health(client):
     assert health["status"] == "ok" and health["store"]["run_id"] == "run-a" and health["store"]["age_seconds"] >= 0
 
 
-def test_a_purchase_event_leaves_the_discover_list_at_once(client):
-    before = [item["item_id"] for item in client.get("/api/v1/customers/c5/recommendations?list=discover&n=5").get_json()["items"]]
-    response = client.post("/api/v1/events", json={"customer_id": "c5", "item_id": before[1], "type": "purchase",
-                                                    "timestamp": "2011-12-11T10:00:00Z"})
+def listed(client, customer, list_name, n=10, **query) -> list[tuple[str, str]]:
+    """(item, source) of a shopper's list, in rank order."""
+    answer = client.get(f"/api/v1/customers/{customer}/recommendations", query_string={"list": list_name, "n": n, **query}).get_json()
+    return [(item["item_id"], item["source"]) for item in answer["items"]]
+
+
+def post_event(client, customer, item, kind, **fields):
+    response = client.post("/api/v1/events", json={"customer_id": customer, "item_id": item, "type": kind,
+                                                    "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(), **fields})
     assert response.status_code == 201 and response.get_json()["id"] >= 1
-    client.post("/api/v1/events", json={"customer_id": "c5", "item_id": before[2], "type": "view", "timestamp": "2011-12-11T10:01:00"})
-    after = [item["item_id"] for item in client.get("/api/v1/customers/c5/recommendations?list=discover&n=5").get_json()["items"]]
-    assert after == [before[0], *before[2:], "I011"]  # the viewed item stays; the list is still 5 long
-    for_you = [item["item_id"] for item in client.get("/api/v1/customers/c5/recommendations?list=for_you&n=5").get_json()["items"]]
-    assert before[1] in for_you  # repeats are allowed outside discover
+
+
+def test_events_move_the_next_lists_and_survive_a_restart(client, app):
+    # c5's batch lists: for_you I005.., discover I006.., buy_again I005-I007; I040's neighbours are I041.. (store_data)
+    assert listed(client, "c5", "for_you", 3) == [("I005", "for_you"), ("I006", "for_you"), ("I007", "for_you")]
+    post_event(client, "c5", "I040", "view", session_id="s-1")
+    for_you = listed(client, "c5", "for_you")
+    assert for_you[0] == ("I040", "events") and ("I041", "events") in for_you and len(for_you) == 10
+    assert ("I005", "for_you") in for_you  # fused with the batch list, not replaced by it
+    post_event(client, "c5", "I006", "purchase", quantity=2, price=3.5)
+    discover = listed(client, "c5", "discover")
+    assert "I006" not in [item for item, _ in discover] and len(discover) == 10
+    assert [item for item, _ in listed(client, "c5", "for_you", 30)].index("I006") > 3  # just bought: demoted, not dropped
+    assert listed(client, "c5", "buy_again")[0] == ("I006", "buy_again+events")
+    restarted = create_app(app.config.copy()).test_client()
+    restarted.environ_base["HTTP_AUTHORIZATION"] = client.environ_base["HTTP_AUTHORIZATION"]
+    assert listed(restarted, "c5", "for_you") == listed(client, "c5", "for_you")
+    with app.app_context():
+        stored = get_state().query("SELECT type, session_id, quantity, price FROM events ORDER BY id")
+    assert [tuple(row) for row in stored] == [("view", "s-1", None, None), ("purchase", None, 2.0, 3.5)]
+
+
+def test_lists_are_topped_up_to_n_from_the_batch_then_trending(client):
+    discover = listed(client, "c5", "discover")
+    for item, _ in discover[:8]:
+        post_event(client, "c5", item, "purchase")
+    after = listed(client, "c5", "discover")
+    assert len(after) == 10 and not {item for item, _ in discover[:8]} & {item for item, _ in after}
+    long = listed(client, "c5", "discover", 31)  # 22 stored left, then France's trending (I036..I040 are new), then everyone's
+    assert len(long) == 31 and [item for item, _ in long[-9:]] == ["I036", "I037", "I038", "I039", "I040", "I001", "I002", "I003", "I004"]
+    assert {source for _, source in long[-9:]} == {"trending"}
+    topped_up = [item for item, _ in listed(client, "c4", "discover", 60)]  # c4 bought I004 before the batch; it is trending
+    assert "I003" in topped_up and "I004" not in topped_up
+
+
+def test_a_shopper_unknown_to_the_batch_gets_their_events_neighbours_not_trending(client):
+    assert listed(client, "new-7", "for_you", 3) == [("I001", "trending"), ("I002", "trending"), ("I003", "trending")]
+    post_event(client, "new-7", "I040", "view")
+    post_event(client, "new-7", "I045", "cart")
+    for_you = listed(client, "new-7", "for_you")
+    assert [item for item, _ in for_you[:2]] == ["I045", "I046"] and {source for _, source in for_you} == {"events"}
+    assert {"I040", "I041"} <= {item for item, _ in listed(client, "new-7", "for_you", 20)}  # the view pulls less than the cart
+    answer = client.get("/api/v1/customers/new-7/recommendations?list=for_you&n=40").get_json()  # 25 pulled, 15 trending
+    assert answer["known"] is False and answer["source"] == "events+trending" and len(answer["items"]) == 40
+    post_event(client, "new-7", "I045", "purchase")
+    assert "I045" not in [item for item, _ in listed(client, "new-7", "discover", 30)]
+    assert listed(client, "new-7", "buy_again") == [("I045", "events")]  # only what they bought: never padded with others
 
 
 @pytest.mark.parametrize("body, message", [
     ({"customer_id": "c5", "item_id": "I001", "type": "purchase"}, "timestamp must be an ISO 8601 date-time"),
-    ({"customer_id": "c5", "item_id": "I001", "type": "click", "timestamp": "2011-12-11T10:00:00"}, "type must be one of purchase, view"),
+    ({"customer_id": "c5", "item_id": "I001", "type": "click", "timestamp": "2011-12-11T10:00:00"}, "type must be one of view, cart, purchase"),
     ({"customer_id": "", "item_id": "I001", "type": "view", "timestamp": "2011-12-11"}, "customer_id must be 1-64"),
-    ({"customer_id": "c5", "item_id": "I001", "type": "view", "timestamp": "2011-12-11", "price": 3}, "unknown field(s) price"),
+    ({"customer_id": "c5", "item_id": "I001", "type": "view", "timestamp": "2011-12-11", "coupon": 3}, "unknown field(s) coupon"),
+    ({"customer_id": "c5", "item_id": "I001", "type": "view", "timestamp": "2011-12-11", "price": "3"}, "price must be a number"),
+    ({"customer_id": "c5", "item_id": "I001", "type": "cart", "timestamp": "2011-12-11", "session_id": "a b"}, "session_id must be 1-64"),
     (["c5", "I001"], "the body must be a JSON object"),
 ])
 def test_bad_events_are_400_and_not_stored(client, app, body, message):

@@ -29,6 +29,8 @@ DEFAULTS = {
     "SEGREC_SIGN_IN_RATE": "5/minute;30/hour",  # failed sign-ins per account
     "SEGREC_SIGN_IN_RATE_PER_ADDRESS": "20/minute;200/hour",  # failed sign-ins per client address
     "SEGREC_SESSION_HOURS": 8.0,  # a session ends after this long without a request
+    "SEGREC_EVENT_HALF_LIFE_HOURS": 48.0,  # a shopper's event pulls on their lists half as hard this much later
+    "SEGREC_EVENT_SHARE": 0.5,  # of a known shopper's fused list score that their events give (the batch list gives the rest)
 }
 
 
@@ -38,7 +40,7 @@ class ConfigurationError(RuntimeError):
 
 def _from_environment() -> dict:
     found = {key: os.environ[key] for key in (*DEFAULTS, "SECRET_KEY") if key in os.environ}
-    for key in ("SEGREC_STORE_CHECK_SECONDS", "SEGREC_SESSION_HOURS"):
+    for key in ("SEGREC_STORE_CHECK_SECONDS", "SEGREC_SESSION_HOURS", "SEGREC_EVENT_HALF_LIFE_HOURS", "SEGREC_EVENT_SHARE"):
         if key in found:
             found[key] = float(found[key])
     for key in ("MAX_CONTENT_LENGTH", "MAX_N"):
@@ -59,6 +61,7 @@ def check_secret_key(secret: str) -> None:
 def create_app(test_config: dict | None = None) -> Flask:
     from webapp import admin, api, auth, campaigns, errors, reports, security, state
     from webapp.erasure import ErasureRunner
+    from webapp.live import LiveSettings
     from webapp.store import Store
 
     app = Flask(__name__)
@@ -69,6 +72,11 @@ def create_app(test_config: dict | None = None) -> Flask:
             raise ConfigurationError("SECRET_KEY is not set: set it in the environment (or SEGREC_ENV=development for a local trial)")
         app.config["SECRET_KEY"] = os.urandom(32).hex()
     check_secret_key(app.config["SECRET_KEY"])
+    try:
+        app.extensions["segrec_live"] = LiveSettings(half_life_hours=app.config["SEGREC_EVENT_HALF_LIFE_HOURS"],
+                                                     event_share=app.config["SEGREC_EVENT_SHARE"])
+    except ValueError as error:
+        raise ConfigurationError(f"SEGREC_EVENT_*: {error}") from None
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax", DEBUG=False,
                       PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=app.config["SEGREC_SESSION_HOURS"]))
 

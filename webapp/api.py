@@ -75,6 +75,10 @@ _N = {"name": "n", "in": "query", "schema": {"type": "integer", "minimum": 1, "m
 _ITEMS = {"type": "array", "items": {"type": "object", "properties": {
     "rank": {"type": "integer"}, "item_id": {"type": "string"}, "description": {"type": "string", "nullable": True},
     "score": {"type": "number"}}}}
+_LIST_ITEMS = {"type": "array", "items": {"type": "object", "properties": {
+    **_ITEMS["items"]["properties"], "source": {"type": "string", "description": (
+        "what placed the item: the batch model, 'events' (the shopper's recent events), both joined by '+', or the popularity "
+        "list it was topped up from")}}}}
 _COUNTED = {"n_requested": {"type": "integer", "description": "the n asked for"},
             "truncated": {"type": "boolean", "description": "true when the stored list had fewer than n items: all of them are given"}}
 
@@ -92,7 +96,9 @@ OPENAPI = {
     "info": {"title": "segrec", "version": "1", "description": "Routed recommendations per value segment, and the data behind them."},
     "paths": {
         "/api/v1/customers/{customer_id}/recommendations": {"get": {
-            "summary": "A customer's list: their segment's routed source; trending (per country when given) for unknown customers",
+            "summary": ("A shopper's list: their segment's routed list fused with what their recent events pull in (their items' "
+                        "'also bought' neighbours), topped up from trending; for shoppers the batch does not know, the events' "
+                        "neighbours, then trending (per country when given)"),
             "parameters": [
                 {"name": "customer_id", "in": "path", "required": True, "schema": _ID},
                 {"name": "list", "in": "query", "schema": {"type": "string", "enum": list(serving.LISTS), "default": "for_you"}},
@@ -103,7 +109,8 @@ OPENAPI = {
             "responses": _guarded({"200": {"description": "the list", "content": {"application/json": {"schema": {"type": "object", "properties": {
                 "customer_id": {"type": "string"}, "known": {"type": "boolean"}, "segment": {"type": "string", "nullable": True},
                 "list": {"type": "string"}, "country": {"type": "string", "nullable": True},
-                "source": {"type": "string", "nullable": True, "description": "the model(s) that produced the list"}, "items": _ITEMS,
+                "source": {"type": "string", "nullable": True, "description": "the sources of the items, joined by '+'"},
+                "items": _LIST_ITEMS,
                 **_COUNTED}}}}},
                 "400": _error("a malformed id, unknown list, or n outside 1..100")}, "recommendations:read"),
         }},
@@ -127,11 +134,16 @@ OPENAPI = {
                                     "security": [], "responses": {"200": {"description": "healthy"}, "503": _error("no store can be served")}}},
         "/api/v1/openapi.json": {"get": {"summary": "This document", "responses": _guarded({"200": {"description": "the document"}}, None)}},
         "/api/v1/events": {"post": {
-            "summary": "Record a purchase or view; a purchase leaves the customer's discover list at once",
+            "summary": ("Record a view, add to cart or purchase: the shopper's next lists follow it (a bought item leaves discover, "
+                        "the event's 'also bought' neighbours move up)"),
             "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object", "required": [
                 "customer_id", "item_id", "type", "timestamp"], "additionalProperties": False, "properties": {
                 "customer_id": _ID, "item_id": _ID, "type": {"type": "string", "enum": list(serving.EVENT_TYPES)},
-                "timestamp": {"type": "string", "format": "date-time"}}}}}},
+                "timestamp": {"type": "string", "format": "date-time"}, "session_id": {**_ID, "nullable": True},
+                "quantity": {"type": "number", "nullable": True, "exclusiveMinimum": True, "minimum": -1e9, "exclusiveMaximum": True,
+                             "maximum": 1e9},
+                "price": {"type": "number", "nullable": True, "exclusiveMinimum": True, "minimum": -1e9, "exclusiveMaximum": True,
+                          "maximum": 1e9}}}}}},
             "responses": _guarded({"201": {"description": "stored"}, "400": _error("invalid event"), "413": _error("body too large")},
                                   "events:write"),
         }},

@@ -43,12 +43,13 @@ def chart(name: str):
 @blueprint.get("/customers")
 def customer_lookup():
     customer_id = request.args.get("id", "").strip()
-    context = {"customer_id": customer_id, "customer": None, "lists": {}, "error": None}
+    context = {"customer_id": customer_id, "customer": None, "lists": {}, "events": [], "error": None}
     if customer_id:
         try:
             serving.check_id(customer_id, "customer id")
             context["customer"] = serving.customer(customer_id)
             context["lists"] = {name: serving.recommendations(customer_id, name, 10, None) for name in serving.LISTS}
+            context["events"] = serving.recent_events(customer_id)
         except BadRequest as error:
             context["error"] = str(error)
         except serving.NotFound as error:

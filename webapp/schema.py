@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 
-VERSION = 1
+VERSION = 2  # 2: bought
 EVERY_COUNTRY = ""  # the trending rows for visitors of any country
 
 # table -> (columns with their SQL types, primary key)
@@ -28,6 +28,7 @@ TABLES = {
     "trending": ({"country": "TEXT", "rank": "INTEGER", "item_id": "TEXT NOT NULL", "score": "REAL", "source": "TEXT"}, ("country", "rank")),
     "similar_items": ({"item_id": "TEXT", "rank": "INTEGER", "similar_item_id": "TEXT NOT NULL", "score": "REAL"}, ("item_id", "rank")),
     "items": ({"item_id": "TEXT", "description": "TEXT"}, ("item_id",)),
+    "bought": ({"customer_id": "TEXT", "item_id": "TEXT"}, ("customer_id", "item_id")),  # so discover never offers what was bought
     "customer_days": ({"customer_id": "TEXT", "day": "TEXT", "revenue": "REAL"}, ("customer_id", "day")),
     "charts": ({"name": "TEXT", "png": "BLOB NOT NULL"}, ("name",)),
 }

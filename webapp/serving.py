@@ -5,16 +5,20 @@ from __future__ import annotations
 import datetime as dt
 import re
 
+from flask import current_app
+
+from webapp import live
 from webapp.errors import BadRequest
 from webapp.schema import EVERY_COUNTRY
 from webapp.state import get_state, get_store
 
 LISTS = ("for_you", "discover", "buy_again")
-EVENT_TYPES = ("purchase", "view")
+EVENT_TYPES = tuple(live.EVENT_WEIGHTS)
+RECENT_EVENTS = 20  # a shopper's newest events that move their lists
 # Matched against the whole value (fullmatch): "$" alone would let a trailing newline through.
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,63}")
 COUNTRY_PATTERN = re.compile(r"[A-Za-z][A-Za-z .'()\-]{0,63}")
-MAX_EVENTS_PER_CUSTOMER = 1000  # the newest are kept: a purchase only ever needs to leave the discover list until the next publish
+MAX_EVENTS_PER_CUSTOMER = 1000  # the newest are kept: enough for the lists (RECENT_EVENTS) and for the next run to take in
 MAX_EVENTS_PER_KEY = 100_000  # so that no client, however many customer ids it makes up, grows the database without limit
 
 
@@ -66,11 +70,6 @@ def _with_count(answer: dict, n: int) -> dict:
     return {**answer, "n_requested": n, "truncated": len(answer["items"]) < n}
 
 
-def bought_since_publish(customer_id: str) -> set[str]:
-    rows = get_state().query("SELECT DISTINCT item_id FROM events WHERE customer_id = ? AND type = 'purchase'", (customer_id,))
-    return {row["item_id"] for row in rows}
-
-
 def trending(n: int, country: str | None) -> tuple[list, str | None]:
     """The cold-start list for a country (or everyone); and the country actually used."""
     store = get_store()
@@ -83,21 +82,66 @@ def trending(n: int, country: str | None) -> tuple[list, str | None]:
     return store.query(sql, (EVERY_COUNTRY, n)), None
 
 
+def _popular(n: int, country: str | None) -> tuple[list, str | None]:
+    """Trending for the country, then for everyone (a small country's list may be short); and the country found."""
+    rows, used = trending(n, country)
+    return (rows + trending(n, None)[0] if used is not None else rows), used
+
+
+def recent_events(customer_id: str) -> list[live.Event]:
+    rows = get_state().query("SELECT item_id, type, timestamp FROM events WHERE customer_id = ? ORDER BY id DESC LIMIT ?",
+                             (customer_id, RECENT_EVENTS))
+    return [live.Event(row["item_id"], row["type"], dt.datetime.fromisoformat(row["timestamp"])) for row in rows]
+
+
+def _neighbours(items: set[str]) -> dict[str, list[str]]:
+    placeholders = ", ".join("?" for _ in items)
+    rows = get_store().query(f"SELECT item_id, similar_item_id FROM similar_items WHERE item_id IN ({placeholders}) ORDER BY item_id, rank",
+                             tuple(items))
+    found: dict[str, list[str]] = {}
+    for row in rows:
+        found.setdefault(row["item_id"], []).append(row["similar_item_id"])
+    return found
+
+
+def bought(customer_id: str, *, known: bool) -> set[str]:
+    """Every item the customer bought: in the batch's data (known customers) and in their purchase events since."""
+    since = get_state().query("SELECT DISTINCT item_id FROM events WHERE customer_id = ? AND type = 'purchase'", (customer_id,))
+    before = get_store().query("SELECT item_id FROM bought WHERE customer_id = ?", (customer_id,)) if known else []
+    return {row["item_id"] for row in [*since, *before]}
+
+
 def recommendations(customer_id: str, list_name: str, n: int, country: str | None) -> dict:
+    """The stored list fused with what the shopper's events since pull in, topped up from popularity; each item says its source."""
     store = get_store()
     customer = store.query("SELECT segment, country FROM customers WHERE customer_id = ?", (customer_id,))
-    if not customer:
-        rows, used = trending(n, country)
-        return _with_count({"customer_id": customer_id, "known": False, "segment": None, "list": list_name, "country": used,
-                            "source": rows[0]["source"] if rows else None, "items": _described(rows)}, n)
-    excluded = bought_since_publish(customer_id) if list_name == "discover" else set()
-    rows = store.query(
-        "SELECT r.item_id, r.score, r.source, i.description FROM recommendations r LEFT JOIN items i ON i.item_id = r.item_id "
-        "WHERE r.customer_id = ? AND r.list = ? ORDER BY r.rank LIMIT ?", (customer_id, list_name, n + len(excluded)))
-    rows = [row for row in rows if row["item_id"] not in excluded][:n]
-    sources = sorted({row["source"] for row in rows})
-    return _with_count({"customer_id": customer_id, "known": True, "segment": customer[0]["segment"], "list": list_name,
-                        "country": customer[0]["country"], "source": "+".join(sources) if sources else None, "items": _described(rows)}, n)
+    events = recent_events(customer_id)
+    if customer:
+        country = customer[0]["country"]
+        batch = store.query("SELECT item_id, score, source FROM recommendations WHERE customer_id = ? AND list = ? "
+                            "ORDER BY rank LIMIT ?", (customer_id, list_name, n + len(events)))
+    else:
+        batch = []
+    popular, used_country = _popular(n + len(events) + len(batch), country) if len(batch) < n + len(events) else ([], country)
+    ranked = live.live_list(list_name, batch=[live.Ranked(row["item_id"], row["score"], row["source"]) for row in batch],
+                            events=events, neighbours=_neighbours({event.item_id for event in events}) if events else {},
+                            bought=bought(customer_id, known=bool(customer)) if list_name == "discover" else set(),
+                            popular=[live.Ranked(row["item_id"], row["score"], row["source"]) for row in popular],
+                            n=n, now=dt.datetime.now(dt.timezone.utc), settings=current_app.extensions["segrec_live"])
+    descriptions = _descriptions([row.item_id for row in ranked])
+    items = [{"rank": position, "item_id": row.item_id, "description": descriptions.get(row.item_id), "score": row.score,
+              "source": row.source} for position, row in enumerate(ranked, start=1)]
+    sources = sorted({part for row in ranked for part in row.source.split("+")})
+    return _with_count({"customer_id": customer_id, "known": bool(customer), "segment": customer[0]["segment"] if customer else None,
+                        "list": list_name, "country": country if customer else used_country,
+                        "source": "+".join(sources) if sources else None, "items": items}, n)
+
+
+def _descriptions(items: list[str]) -> dict[str, str]:
+    if not items:
+        return {}
+    rows = get_store().query(f"SELECT item_id, description FROM items WHERE item_id IN ({', '.join('?' for _ in items)})", tuple(items))
+    return {row["item_id"]: row["description"] for row in rows}
 
 
 def customer(customer_id: str) -> dict:
@@ -130,16 +174,30 @@ def health() -> dict:
     return {"status": "ok", "store": {**version.meta, "age_seconds": round(age)}, "problem_with_newer_file": store.last_problem}
 
 
+def _optional_number(body: dict, field: str) -> float | None:
+    value = body.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1e9 < value < 1e9:
+        raise BadRequest(f"{field} must be a number, got {value!r:.40}")
+    return float(value)
+
+
+EVENT_FIELDS = ("customer_id", "item_id", "type", "timestamp", "session_id", "quantity", "price")
+
+
 def record_event(body, *, key_name: str) -> int:
     """Store one event posted with the API key ``key_name``; its id."""
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object with customer_id, item_id, type and timestamp")
-    unknown = sorted(set(body) - {"customer_id", "item_id", "type", "timestamp"})
+    unknown = sorted(set(body) - set(EVENT_FIELDS))
     if unknown:
-        raise BadRequest(f"unknown field(s) {', '.join(unknown)}; fields are customer_id, item_id, type, timestamp")
+        raise BadRequest(f"unknown field(s) {', '.join(unknown)}; fields are {', '.join(EVENT_FIELDS)}")
     customer_id = check_id(body.get("customer_id"), "customer_id")
     item_id = check_id(body.get("item_id"), "item_id")
     kind = check_choice(body.get("type"), EVENT_TYPES, "type")
+    session_id = check_id(body["session_id"], "session_id") if body.get("session_id") is not None else None
+    quantity, price = _optional_number(body, "quantity"), _optional_number(body, "price")
     when = body.get("timestamp")
     try:
         parsed = dt.datetime.fromisoformat(when)
@@ -153,8 +211,9 @@ def record_event(body, *, key_name: str) -> int:
         raise BadRequest(f"timestamp {when!r:.40} is out of range") from None
     connection = get_state().connection()
     with connection:  # one transaction: the event, then the oldest beyond each bound go
-        event_id = connection.execute("INSERT INTO events (customer_id, item_id, type, timestamp, key_name) VALUES (?, ?, ?, ?, ?)",
-                                      (customer_id, item_id, kind, stamp, key_name)).lastrowid
+        event_id = connection.execute(
+            "INSERT INTO events (customer_id, item_id, type, timestamp, key_name, session_id, quantity, price) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (customer_id, item_id, kind, stamp, key_name, session_id, quantity, price)).lastrowid
         for column, value, bound in (("customer_id", customer_id, MAX_EVENTS_PER_CUSTOMER), ("key_name", key_name, MAX_EVENTS_PER_KEY)):
             connection.execute(f"DELETE FROM events WHERE {column} = ? AND id <= (SELECT id FROM events WHERE {column} = ? "
                                "ORDER BY id DESC LIMIT 1 OFFSET ?)", (value, value, bound))

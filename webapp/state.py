@@ -14,7 +14,8 @@ from flask import Flask, current_app
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY, customer_id TEXT NOT NULL, item_id TEXT NOT NULL, type TEXT NOT NULL,
-    timestamp TEXT NOT NULL, received_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')), key_name TEXT
+    timestamp TEXT NOT NULL, received_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')), key_name TEXT,
+    session_id TEXT, quantity REAL, price REAL
 );
 CREATE INDEX IF NOT EXISTS events_by_customer ON events (customer_id, type);
 CREATE TABLE IF NOT EXISTS campaigns (
@@ -56,8 +57,10 @@ CREATE TABLE IF NOT EXISTS campaign_results (
 
 def _upgrade(connection: sqlite3.Connection) -> None:
     """Bring a file made by an older version up to the schema: columns added since, and their indexes."""
-    if "key_name" not in {column[1] for column in connection.execute("PRAGMA table_info(events)")}:
-        connection.execute("ALTER TABLE events ADD COLUMN key_name TEXT")  # events posted before keys existed have none
+    present = {column[1] for column in connection.execute("PRAGMA table_info(events)")}
+    for column, kind in (("key_name", "TEXT"), ("session_id", "TEXT"), ("quantity", "REAL"), ("price", "REAL")):
+        if column not in present:  # events posted before the column existed have none
+            connection.execute(f"ALTER TABLE events ADD COLUMN {column} {kind}")
     connection.execute("CREATE INDEX IF NOT EXISTS events_by_key ON events (key_name)")
 
 

@@ -60,6 +60,7 @@ def build_store(spark, output_uri: str, recs_stage: str, path: str, *, run: dict
         "trending": spark.read.parquet(storage.join(recs_stage, "trending")).fillna({C.COUNTRY: schema.EVERY_COUNTRY}),
         "similar_items": spark.read.parquet(storage.join(recs_stage, "similar_items")),
         "items": item_descriptions(purchases),
+        "bought": purchases.select(C.CUSTOMER_ID, C.ITEM_ID).distinct(),
         "customer_days": customer_days(purchases),
     }
     counts = {}

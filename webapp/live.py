@@ -1,0 +1,113 @@
+"""Lists that follow what a shopper does now: the batch list fused with the "also bought" neighbours of their recent events.
+
+Plain Python over rows already read from the store and the app's events, so the API computes a list in
+the request that follows an event (no Spark), and an offline replay can run exactly the same code.
+
+Scores are rank-based (reciprocal rank, ``1 / (RANK_CONSTANT + rank)``), so the batch model's scores and
+the neighbour lists' scores, which live on different scales, add up fairly. A shopper's events each weigh
+their type's weight halved every ``half_life_hours``; an event's item counts as its own nearest neighbour
+(rank 0: a viewed or carted item is a strong hint at the next purchase), then its neighbours by rank.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+EVENT_WEIGHTS = {"view": 1.0, "cart": 2.0, "purchase": 3.0}
+RANK_CONSTANT = 10
+EVENTS_SOURCE = "events"  # the source named for items that the shopper's events brought in
+
+
+@dataclass(frozen=True, kw_only=True)
+class LiveSettings:
+    half_life_hours: float = 48.0  # an event weighs half as much two days later
+    event_share: float = 0.5  # of a known shopper's fused score; the batch list has the rest
+    bought_demotion: float = 0.2  # for_you keeps a just-bought item, at this fraction of its score (repeat buys happen)
+
+    def __post_init__(self):
+        if not self.half_life_hours > 0:
+            raise ValueError(f"half_life_hours must be positive, got {self.half_life_hours}")
+        if not 0 <= self.event_share <= 1:
+            raise ValueError(f"event_share must be from 0 to 1, got {self.event_share}")
+        if not 0 <= self.bought_demotion <= 1:
+            raise ValueError(f"bought_demotion must be from 0 to 1, got {self.bought_demotion}")
+
+
+@dataclass(frozen=True)
+class Event:
+    item_id: str
+    type: str
+    timestamp: dt.datetime  # aware
+
+
+@dataclass(frozen=True)
+class Ranked:
+    item_id: str
+    score: float
+    source: str
+
+
+def _reciprocal(rank: int) -> float:
+    return 1.0 / (RANK_CONSTANT + rank)
+
+
+def event_weights(events: list[Event], now: dt.datetime, settings: LiveSettings) -> dict[str, float]:
+    """Item -> summed weight of the shopper's events on it, each decayed by its age at ``now`` (future times count as now)."""
+    weights: dict[str, float] = {}
+    for event in events:
+        age_hours = max((now - event.timestamp).total_seconds(), 0.0) / 3600
+        weights[event.item_id] = weights.get(event.item_id, 0.0) + EVENT_WEIGHTS[event.type] * 0.5 ** (age_hours / settings.half_life_hours)
+    return weights
+
+
+def event_scores(weights: dict[str, float], neighbours: dict[str, list[str]]) -> dict[str, float]:
+    """Item -> the events' pull on it: each event item and its neighbours by rank, weighted, averaged over the weights
+    (so the scale matches one reciprocal-rank list, whatever the number of events)."""
+    total = sum(weights.values())
+    scores: dict[str, float] = {}
+    if total <= 0:
+        return scores
+    for item, weight in weights.items():
+        for rank, candidate in enumerate([item, *neighbours.get(item, [])]):
+            scores[candidate] = scores.get(candidate, 0.0) + weight / total * _reciprocal(rank)
+    return scores
+
+
+def live_list(list_name: str, *, batch: list[Ranked], events: list[Event], neighbours: dict[str, list[str]], bought: set[str],
+              popular: list[Ranked], n: int, now: dt.datetime, settings: LiveSettings = LiveSettings()) -> list[Ranked]:
+    """The shopper's ``list_name`` list of up to ``n`` items, each with the source that placed it.
+
+    ``batch`` is their stored list in rank order (empty for a shopper the batch does not know), ``events`` their recent
+    events, ``neighbours`` each event item's "also bought" items in rank order, ``bought`` every item they have bought
+    (before the batch or since), ``popular`` the list to top up from. ``discover`` never holds a bought item;
+    ``buy_again`` holds bought items only; ``for_you`` keeps just-bought items, demoted.
+    """
+    purchased_now = {event.item_id for event in events if event.type == "purchase"}
+    weights = event_weights(events, now, settings)
+    if list_name == "buy_again":  # what was bought, the latest purchases pulling hardest; neighbours are not bought items
+        pulled = event_scores({item: weight for item, weight in weights.items() if item in purchased_now}, {})
+    else:
+        pulled = event_scores(weights, neighbours)
+    event_share = settings.event_share if batch else 1.0
+    fused: dict[str, float] = {}
+    sources: dict[str, str] = {}
+    for rank, row in enumerate(batch, start=1):
+        fused[row.item_id] = (1 - event_share) * _reciprocal(rank)
+        sources[row.item_id] = row.source
+    for item, pull in pulled.items():
+        fused[item] = fused.get(item, 0.0) + event_share * pull
+        sources[item] = f"{sources[item]}+{EVENTS_SOURCE}" if item in sources else EVENTS_SOURCE
+    if list_name == "discover":
+        for item in bought | purchased_now:
+            fused.pop(item, None)
+    elif list_name == "for_you":
+        for item in purchased_now & fused.keys():
+            fused[item] *= settings.bought_demotion
+    ranked = [Ranked(item, score, sources[item]) for item, score in sorted(fused.items(), key=lambda pair: (-pair[1], pair[0]))][:n]
+    if len(ranked) < n and list_name != "buy_again":  # topped up from popularity, below everything fused
+        taken = {row.item_id for row in ranked} | (bought | purchased_now if list_name == "discover" else set())
+        floor = min((row.score for row in ranked), default=1.0)
+        extra = [row for row in popular if row.item_id not in taken][:n - len(ranked)]
+        ranked += [Ranked(row.item_id, floor * _reciprocal(rank) / _reciprocal(0), row.source) for rank, row in enumerate(extra, start=1)]
+    return ranked
