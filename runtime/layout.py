@@ -22,6 +22,7 @@ BACKTEST = "backtest"
 RECOMMENDATIONS = "recommendations"
 REPORT = "report"
 EVALUATION = "evaluation"
+REPLAY = "evaluation-replay"
 RUN_SUMMARY = "run.json"
 
 

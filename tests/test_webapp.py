@@ -197,7 +197,7 @@ def test_a_shopper_unknown_to_the_batch_gets_their_events_neighbours_not_trendin
     post_event(client, "new-7", "I045", "cart")
     for_you = listed(client, "new-7", "for_you")
     assert [item for item, _ in for_you[:2]] == ["I045", "I046"] and {source for _, source in for_you} == {"events"}
-    assert {"I040", "I041"} <= {item for item, _ in listed(client, "new-7", "for_you", 20)}  # the view pulls less than the cart
+    assert {"I040", "I041"} <= {item for item, _ in listed(client, "new-7", "for_you", 30)}  # the view pulls less than the cart
     answer = client.get("/api/v1/customers/new-7/recommendations?list=for_you&n=40").get_json()  # 25 pulled, 15 trending
     assert answer["known"] is False and answer["source"] == "events+trending" and len(answer["items"]) == 40
     post_event(client, "new-7", "I045", "purchase")

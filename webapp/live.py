@@ -22,14 +22,20 @@ EVENTS_SOURCE = "events"  # the source named for items that the shopper's events
 @dataclass(frozen=True, kw_only=True)
 class LiveSettings:
     half_life_hours: float = 48.0  # an event weighs half as much two days later
-    event_share: float = 0.5  # of a known shopper's fused score; the batch list has the rest
-    bought_demotion: float = 0.2  # for_you keeps a just-bought item, at this fraction of its score (repeat buys happen)
+    event_share: float = 0.5  # of a known shopper's fused score; their batch list has the rest
+    new_shopper_event_share: float = 0.9  # of the score of a shopper the batch does not know; trending has the rest
+    # for_you keeps a just-bought item at this fraction of its score, the demotion halving every few hours: the same
+    # item is rarely bought twice in a visit, but often again on a later day (the replay evaluation measures both)
+    bought_demotion: float = 0.2
+    demotion_half_life_hours: float = 6.0
 
     def __post_init__(self):
-        if not self.half_life_hours > 0:
-            raise ValueError(f"half_life_hours must be positive, got {self.half_life_hours}")
-        if not 0 <= self.event_share <= 1:
-            raise ValueError(f"event_share must be from 0 to 1, got {self.event_share}")
+        for name in ("half_life_hours", "demotion_half_life_hours"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("event_share", "new_shopper_event_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be from 0 to 1, got {getattr(self, name)}")
         if not 0 <= self.bought_demotion <= 1:
             raise ValueError(f"bought_demotion must be from 0 to 1, got {self.bought_demotion}")
 
@@ -52,36 +58,49 @@ def _reciprocal(rank: int) -> float:
     return 1.0 / (RANK_CONSTANT + rank)
 
 
+def _age_hours(event: Event, now: dt.datetime) -> float:
+    return max((now - event.timestamp).total_seconds(), 0.0) / 3600  # a time in the future counts as now
+
+
 def event_weights(events: list[Event], now: dt.datetime, settings: LiveSettings) -> dict[str, float]:
-    """Item -> summed weight of the shopper's events on it, each decayed by its age at ``now`` (future times count as now)."""
+    """Item -> summed weight of the shopper's events on it, each decayed by its age at ``now``."""
     weights: dict[str, float] = {}
     for event in events:
-        age_hours = max((now - event.timestamp).total_seconds(), 0.0) / 3600
-        weights[event.item_id] = weights.get(event.item_id, 0.0) + EVENT_WEIGHTS[event.type] * 0.5 ** (age_hours / settings.half_life_hours)
+        decay = 0.5 ** (_age_hours(event, now) / settings.half_life_hours)
+        weights[event.item_id] = weights.get(event.item_id, 0.0) + EVENT_WEIGHTS[event.type] * decay
     return weights
 
 
+def demotions(events: list[Event], now: dt.datetime, settings: LiveSettings) -> dict[str, float]:
+    """Bought item -> the factor its for_you score is kept at: ``bought_demotion`` just after the purchase, back towards 1."""
+    factors: dict[str, float] = {}
+    for event in events:
+        if event.type == "purchase":
+            fading = 0.5 ** (_age_hours(event, now) / settings.demotion_half_life_hours)
+            factors[event.item_id] = min(factors.get(event.item_id, 1.0), 1 - (1 - settings.bought_demotion) * fading)
+    return factors
+
+
 def event_scores(weights: dict[str, float], neighbours: dict[str, list[str]]) -> dict[str, float]:
-    """Item -> the events' pull on it: each event item and its neighbours by rank, weighted, averaged over the weights
-    (so the scale matches one reciprocal-rank list, whatever the number of events)."""
-    total = sum(weights.values())
+    """Item -> the events' pull on it: each event item and its neighbours by rank, weighted. Divided by the total weight
+    once it passes one fresh view, so many events pull no harder than one list; old events alone pull less."""
+    scale = max(sum(weights.values()), EVENT_WEIGHTS["view"])
     scores: dict[str, float] = {}
-    if total <= 0:
-        return scores
     for item, weight in weights.items():
         for rank, candidate in enumerate([item, *neighbours.get(item, [])]):
-            scores[candidate] = scores.get(candidate, 0.0) + weight / total * _reciprocal(rank)
+            scores[candidate] = scores.get(candidate, 0.0) + weight / scale * _reciprocal(rank)
     return scores
 
 
 def live_list(list_name: str, *, batch: list[Ranked], events: list[Event], neighbours: dict[str, list[str]], bought: set[str],
-              popular: list[Ranked], n: int, now: dt.datetime, settings: LiveSettings = LiveSettings()) -> list[Ranked]:
+              popular: list[Ranked], n: int, now: dt.datetime, known: bool = True, settings: LiveSettings = LiveSettings()) -> list[Ranked]:
     """The shopper's ``list_name`` list of up to ``n`` items, each with the source that placed it.
 
-    ``batch`` is their stored list in rank order (empty for a shopper the batch does not know), ``events`` their recent
+    ``batch`` is their stored list in rank order (trending for a shopper the batch does not know: ``known`` False, when
+    their events lead), ``events`` their recent
     events, ``neighbours`` each event item's "also bought" items in rank order, ``bought`` every item they have bought
     (before the batch or since), ``popular`` the list to top up from. ``discover`` never holds a bought item;
-    ``buy_again`` holds bought items only; ``for_you`` keeps just-bought items, demoted.
+    ``buy_again`` holds bought items only; ``for_you`` keeps just-bought items, demoted for a few hours.
     """
     purchased_now = {event.item_id for event in events if event.type == "purchase"}
     weights = event_weights(events, now, settings)
@@ -89,7 +108,7 @@ def live_list(list_name: str, *, batch: list[Ranked], events: list[Event], neigh
         pulled = event_scores({item: weight for item, weight in weights.items() if item in purchased_now}, {})
     else:
         pulled = event_scores(weights, neighbours)
-    event_share = settings.event_share if batch else 1.0
+    event_share = settings.event_share if known else settings.new_shopper_event_share
     fused: dict[str, float] = {}
     sources: dict[str, str] = {}
     for rank, row in enumerate(batch, start=1):
@@ -102,8 +121,9 @@ def live_list(list_name: str, *, batch: list[Ranked], events: list[Event], neigh
         for item in bought | purchased_now:
             fused.pop(item, None)
     elif list_name == "for_you":
-        for item in purchased_now & fused.keys():
-            fused[item] *= settings.bought_demotion
+        for item, factor in demotions(events, now, settings).items():
+            if item in fused:
+                fused[item] *= factor
     ranked = [Ranked(item, score, sources[item]) for item, score in sorted(fused.items(), key=lambda pair: (-pair[1], pair[0]))][:n]
     if len(ranked) < n and list_name != "buy_again":  # topped up from popularity, below everything fused
         taken = {row.item_id for row in ranked} | (bought | purchased_now if list_name == "discover" else set())

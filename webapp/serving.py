@@ -85,7 +85,10 @@ def trending(n: int, country: str | None) -> tuple[list, str | None]:
 def _popular(n: int, country: str | None) -> tuple[list, str | None]:
     """Trending for the country, then for everyone (a small country's list may be short); and the country found."""
     rows, used = trending(n, country)
-    return (rows + trending(n, None)[0] if used is not None else rows), used
+    if used is not None:
+        listed = {row["item_id"] for row in rows}
+        rows += [row for row in trending(n, None)[0] if row["item_id"] not in listed]
+    return rows, used
 
 
 def recent_events(customer_id: str) -> list[live.Event]:
@@ -120,14 +123,15 @@ def recommendations(customer_id: str, list_name: str, n: int, country: str | Non
         country = customer[0]["country"]
         batch = store.query("SELECT item_id, score, source FROM recommendations WHERE customer_id = ? AND list = ? "
                             "ORDER BY rank LIMIT ?", (customer_id, list_name, n + len(events)))
-    else:
-        batch = []
-    popular, used_country = _popular(n + len(events) + len(batch), country) if len(batch) < n + len(events) else ([], country)
+        popular, used_country = _popular(n + len(events) + len(batch), country) if len(batch) < n + len(events) else ([], country)
+    else:  # trending is the list a new shopper's events move (buy_again is only ever what they bought)
+        popular, used_country = _popular(n + len(events), country)
+        batch = popular if list_name != "buy_again" else []
     ranked = live.live_list(list_name, batch=[live.Ranked(row["item_id"], row["score"], row["source"]) for row in batch],
                             events=events, neighbours=_neighbours({event.item_id for event in events}) if events else {},
                             bought=bought(customer_id, known=bool(customer)) if list_name == "discover" else set(),
                             popular=[live.Ranked(row["item_id"], row["score"], row["source"]) for row in popular],
-                            n=n, now=dt.datetime.now(dt.timezone.utc), settings=current_app.extensions["segrec_live"])
+                            n=n, now=dt.datetime.now(dt.timezone.utc), known=bool(customer), settings=current_app.extensions["segrec_live"])
     descriptions = _descriptions([row.item_id for row in ranked])
     items = [{"rank": position, "item_id": row.item_id, "description": descriptions.get(row.item_id), "score": row.score,
               "source": row.source} for position, row in enumerate(ranked, start=1)]
