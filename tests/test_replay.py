@@ -2,6 +2,7 @@
 
 import datetime as dt
 import json
+import shutil
 
 import pytest
 
@@ -59,13 +60,15 @@ def test_a_just_bought_item_is_demoted_for_hours_not_days():
     assert rank_of_sofa(0.1) == 2 and rank_of_sofa(48) == 0
 
 
-def test_the_replay_job_scores_static_against_event_moved_lists_with_intervals(spark, pipeline_run, capsys):
+def test_the_replay_job_scores_static_against_event_moved_lists_with_intervals(spark, pipeline_run, tmp_path, capsys):
     from jobs import evaluate
 
-    status = cli.run(evaluate.main, ["--output", str(pipeline_run), "--config", str(PIPELINE_CONFIG), "--replay"])
+    output = tmp_path / "out"
+    shutil.copytree(pipeline_run / "ingest", output / "ingest")  # what it reads; the shared run stays as the pipeline left it
+    status = cli.run(evaluate.main, ["--output", str(output), "--config", str(PIPELINE_CONFIG), "--replay"])
     out = capsys.readouterr().out
     assert status == 0 and "replay of" in out and "change" in out
-    result = json.loads((pipeline_run / "evaluation-replay" / "replay.json").read_text())
+    result = json.loads((output / "evaluation-replay" / "replay.json").read_text())
     rows = {(row["group"], row["list"]): row for row in result["results"]}
     assert set(rows) == {("warm", "for_you"), ("warm", "discover"), ("new", "for_you")}
     for row in rows.values():

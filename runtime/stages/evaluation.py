@@ -16,18 +16,34 @@ from segmentation.windows import read_history
 STAGE = layout.EVALUATION
 
 
-def run_evaluation(spark, output_uri: str, *, as_of: dt.date | None, settings: Settings, echo=print) -> dict:
-    routing_config, tuning_config = settings.routing, settings.tuning
+@dataclasses.dataclass(frozen=True)
+class TestSetup:
+    """The evaluation's inputs: transactions, the test window and what validation before it chose."""
+    purchases: object
+    returns: object
+    test_window: object
+    chosen: dict
+    common: dict  # routing, CLV and segment settings, as ``evaluate_window`` takes them
+
+
+def choose_before_test_window(spark, output_uri: str, *, as_of: dt.date | None, settings: Settings, echo=print) -> TestSetup:
+    """Read the transactions, place the test window, and choose routes and ALS settings on the validation window before it."""
     purchases, returns = layout.read_transactions(spark, output_uri)
     history = read_history(purchases, as_of)
     history.check()
     test_window = settings.evaluation.window(history)
-    cutoff, end = test_window.start, test_window.end
-    common = {"config": routing_config, "clv_config": settings.clv, "segment_config": settings.segments}
-
-    window = validation_window(history, routing_config, end=cutoff)
+    common = {"config": settings.routing, "clv_config": settings.clv, "segment_config": settings.segments}
+    window = validation_window(history, settings.routing, end=test_window.start)
     echo(f"validation: tune and choose routes on the {window.describe()}")
-    chosen = validate(purchases, returns, window=window, tuning=tuning_config, echo=echo, **common)
+    chosen = validate(purchases, returns, window=window, tuning=settings.tuning, echo=echo, **common)
+    return TestSetup(purchases, returns, test_window, chosen, common)
+
+
+def run_evaluation(spark, output_uri: str, *, as_of: dt.date | None, settings: Settings, echo=print) -> dict:
+    routing_config, tuning_config = settings.routing, settings.tuning
+    setup = choose_before_test_window(spark, output_uri, as_of=as_of, settings=settings, echo=echo)
+    purchases, returns, test_window, chosen, common = setup.purchases, setup.returns, setup.test_window, setup.chosen, setup.common
+    cutoff, end = test_window.start, test_window.end
     echo(f"test: fit before {cutoff}, score the {test_window.describe()}")
     test = evaluate_window(purchases, returns, cutoff=cutoff, end=end, routes=chosen["routes"], als_settings=chosen["als_settings"],
                            echo=echo, **common)

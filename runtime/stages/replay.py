@@ -23,12 +23,11 @@ import math
 from cf import evaluation
 from routing.model import RoutedRecommender
 from routing.serving import cold_lists, served_lists
-from routing.validation import validate, validation_window
 from runtime import layout, storage
 from runtime.config import Settings
+from runtime.stages.evaluation import choose_before_test_window
 from segmentation import columns as C
 from segmentation.customers import segment_customers
-from segmentation.windows import read_history
 from webapp import live
 
 STAGE = layout.REPLAY
@@ -147,15 +146,9 @@ def run_replay(spark, output_uri: str, *, as_of: dt.date | None, settings: Setti
     from pyspark.sql import functions as F
 
     routing_config = settings.routing
-    purchases, returns = layout.read_transactions(spark, output_uri)
-    history = read_history(purchases, as_of)
-    history.check()
-    test_window = settings.evaluation.window(history)
+    setup = choose_before_test_window(spark, output_uri, as_of=as_of, settings=settings, echo=echo)
+    purchases, returns, test_window, chosen = setup.purchases, setup.returns, setup.test_window, setup.chosen
     cutoff, end = test_window.start, test_window.end
-    common = {"config": routing_config, "clv_config": settings.clv, "segment_config": settings.segments}
-    window = validation_window(history, routing_config, end=cutoff)
-    echo(f"validation: tune and choose routes on the {window.describe()}")
-    chosen = validate(purchases, returns, window=window, tuning=settings.tuning, echo=echo, **common)
     train, test = evaluation.split_by_time(purchases, cutoff=cutoff, end=end)
     train, test = train.cache(), test.cache()
     echo(f"replay: fit before {cutoff}, replay the {test_window.describe()} day by day")
