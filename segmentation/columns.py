@@ -13,8 +13,9 @@ TIMESTAMP = "timestamp"
 QUANTITY = "quantity"
 UNIT_PRICE = "unit_price"
 AMOUNT = "amount"
+ITEM_GROUP = "item_group"  # a category, when the data carries one
 
-TRANSACTION_COLUMNS = (ORDER_ID, CUSTOMER_ID, ITEM_ID, DESCRIPTION, COUNTRY, TIMESTAMP, QUANTITY, UNIT_PRICE, AMOUNT)
+TRANSACTION_COLUMNS = (ORDER_ID, CUSTOMER_ID, ITEM_ID, DESCRIPTION, COUNTRY, TIMESTAMP, QUANTITY, UNIT_PRICE, AMOUNT, ITEM_GROUP)
 
 # Quarantined rows keep their source columns and say why they were set aside.
 REASON = "reason"
@@ -45,6 +46,11 @@ STRENGTH = "strength"  # implicit feedback per (customer, item)
 RANK = "rank"
 SCORE = "score"
 SIMILAR_ITEM_ID = "similar_item_id"
+
+# The item catalogue the web app filters on (merchandising rules).
+PRICE = "price"  # the median unit price of the item's last 90 days of sales
+BUYERS = "buyers"
+FIRST_SOLD = "first_sold"
 LIST = "list"
 SOURCE = "source"
 CUSTOMER_INDEX = "customer_index"  # integer ids for ALS

@@ -8,7 +8,8 @@ from contextlib import closing
 from webapp import schema
 
 SEGMENTS = {"high": ["c1", "c2", "c3"], "mid": ["c4", "c5", "c6", "c7"], "low": [f"c{i}" for i in range(8, 40)]}
-ITEMS = [f"I{i:03d}" for i in range(60)]
+ITEMS = [f"I{i:03d}" for i in range(60)]  # I<k> costs k + 1, is in GROUPS[k % 3]; the last five were first sold in the as-of month
+GROUPS = ("red", "blue", "green")
 
 
 def _customer(customer_id: str, segment: str) -> dict:
@@ -34,7 +35,9 @@ def build(path, *, as_of: str = "2011-12-10", run_id: str = "run-a", drop_table:
                      for country, offset in ((schema.EVERY_COUNTRY, 0), ("France", 20)) for rank in range(1, 21)],
         "similar_items": [{"item_id": item, "rank": rank, "similar_item_id": ITEMS[(i + rank) % len(ITEMS)], "score": 1.0 / rank}
                           for i, item in enumerate(ITEMS) for rank in range(1, 21)],
-        "items": [{"item_id": item, "description": f"Item number {item[1:]} <b>bold</b>"} for item in ITEMS],
+        "items": [{"item_id": item, "description": f"Item number {item[1:]} <b>bold</b>", "price": 1.0 + i, "buyers": 100 - i,
+                   "first_sold": "2011-11-20" if i >= len(ITEMS) - 5 else "2010-01-04", "item_group": GROUPS[i % len(GROUPS)]}
+                  for i, item in enumerate(ITEMS)],
         "bought": [{"customer_id": f"c{k}", "item_id": ITEMS[k]} for k in range(1, 40)],
         "customer_days": [{"customer_id": c, "day": day, "revenue": 10.0}
                           for c in ("c1", "c8", "c9") for day in ("2011-11-01", "2011-12-15")],

@@ -27,6 +27,8 @@ def test_the_store_holds_every_table_and_passes_its_check(published, trained):
     assert result["rows"]["recommendations"] == len(tables["recommendations"])
     assert result["rows"]["similar_items"] == len(tables["similar_items"])
     assert result["rows"]["items"] == purchases.item_id.nunique()
+    with closing(sqlite3.connect(db)) as connection:
+        assert connection.execute("SELECT COUNT(*) FROM items WHERE price > 0 AND buyers > 0 AND item_group != ''").fetchone()[0] == result["rows"]["items"]
     assert result["rows"]["customers"] == purchases.customer_id.nunique()
     assert result["rows"]["bought"] == len(purchases[["customer_id", "item_id"]].drop_duplicates())
     assert not list(db.parent.glob(".segrec-*"))  # no temporary file left behind
@@ -62,3 +64,30 @@ def test_a_failed_publish_keeps_the_previous_store(spark, published, tmp_path, c
     status = cli.run(publish.main, ["--output", str(tmp_path / "no-run-here"), "--db", str(db)])
     assert status == 2 and "error:" in capsys.readouterr().err
     assert db.read_bytes() == before
+
+
+def _lines(spark, rows, with_group: bool):
+    import datetime as dt
+
+    from segmentation import columns as C
+
+    columns = [C.CUSTOMER_ID, C.ITEM_ID, C.DESCRIPTION, C.TIMESTAMP, C.UNIT_PRICE] + ([C.ITEM_GROUP] if with_group else [])
+    return spark.createDataFrame([(c, i, d, dt.datetime.fromisoformat(t), p, *g) for c, i, d, t, p, *g in rows], columns)
+
+
+def test_the_catalogue_gives_each_item_its_recent_price_buyers_and_a_group(spark):
+    from runtime.stages.publish import item_catalogue
+
+    words = {"A": "RED HEART MUG", "B": "RED HEART CUP", "C": "RED HEART JUG", "D": "BLUE STAR BAG", "E": "BLUE STAR BOX",
+             "F": "BLUE STAR TIN"}
+    rows = [("c1", "A", words["A"], "2011-01-05", 1.0)] + [(f"c{k}", "A", words["A"], "2011-11-2" + str(k), 2.0) for k in range(2, 5)]
+    rows += [(f"c{k}", item, words[item], "2011-06-01", 3.0) for item in "BCDEF" for k in range(2)]
+    catalogue = item_catalogue(spark, _lines(spark, rows, with_group=False)).toPandas().set_index("item_id")
+    assert catalogue.loc["A", ["price", "buyers", "first_sold"]].tolist() == [2.0, 4, "2011-01-05"]  # the old price has faded
+    groups = catalogue["item_group"]
+    assert groups["A"] == groups["B"] == groups["C"] != groups["D"] == groups["E"] == groups["F"]
+    assert {groups["A"], groups["D"]} == {"heart-red", "blue-star"} or {groups["A"], groups["D"]} == {"red-heart", "star-blue"}
+
+    given = [row + (group,) for row, group in zip(rows, ["Home & Garden!"] * 4 + [None] * 10)]
+    named = item_catalogue(spark, _lines(spark, given, with_group=True)).toPandas().set_index("item_id")["item_group"]
+    assert named["A"] == "home-garden" and set(named.drop("A")) == {"ungrouped"}  # the data's own groups, made safe for the API

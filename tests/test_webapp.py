@@ -283,6 +283,91 @@ def test_customer_lookup_escapes_what_it_shows(client):
     assert "must be 1-64 letters" in client.get("/customers?id=%3Cscript%3E").get_data(as_text=True)
 
 
+# ------------------------------------------------------------------ merchandising rules
+
+def item_number(item: str) -> int:
+    return int(item[1:])  # I<k> costs k + 1 and is in store_data.GROUPS[k % 3]
+
+
+def test_request_filters_keep_lists_full_and_within_them(client):
+    assert not {"I005", "I006"} & {item for item, _ in listed(client, "c5", "for_you", exclude_items="I005,I006")}
+    assert len(listed(client, "c5", "for_you", exclude_items="I005,I006")) == 10
+    for customer in ("c5", "new-3"):
+        for list_name in ("for_you", "discover"):
+            red = listed(client, customer, list_name, 12, groups="red")
+            assert len(red) == 12 and all(item_number(item) % 3 == 0 for item, _ in red), (customer, list_name, red)
+            priced = listed(client, customer, list_name, 10, min_price="20", max_price="30.5")
+            assert len(priced) == 10 and all(20 <= item_number(item) + 1 <= 30.5 for item, _ in priced)
+    beyond_trending = listed(client, "new-3", "for_you", 6, groups="red", min_price="42")  # trending stops at I040
+    assert beyond_trending == [(f"I0{k}", "popular") for k in (42, 45, 48, 51, 54, 57)]  # from the catalogue, most bought first
+    answer = client.get("/api/v1/customers/c5/recommendations", query_string={"groups": "blue", "max_price": "3", "n": 5}).get_json()
+    assert [item["item_id"] for item in answer["items"]] == ["I001"] and answer["truncated"]  # the only blue item at 3 or less
+    assert listed(client, "c5", "for_you", min_price="5", max_price="2") == []  # a range that holds nothing
+    similar = client.get("/api/v1/items/I000/similar", query_string={"exclude_groups": "blue,green", "n": 5}).get_json()["items"]
+    assert [item["item_id"] for item in similar] == ["I003", "I006", "I009", "I012", "I015"]
+
+
+@pytest.mark.parametrize("query, message", [
+    ({"groups": "Red!"}, "groups must be group names"), ({"min_price": "-1"}, "min_price must be from 0"),
+    ({"max_price": "cheap"}, "max_price must be a number"), ({"max_price": "1e9"}, "max_price must be from 0 to 1e9"),
+    ({"exclude_items": ",".join(f"I{k:04d}" for k in range(500))}, "at most 2,000 characters"),
+    ({"exclude_items": "I1,;"}, "item ids separated"), ({"exclude_items": "I1, I2"}, "item ids separated"),
+    ({"min_price": "nan"}, "min_price must be from 0"),
+])
+def test_malformed_filters_are_400(client, query, message):
+    for path in ("/api/v1/customers/c5/recommendations", "/api/v1/items/I001/similar"):
+        assert message in error_of(client.get(path, query_string=query), 400)
+
+
+def set_rule(client, item, rule, note=""):
+    return client.post("/merchandising/", data={"item_id": item, "rule": rule, "note": note, "csrf_token": csrf(client, "/merchandising/")})
+
+
+def test_a_blocked_item_never_appears_in_any_list_page_or_export(client, app):
+    assert set_rule(client, "I001", "block", "recalled").status_code == 302
+    assert set_rule(client, "I021", "block").status_code == 302  # France's most trending
+    post_event(client, "new-9", "I000", "view")  # its neighbours start with I001
+    post_event(client, "c1", "I001", "cart")
+    blocked = {"I001", "I021"}
+    for customer in ("c1", "c2", "c9", "new-9", "new-10"):
+        for list_name in ("for_you", "discover", "buy_again"):
+            assert not blocked & {item for item, _ in listed(client, customer, list_name, 40, country="France")}, (customer, list_name)
+        assert len(listed(client, customer, "for_you", 40)) == 40
+    assert not blocked & {item["item_id"] for item in client.get("/api/v1/items/I000/similar?n=20").get_json()["items"]}
+    page = client.get("/customers?id=c1").get_data(as_text=True)
+    assert "I002" in page.split('<div class="lists">')[1].split('id="events"')[0]
+    assert "I001" not in page.split('<div class="lists">')[1].split('id="events"')[0]  # the lists, not the shopper's own activity
+    path = create_campaign(client, segments=["high", "mid", "low"], list="for_you").headers["Location"]
+    exported = {row[column] for row in read_export(client, path) for column in row if column.startswith("item_") and "desc" not in column}
+    assert exported and not blocked & exported
+    page = client.get("/merchandising/").get_data(as_text=True)
+    assert "recalled" in page and 'class="rule-block"' in page
+    with app.app_context():
+        assert ("editor", "item-block", "I001", "ok") in [(row["actor"], row["action"], row["target"], row["outcome"])
+                                                          for row in audit.entries(get_state())]
+    client.post("/merchandising/I001/remove", data={"csrf_token": csrf(client, "/merchandising/")})
+    assert ("I001", "trending") in listed(client, "new-10", "for_you", 3)
+
+
+def test_promoted_items_take_their_share_of_the_slots(client, app):
+    for item in ("I050", "I010"):
+        set_rule(client, item, "promote")
+    for_you = listed(client, "c5", "for_you")
+    assert for_you[2] == ("I050", "promoted") and for_you[7] == ("I010", "promoted") and len(for_you) == 10
+    assert [item for item, _ in listed(client, "c10", "discover")].count("I010") == 0  # c10 bought I010: discover never offers it
+    assert all(source != "promoted" for _, source in listed(client, "c5", "buy_again"))
+    token = csrf(client, "/merchandising/")
+    assert client.post("/merchandising/share", data={"promoted_share": "0.1", "csrf_token": token}).status_code == 302
+    assert [row for row in listed(client, "c5", "for_you") if row[1] == "promoted"] == [("I050", "promoted")]
+    refused = client.post("/merchandising/share", data={"promoted_share": "0.9", "csrf_token": token})
+    assert refused.status_code == 400 and b"from 0 to 0.5" in refused.data
+    with app.app_context():
+        assert ("promoted-share", "refused") in [(row["action"], row["outcome"]) for row in audit.entries(get_state())]
+    viewer = signed_in(app, "viewer")
+    assert viewer.get("/merchandising/").status_code == 200 and b"I050" in viewer.get("/merchandising/").data
+    assert set_rule(viewer, "I002", "block").status_code == 403
+
+
 # ------------------------------------------------------------------ campaigns
 
 def create_campaign(client, **fields):

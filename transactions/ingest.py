@@ -39,6 +39,7 @@ DEFAULT_COLUMNS = {
     C.UNIT_PRICE: "Price",
     C.CUSTOMER_ID: "Customer ID",
     C.COUNTRY: "Country",
+    C.ITEM_GROUP: "Category",  # optional: most logs have none
 }
 REQUIRED = (C.CUSTOMER_ID, C.ITEM_ID, C.TIMESTAMP, C.QUANTITY)
 PRICE_COLUMNS = (C.UNIT_PRICE, C.AMOUNT)
@@ -184,6 +185,7 @@ def classify(raw, resolved: dict[str, str], config: IngestConfig, as_of: dt.date
         C.QUANTITY: _as_number(source, resolved[C.QUANTITY]),
         C.DESCRIPTION: optional_text(C.DESCRIPTION),
         C.COUNTRY: optional_text(C.COUNTRY),
+        C.ITEM_GROUP: optional_text(C.ITEM_GROUP),
     })
     if C.UNIT_PRICE in resolved:
         df = df.withColumn(C.UNIT_PRICE, _as_number(source, resolved[C.UNIT_PRICE]))

@@ -59,7 +59,7 @@ def check_secret_key(secret: str) -> None:
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    from webapp import admin, api, auth, campaigns, errors, reports, security, state
+    from webapp import admin, api, auth, campaigns, errors, merchandising, reports, security, state
     from webapp.erasure import ErasureRunner
     from webapp.live import LiveSettings
     from webapp.store import Store
@@ -91,5 +91,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(api.blueprint)
     app.register_blueprint(reports.blueprint)
     app.register_blueprint(campaigns.blueprint)
+    app.register_blueprint(merchandising.blueprint)
     app.register_blueprint(admin.blueprint)
     return app

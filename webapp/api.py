@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
-from webapp import accounts, serving
+from webapp import accounts, rules, serving
 from webapp.errors import BadRequest
 
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -24,7 +24,7 @@ def recommendations(customer_id: str):
     customer_id = serving.check_id(customer_id, "customer id")
     list_name = serving.check_choice(request.args.get("list"), serving.LISTS, "list", default="for_you")
     country = serving.check_country(request.args.get("country"))
-    return jsonify(serving.recommendations(customer_id, list_name, _n(), country))
+    return jsonify(serving.recommendations(customer_id, list_name, _n(), country, rules.filters_from(request.args)))
 
 
 @blueprint.get("/customers/<customer_id>")
@@ -34,7 +34,7 @@ def customer(customer_id: str):
 
 @blueprint.get("/items/<item_id>/similar")
 def similar(item_id: str):
-    return jsonify(serving.similar(serving.check_id(item_id, "item id"), _n()))
+    return jsonify(serving.similar(serving.check_id(item_id, "item id"), _n(), rules.filters_from(request.args)))
 
 
 @blueprint.get("/segments")
@@ -77,8 +77,22 @@ _ITEMS = {"type": "array", "items": {"type": "object", "properties": {
     "score": {"type": "number"}}}}
 _LIST_ITEMS = {"type": "array", "items": {"type": "object", "properties": {
     **_ITEMS["items"]["properties"], "source": {"type": "string", "description": (
-        "what placed the item: the batch model, 'events' (the shopper's recent events), both joined by '+', or the popularity "
-        "list it was topped up from")}}}}
+        "what placed the item: the batch model, 'events' (the shopper's recent events), both joined by '+', the popularity "
+        "list it was topped up from, or 'promoted' (a merchandiser's promotion)")}}}}
+def _listing(pattern: str) -> dict:
+    return {"type": "string", "maxLength": rules.MAX_LISTED_CHARACTERS, "pattern": f"^({pattern}(,{pattern})*)?$"}
+
+
+_PRICE = {"type": "number", "minimum": 0, "exclusiveMaximum": True, "maximum": 1e9}
+_FILTERS = [
+    {"name": "exclude_items", "in": "query", "schema": _listing(rules.ID_PATTERN.pattern), "description": "item ids to leave out, comma-separated"},
+    {"name": "groups", "in": "query", "schema": _listing(rules.GROUP_PATTERN.pattern), "description": (
+        "only items of these groups (comma-separated): the data's category, or the groups learnt from the descriptions")},
+    {"name": "exclude_groups", "in": "query", "schema": _listing(rules.GROUP_PATTERN.pattern), "description": "leave out items of these groups"},
+    {"name": "min_price", "in": "query", "schema": _PRICE, "description": "only items at this price or more"},
+    {"name": "max_price", "in": "query", "schema": _PRICE, "description": (
+        "only items at this price or less (below min_price: a range that holds nothing, so an empty list)")},
+]
 _COUNTED = {"n_requested": {"type": "integer", "description": "the n asked for"},
             "truncated": {"type": "boolean", "description": "true when the stored list had fewer than n items: all of them are given"}}
 
@@ -105,6 +119,7 @@ OPENAPI = {
                 _N,
                 {"name": "country", "in": "query", "schema": {"type": "string", "pattern": f"^{serving.COUNTRY_PATTERN.pattern}$"},
                  "description": "used for unknown customers"},
+                *_FILTERS,
             ],
             "responses": _guarded({"200": {"description": "the list", "content": {"application/json": {"schema": {"type": "object", "properties": {
                 "customer_id": {"type": "string"}, "known": {"type": "boolean"}, "segment": {"type": "string", "nullable": True},
@@ -112,7 +127,7 @@ OPENAPI = {
                 "source": {"type": "string", "nullable": True, "description": "the sources of the items, joined by '+'"},
                 "items": _LIST_ITEMS,
                 **_COUNTED}}}}},
-                "400": _error("a malformed id, unknown list, or n outside 1..100")}, "recommendations:read"),
+                "400": _error("a malformed id, unknown list, n outside 1..100, or a malformed filter")}, "recommendations:read"),
         }},
         "/api/v1/customers/{customer_id}": {"get": {
             "summary": "RFM, CLV, probability alive and segment of a customer",
@@ -122,11 +137,11 @@ OPENAPI = {
         }},
         "/api/v1/items/{item_id}/similar": {"get": {
             "summary": "Customers who bought this item also bought",
-            "parameters": [{"name": "item_id", "in": "path", "required": True, "schema": _ID}, _N],
+            "parameters": [{"name": "item_id", "in": "path", "required": True, "schema": _ID}, _N, *_FILTERS],
             "responses": _guarded({"200": {"description": "similar items", "content": {"application/json": {"schema": {
                 "type": "object", "properties": {"item_id": {"type": "string"}, "description": {"type": "string", "nullable": True},
                                                  "items": _ITEMS, **_COUNTED}}}}},
-                "400": _error("malformed id or n"), "404": _error("unknown item")}, "recommendations:read"),
+                "400": _error("malformed id, n or filter"), "404": _error("unknown item")}, "recommendations:read"),
         }},
         "/api/v1/segments": {"get": {"summary": "The value segments with their sizes and means", "responses": _guarded({
             "200": {"description": "segments"}, "503": _error("no store can be served")}, "recommendations:read")}},

@@ -1,7 +1,7 @@
 """The audit trail: who did what, from where, and how it went; append-only (the schema refuses changes).
 
 Recorded: every sign-in (success and failure), sign-out, user and key change,
-campaign creation, export and results upload, erasure and configuration change.
+campaign creation, export and results upload, merchandising rule, erasure and configuration change.
 Never a password, a key or a customer's data: the target names the account, key or
 campaign acted on.
 """

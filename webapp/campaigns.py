@@ -89,12 +89,13 @@ def export_rows(campaign: dict, members: dict | None = None, limit: int | None =
     n = campaign["n"]
     yield ["customer_id", "segment", "variant"] + [column for k in range(1, n + 1) for column in (f"item_{k}", f"item_{k}_description")]
     trending_by_country: dict = {}
+    blocked = serving.store_filters()
     for count, (customer_id, (segment, country, variant)) in enumerate((members or audience(campaign)).items()):
         if limit is not None and count >= limit:
             return
         if variant == experiments.CONTROL:
             if country not in trending_by_country:
-                trending_by_country[country] = serving.trending(n, country)[0]
+                trending_by_country[country] = serving.trending(n, country, blocked)[0]
             items = trending_by_country[country]
         else:
             items = serving.recommendations(customer_id, campaign["list"], n, None)["items"]

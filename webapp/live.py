@@ -93,14 +93,16 @@ def event_scores(weights: dict[str, float], neighbours: dict[str, list[str]]) ->
 
 
 def live_list(list_name: str, *, batch: list[Ranked], events: list[Event], neighbours: dict[str, list[str]], bought: set[str],
-              popular: list[Ranked], n: int, now: dt.datetime, known: bool = True, settings: LiveSettings = LiveSettings()) -> list[Ranked]:
+              popular: list[Ranked], n: int, now: dt.datetime, known: bool = True, settings: LiveSettings = LiveSettings(),
+              excluded: frozenset[str] | set[str] = frozenset()) -> list[Ranked]:
     """The shopper's ``list_name`` list of up to ``n`` items, each with the source that placed it.
 
     ``batch`` is their stored list in rank order (trending for a shopper the batch does not know: ``known`` False, when
     their events lead), ``events`` their recent
     events, ``neighbours`` each event item's "also bought" items in rank order, ``bought`` every item they have bought
-    (before the batch or since), ``popular`` the list to top up from. ``discover`` never holds a bought item;
-    ``buy_again`` holds bought items only; ``for_you`` keeps just-bought items, demoted for a few hours.
+    (before the batch or since), ``popular`` the list to top up from, ``excluded`` items no list may hold (merchandising
+    rules). ``discover`` never holds a bought item; ``buy_again`` holds bought items only; ``for_you`` keeps just-bought
+    items, demoted for a few hours.
     """
     purchased_now = {event.item_id for event in events if event.type == "purchase"}
     weights = event_weights(events, now, settings)
@@ -117,16 +119,16 @@ def live_list(list_name: str, *, batch: list[Ranked], events: list[Event], neigh
     for item, pull in pulled.items():
         fused[item] = fused.get(item, 0.0) + event_share * pull
         sources[item] = f"{sources[item]}+{EVENTS_SOURCE}" if item in sources else EVENTS_SOURCE
-    if list_name == "discover":
-        for item in bought | purchased_now:
-            fused.pop(item, None)
-    elif list_name == "for_you":
+    left_out = set(excluded) | (bought | purchased_now if list_name == "discover" else set())
+    for item in left_out:
+        fused.pop(item, None)
+    if list_name == "for_you":
         for item, factor in demotions(events, now, settings).items():
             if item in fused:
                 fused[item] *= factor
     ranked = [Ranked(item, score, sources[item]) for item, score in sorted(fused.items(), key=lambda pair: (-pair[1], pair[0]))][:n]
     if len(ranked) < n and list_name != "buy_again":  # topped up from popularity, below everything fused
-        taken = {row.item_id for row in ranked} | (bought | purchased_now if list_name == "discover" else set())
+        taken = {row.item_id for row in ranked} | left_out
         floor = min((row.score for row in ranked), default=1.0)
         extra = [row for row in popular if row.item_id not in taken][:n - len(ranked)]
         ranked += [Ranked(row.item_id, floor * _reciprocal(rank) / _reciprocal(0), row.source) for rank, row in enumerate(extra, start=1)]

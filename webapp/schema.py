@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 
-VERSION = 2  # 2: bought
+VERSION = 3  # 2: bought; 3: items with price, buyers, first_sold and item_group
 EVERY_COUNTRY = ""  # the trending rows for visitors of any country
 
 # table -> (columns with their SQL types, primary key)
@@ -27,16 +27,18 @@ TABLES = {
                          "source": "TEXT NOT NULL"}, ("customer_id", "list", "rank")),
     "trending": ({"country": "TEXT", "rank": "INTEGER", "item_id": "TEXT NOT NULL", "score": "REAL", "source": "TEXT"}, ("country", "rank")),
     "similar_items": ({"item_id": "TEXT", "rank": "INTEGER", "similar_item_id": "TEXT NOT NULL", "score": "REAL"}, ("item_id", "rank")),
-    "items": ({"item_id": "TEXT", "description": "TEXT"}, ("item_id",)),
+    "items": ({"item_id": "TEXT", "description": "TEXT", "price": "REAL", "buyers": "INTEGER", "first_sold": "TEXT",
+               "item_group": "TEXT"}, ("item_id",)),
     "bought": ({"customer_id": "TEXT", "item_id": "TEXT"}, ("customer_id", "item_id")),  # so discover never offers what was bought
     "customer_days": ({"customer_id": "TEXT", "day": "TEXT", "revenue": "REAL"}, ("customer_id", "day")),
     "charts": ({"name": "TEXT", "png": "BLOB NOT NULL"}, ("name",)),
 }
+INDEXES = "CREATE INDEX items_by_group ON items (item_group, buyers);"  # rules that restrict to a group top up from it
 # WITHOUT ROWID keeps each table clustered on its key: one B-tree lookup per request.
 DDL = "\n".join(
     f"CREATE TABLE {name} ({', '.join(f'{column} {kind}' for column, kind in columns.items())}, PRIMARY KEY ({', '.join(key)})) WITHOUT ROWID;"
     for name, (columns, key) in TABLES.items()
-)
+) + "\n" + INDEXES
 # Tables that must have rows for the store to be served.
 NON_EMPTY = ("meta", "customers", "segments", "recommendations", "trending", "items")
 META_KEYS = ("run_id", "as_of", "created_at", "schema_version")

@@ -7,7 +7,7 @@ import re
 
 from flask import current_app
 
-from webapp import live
+from webapp import live, rules
 from webapp.errors import BadRequest
 from webapp.schema import EVERY_COUNTRY
 from webapp.state import get_state, get_store
@@ -20,6 +20,8 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,63}")
 COUNTRY_PATTERN = re.compile(r"[A-Za-z][A-Za-z .'()\-]{0,63}")
 MAX_EVENTS_PER_CUSTOMER = 1000  # the newest are kept: enough for the lists (RECENT_EVENTS) and for the next run to take in
 MAX_EVENTS_PER_KEY = 100_000  # so that no client, however many customer ids it makes up, grows the database without limit
+RULED_DEPTH = 500  # stored rows read when a group or price rule may leave out many
+CATALOGUE_SOURCE = "popular"  # the last top-up: the catalogue's most bought items that pass the rules
 
 
 class NotFound(LookupError):
@@ -70,25 +72,63 @@ def _with_count(answer: dict, n: int) -> dict:
     return {**answer, "n_requested": n, "truncated": len(answer["items"]) < n}
 
 
-def trending(n: int, country: str | None) -> tuple[list, str | None]:
-    """The cold-start list for a country (or everyone); and the country actually used."""
+def _depth(n: int, filters: rules.Filters) -> int:
+    """How many stored rows to read for ``n`` that pass ``filters``."""
+    return max(n + len(filters.exclude_items), RULED_DEPTH if filters.needs_catalogue() else 0)
+
+
+def _excluded(items: set[str], filters: rules.Filters) -> set[str]:
+    """Those of ``items`` the filters leave out."""
+    if not filters.needs_catalogue():
+        return items & filters.exclude_items
+    found = {}
+    for chunk in _chunks(sorted(items)):
+        found.update({row["item_id"]: (row["item_group"], row["price"]) for row in get_store().query(
+            f"SELECT item_id, item_group, price FROM items WHERE item_id IN ({', '.join('?' for _ in chunk)})", tuple(chunk))})
+    return {item for item in items if not filters.allows(item, *found.get(item, (None, None)))}
+
+
+def _chunks(items: list[str], size: int = 900):  # SQLite's bound on one statement's parameters
+    return (items[start:start + size] for start in range(0, len(items), size))
+
+
+def _passing(rows: list, filters: rules.Filters, n: int) -> list:
+    left_out = _excluded({row["item_id"] for row in rows}, filters)
+    return [row for row in rows if row["item_id"] not in left_out][:n]
+
+
+def store_filters() -> rules.Filters:
+    """The store-wide rules as filters: what every list, page and export leaves out."""
+    return rules.NO_FILTERS.and_blocked(rules.store_rules(get_state()).blocked)
+
+
+def trending(n: int, country: str | None, filters: rules.Filters = rules.NO_FILTERS) -> tuple[list, str | None]:
+    """The cold-start list for a country (or everyone), without what ``filters`` leave out; and the country actually used."""
     store = get_store()
     sql = ("SELECT t.item_id, t.score, t.source, i.description FROM trending t LEFT JOIN items i ON i.item_id = t.item_id "
            "WHERE t.country = ? ORDER BY t.rank LIMIT ?")
     if country is not None:
-        rows = store.query(sql, (country, n))
+        rows = _passing(store.query(sql, (country, _depth(n, filters))), filters, n)
         if rows:
             return rows, country
-    return store.query(sql, (EVERY_COUNTRY, n)), None
+    return _passing(store.query(sql, (EVERY_COUNTRY, _depth(n, filters))), filters, n), None
 
 
-def _popular(n: int, country: str | None) -> tuple[list, str | None]:
+def _popular(n: int, country: str | None, filters: rules.Filters) -> tuple[list, str | None]:
     """Trending for the country, then for everyone (a small country's list may be short); and the country found."""
-    rows, used = trending(n, country)
+    rows, used = trending(n, country, filters)
     if used is not None:
         listed = {row["item_id"] for row in rows}
-        rows += [row for row in trending(n, None)[0] if row["item_id"] not in listed]
+        rows += [row for row in trending(n, None, filters)[0] if row["item_id"] not in listed]
     return rows, used
+
+
+def _most_bought(n: int, filters: rules.Filters, taken: set[str]) -> list[live.Ranked]:
+    """The catalogue's most bought items that pass ``filters``, leaving out ``taken``: the top-up of last resort."""
+    where, parameters = filters.sql()
+    rows = get_store().query(f"SELECT item_id, buyers FROM items WHERE {where} ORDER BY buyers DESC, item_id LIMIT ?",
+                             (*parameters, n + len(taken)))
+    return [live.Ranked(row["item_id"], 0.0, CATALOGUE_SOURCE) for row in rows if row["item_id"] not in taken][:n]
 
 
 def recent_events(customer_id: str) -> list[live.Event]:
@@ -114,24 +154,38 @@ def bought(customer_id: str, *, known: bool) -> set[str]:
     return {row["item_id"] for row in [*since, *before]}
 
 
-def recommendations(customer_id: str, list_name: str, n: int, country: str | None) -> dict:
-    """The stored list fused with what the shopper's events since pull in, topped up from popularity; each item says its source."""
+def recommendations(customer_id: str, list_name: str, n: int, country: str | None, filters: rules.Filters = rules.NO_FILTERS) -> dict:
+    """The stored list fused with what the shopper's events since pull in, topped up from popularity, under the store's
+    merchandising rules and the request's ``filters``; each item says its source."""
     store = get_store()
+    merchandising = rules.store_rules(get_state())
+    filters = filters.and_blocked(merchandising.blocked)
     customer = store.query("SELECT segment, country FROM customers WHERE customer_id = ?", (customer_id,))
     events = recent_events(customer_id)
+    depth = _depth(n + len(events), filters)
     if customer:
         country = customer[0]["country"]
         batch = store.query("SELECT item_id, score, source FROM recommendations WHERE customer_id = ? AND list = ? "
-                            "ORDER BY rank LIMIT ?", (customer_id, list_name, n + len(events)))
-        popular, used_country = _popular(n + len(events) + len(batch), country) if len(batch) < n + len(events) else ([], country)
+                            "ORDER BY rank LIMIT ?", (customer_id, list_name, depth))
+        popular, used_country = _popular(n + len(events) + len(batch), country, filters) if len(batch) < depth else ([], country)
     else:  # trending is the list a new shopper's events move (buy_again is only ever what they bought)
-        popular, used_country = _popular(n + len(events), country)
+        popular, used_country = _popular(n + len(events), country, filters)
         batch = popular if list_name != "buy_again" else []
+    neighbours = _neighbours({event.item_id for event in events}) if events else {}
+    bought_items = bought(customer_id, known=bool(customer)) if list_name != "buy_again" else set()
+    candidates = {row["item_id"] for row in [*batch, *popular]} | {event.item_id for event in events}
     ranked = live.live_list(list_name, batch=[live.Ranked(row["item_id"], row["score"], row["source"]) for row in batch],
-                            events=events, neighbours=_neighbours({event.item_id for event in events}) if events else {},
-                            bought=bought(customer_id, known=bool(customer)) if list_name == "discover" else set(),
+                            events=events, neighbours=neighbours, bought=bought_items if list_name == "discover" else set(),
                             popular=[live.Ranked(row["item_id"], row["score"], row["source"]) for row in popular],
-                            n=n, now=dt.datetime.now(dt.timezone.utc), known=bool(customer), settings=current_app.extensions["segrec_live"])
+                            n=n, now=dt.datetime.now(dt.timezone.utc), known=bool(customer), settings=current_app.extensions["segrec_live"],
+                            excluded=_excluded(candidates | {item for listed in neighbours.values() for item in listed}, filters))
+    if list_name != "buy_again":
+        kept_out = bought_items if list_name == "discover" else set()
+        if len(ranked) < n:
+            ranked += _most_bought(n - len(ranked), filters, {row.item_id for row in ranked} | kept_out)
+        left_out = kept_out | _excluded(set(merchandising.promoted), filters)
+        ranked = rules.with_promotions(ranked, [item for item in merchandising.promoted if item not in left_out],
+                                       merchandising.promoted_share, n)
     descriptions = _descriptions([row.item_id for row in ranked])
     items = [{"rank": position, "item_id": row.item_id, "description": descriptions.get(row.item_id), "score": row.score,
               "source": row.source} for position, row in enumerate(ranked, start=1)]
@@ -155,14 +209,16 @@ def customer(customer_id: str) -> dict:
     return dict(rows[0])
 
 
-def similar(item_id: str, n: int) -> dict:
+def similar(item_id: str, n: int, filters: rules.Filters = rules.NO_FILTERS) -> dict:
     store = get_store()
     item = store.query("SELECT description FROM items WHERE item_id = ?", (item_id,))
     if not item:
         raise NotFound(f"item {item_id} is not in the store")
-    rows = store.query(
+    filters = filters.and_blocked(rules.store_rules(get_state()).blocked)
+    rows = _passing(store.query(
         "SELECT s.similar_item_id AS item_id, s.score, i.description FROM similar_items s "
-        "LEFT JOIN items i ON i.item_id = s.similar_item_id WHERE s.item_id = ? ORDER BY s.rank LIMIT ?", (item_id, n))
+        "LEFT JOIN items i ON i.item_id = s.similar_item_id WHERE s.item_id = ? ORDER BY s.rank LIMIT ?", (item_id, _depth(n, filters))),
+        filters, n)
     return _with_count({"item_id": item_id, "description": item[0]["description"], "items": _described(rows)}, n)
 
 

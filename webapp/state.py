@@ -1,4 +1,5 @@
-"""What the app owns: events, campaigns and campaign results, accounts, API keys, erasure jobs and the audit trail, in their own SQLite file.
+"""What the app owns: events, campaigns and campaign results, accounts, API keys, erasure jobs, merchandising rules and the
+audit trail, in their own SQLite file.
 
 One connection per thread (WAL journal, so readers never wait for a writer);
 every statement is parameterised.
@@ -47,6 +48,11 @@ CREATE TABLE IF NOT EXISTS erasure_jobs (
     state TEXT NOT NULL DEFAULT 'running', outcome TEXT NOT NULL DEFAULT '',
     requested_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
 );
+CREATE TABLE IF NOT EXISTS item_rules (
+    item_id TEXT PRIMARY KEY, rule TEXT NOT NULL CHECK (rule IN ('block', 'promote')), note TEXT NOT NULL DEFAULT '',
+    set_by TEXT NOT NULL, set_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS campaign_results (
     id INTEGER PRIMARY KEY, campaign_id INTEGER NOT NULL REFERENCES campaigns (id), source TEXT NOT NULL,
     rows INTEGER NOT NULL, summary TEXT NOT NULL,

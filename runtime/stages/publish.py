@@ -8,6 +8,7 @@ import sqlite3
 import tempfile
 from contextlib import closing
 
+from coldstart import content
 from runtime import cli, layout, storage
 from segmentation import columns as C
 from webapp import schema
@@ -29,12 +30,35 @@ def _insert(connection: sqlite3.Connection, table: str, frame, columns: list[str
     return count + len(batch)
 
 
-def item_descriptions(purchases):
-    """item_id, description: each item's most used description."""
+PRICE_DAYS = 90  # an item's price: the median of its last this many days of sales, so old prices fade
+
+
+def item_catalogue(spark, purchases):
+    """item_id, description (the most used), price, buyers, first_sold, item_group: what merchandising rules filter on.
+
+    The group is the data's own (``item_group``, a category) when it has any, else one learnt from the descriptions.
+    """
     from pyspark.sql import functions as F
 
-    return purchases.where(F.col(C.DESCRIPTION).isNotNull()).groupBy(C.ITEM_ID).agg(
-        F.mode(F.trim(C.DESCRIPTION), deterministic=True).alias("description"))
+    last_sold = purchases.groupBy(C.ITEM_ID).agg(F.max(C.TIMESTAMP).alias("_last"))
+    prices = (purchases.join(last_sold, C.ITEM_ID)
+              .where(F.col(C.TIMESTAMP) >= F.col("_last") - F.expr(f"INTERVAL {PRICE_DAYS} DAYS"))
+              .groupBy(C.ITEM_ID).agg(F.round(F.percentile_approx(C.UNIT_PRICE, 0.5), 2).alias(C.PRICE)))
+    given = C.ITEM_GROUP in purchases.columns and purchases.where(F.col(C.ITEM_GROUP).isNotNull()).limit(1).count() > 0
+    catalogue = purchases.groupBy(C.ITEM_ID).agg(
+        F.mode(F.trim(C.DESCRIPTION), deterministic=True).alias(C.DESCRIPTION),
+        F.count_distinct(C.CUSTOMER_ID).alias(C.BUYERS),
+        F.date_format(F.min(C.TIMESTAMP), "yyyy-MM-dd").alias(C.FIRST_SOLD),
+        (F.mode(F.trim(C.ITEM_GROUP), deterministic=True) if given else F.lit(None).cast("string")).alias(C.ITEM_GROUP),
+    ).join(prices, C.ITEM_ID, "left").cache()
+    if given:  # content.group_name in SQL: lower case, words joined by '-'
+        words = F.regexp_replace(F.regexp_replace(F.lower(C.ITEM_GROUP), "[^a-z0-9]+", "-"), "^-+|-+$", "")
+        named = F.regexp_replace(F.substring(words, 1, 64), "-+$", "")
+        return catalogue.withColumn(C.ITEM_GROUP, F.when(named != "", named).otherwise(F.lit(content.UNGROUPED)))
+    # one row per item: the catalogue, not the log, comes to the driver to learn groups from its words
+    descriptions = catalogue.select(C.ITEM_ID, C.DESCRIPTION).toPandas().set_index(C.ITEM_ID)[C.DESCRIPTION]
+    groups = content.description_groups(descriptions).rename(C.ITEM_GROUP).reset_index()
+    return catalogue.drop(C.ITEM_GROUP).join(spark.createDataFrame(groups, f"{C.ITEM_ID} string, {C.ITEM_GROUP} string"), C.ITEM_ID, "left")
 
 
 def customer_days(purchases):
@@ -59,7 +83,7 @@ def build_store(spark, output_uri: str, recs_stage: str, path: str, *, run: dict
         "recommendations": spark.read.parquet(storage.join(recs_stage, "recommendations")),
         "trending": spark.read.parquet(storage.join(recs_stage, "trending")).fillna({C.COUNTRY: schema.EVERY_COUNTRY}),
         "similar_items": spark.read.parquet(storage.join(recs_stage, "similar_items")),
-        "items": item_descriptions(purchases),
+        "items": item_catalogue(spark, purchases),
         "bought": purchases.select(C.CUSTOMER_ID, C.ITEM_ID).distinct(),
         "customer_days": customer_days(purchases),
     }
