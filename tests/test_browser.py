@@ -181,3 +181,26 @@ def test_the_customer_page_follows_the_shoppers_events(server, server_environmen
     first = page.locator(".lists section").first.locator("li").first
     assert "I045" in first.inner_text() and first.get_attribute("class") == "from-events"
     page.screenshot(path=str(SCREENSHOTS / "customer-after-event.png"), full_page=True)
+
+
+def test_an_editor_blocks_and_promotes_items_and_the_customer_page_follows(server, page):
+    page.goto(f"{server}/customers?id=c7")
+    assert "I007" in page.locator(".lists section").first.locator("li").first.inner_text()  # c7's for_you starts with I007
+    page.click("nav >> text=Merchandising")
+    for item, rule, note in (("I007", "block", "recalled"), ("I050", "promote", "")):
+        page.fill("#item_id", item)
+        page.select_option("#rule", rule)
+        page.fill("#note", note)
+        page.click("#new-rule button[type=submit]")
+        page.wait_for_selector(f"#rules tr.rule-{rule}")
+    assert "recalled" in page.inner_text("#rules") and page.locator("#groups tbody tr").count() == len(store_data.GROUPS)
+    page.screenshot(path=str(SCREENSHOTS / "merchandising.png"), full_page=True)
+    page.goto(f"{server}/customers?id=c7")
+    for_you = page.locator(".lists section").first
+    assert "I007" not in page.inner_text(".lists"), page.inner_text(".lists")
+    assert "I050" in for_you.locator("li").nth(2).inner_text() and for_you.locator("li").nth(2).get_attribute("class") == "promoted"
+    page.goto(f"{server}/merchandising/")
+    for _ in range(2):  # the other tests see the store without rules
+        page.locator("#rules button", has_text="Remove").first.click()
+        page.wait_for_load_state()
+    assert "No item is blocked or promoted" in page.inner_text("main")

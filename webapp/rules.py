@@ -157,9 +157,9 @@ def set_promoted_share(state, value: str) -> float:
 
 def promoted_slots(n: int, share: float, available: int) -> list[int]:
     """The 0-based positions promoted items take in a list of ``n``: ``share`` of them (rounded), spread evenly, the first
-    a little way down, so the shopper's own best match leads."""
-    count = min(available, math.floor(n * share + 0.5))
-    return [min(n - 1, math.floor((slot + 0.5) * n / count)) for slot in range(count)] if count else []
+    a little way down, so the shopper's own best match leads; the first ``available`` of those when fewer items are promoted."""
+    count = math.floor(n * share + 0.5)
+    return [min(n - 1, math.floor((slot + 0.5) * n / count)) for slot in range(count)][:available]
 
 
 def with_promotions(ranked: list[Ranked], promoted: list[str], share: float, n: int) -> list[Ranked]:
