@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = cli.resolve_settings(args, app_name="segrec-ingest")
     spark = build_session(settings.spark)
     fit_to_input(spark, args.input)
-    summary = run_ingest(spark, args.input, args.output, settings.ingest, args.as_of)
+    summary = run_ingest(spark, args.input, args.output, settings.ingest, args.as_of, args.events)
     print(format_summary(summary))
     print(f"written to {storage.join(args.output, STAGE)}")
     return 0

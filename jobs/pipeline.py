@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = cli.resolve_settings(args, app_name="segrec-pipeline")
     spark = build_session(settings.spark)
     fit_to_input(spark, args.input)
-    run_pipeline(RunContext(spark=spark, input_uri=args.input, output_uri=args.output, as_of=args.as_of, settings=settings), stages)
+    run_pipeline(RunContext(spark=spark, input_uri=args.input, output_uri=args.output, as_of=args.as_of, settings=settings,
+                            events_uri=args.events), stages)
     return 0
 
 

@@ -41,6 +41,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--events", help="CSV of purchases the web app recorded (python -m webapp.events export), taken in with the log")
     parser.add_argument("--columns", type=column_mapping, help="column mapping canonical=source,... (default: Online Retail II names)")
     parser.add_argument("--format", dest="input_format", choices=("csv", "parquet", "excel"), help="input format (default: from the extension)")
     parser.add_argument("--strict", action="store_true", default=None, help="fail when too many rows are quarantined")

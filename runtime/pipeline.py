@@ -36,10 +36,12 @@ class RunContext:
     as_of: dt.date | None
     settings: Settings = field(default_factory=Settings)
     echo: Callable[[str], None] = print
+    events_uri: str | None = None  # purchases the web app recorded, taken in with the log
 
 
 def ingest_stage(context: RunContext) -> StageResult:
-    summary = run_ingest(context.spark, context.input_uri, context.output_uri, context.settings.ingest, context.as_of)
+    summary = run_ingest(context.spark, context.input_uri, context.output_uri, context.settings.ingest, context.as_of,
+                         context.events_uri)
     places = summary["places"]
     note = ", ".join(f"{place} {places[place]:,}" for place in PLACES) + (f", {ERASED} {summary[ERASED]:,}" if summary[ERASED] else "")
     return StageResult(rows_in=summary["rows_in"], rows_out=places[CLEAN], note=note)

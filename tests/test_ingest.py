@@ -219,3 +219,44 @@ def test_strict_passes_under_the_threshold(spark, tmp_path, capsys):
     status, _ = run_cli(["--input", source, "--output", str(tmp_path / "out"), "--strict", "--max-quarantine-share", "0.6"], capsys)
     assert status == 0
     assert (tmp_path / "out" / "ingest" / "clean").is_dir()
+
+
+def write_events(path, rows) -> str:
+    from webapp import events
+
+    pd.DataFrame(rows, columns=events.COLUMNS).to_csv(path, index=False)
+    return str(path)
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_purchases_the_web_app_recorded_are_taken_in_with_the_log(spark, tmp_path, kind):
+    events = write_events(tmp_path / "events.csv", [
+        ("session-s1", "13085", "85048", "2011-12-01 10:00:00", 2.0, 6.95, "United Kingdom"),
+        ("event-7", "13999", "22041", "2011-12-02 11:00:00", 1.0, None, None),  # no price in the event nor the store
+    ])
+    write = dirty_data.write_csv if kind == "csv" else dirty_data.write_parquet
+    summary = run_ingest(spark, write(tmp_path / f"log.{kind}"), str(tmp_path / "out"), IngestConfig(), events_uri=events)
+    assert summary["rows_in"] == len(dirty_data.ROWS) + 2 and summary["events_in"] == 2
+    assert summary["places"] == {**dirty_data.EXPECTED_PLACES, "clean": dirty_data.EXPECTED_PLACES["clean"] + 1,
+                                 "quarantine": dirty_data.EXPECTED_PLACES["quarantine"] + 1}  # every row accounted for
+    clean = read_place(tmp_path / "out", "clean")
+    taken = clean[clean.order_id == "session-s1"].iloc[0]
+    assert (taken.customer_id, taken.item_id, taken.quantity, taken.unit_price, taken.amount, taken.country) == (
+        "13085", "85048", 2.0, 6.95, 13.9, "United Kingdom")
+    assert taken.timestamp == pd.Timestamp("2011-12-01 10:00:00")
+    quarantined = read_place(tmp_path / "out", "quarantine")
+    assert "unparseable unit_price" in quarantined[quarantined["Invoice"] == "event-7"].iloc[0]["detail"]
+
+
+def test_events_join_a_log_of_line_totals_and_a_bad_events_file_is_one_clear_line(spark, tmp_path, capsys):
+    pd.DataFrame({"cust": ["a1"], "sku": ["x-1"], "when": ["2024-03-01 10:00"], "qty": [2], "total": [20.0]}).to_csv(
+        tmp_path / "shop.csv", index=False)
+    events = write_events(tmp_path / "events.csv", [("event-1", "a1", "X-2", "2024-03-02 09:00:00", 3.0, 1.5, None)])
+    config = IngestConfig(columns={"customer_id": "cust", "item_id": "sku", "timestamp": "when", "quantity": "qty", "amount": "total"})
+    run_ingest(spark, str(tmp_path / "shop.csv"), str(tmp_path / "out"), config, events_uri=events)
+    clean = read_place(tmp_path / "out", "clean").set_index("item_id")
+    assert (clean.loc["X-2", "amount"], clean.loc["X-2", "unit_price"]) == (4.5, 1.5)
+    pd.DataFrame({"customer_id": ["a1"]}).to_csv(tmp_path / "bad.csv", index=False)
+    status = cli.run(ingest.main, ["--input", str(tmp_path / "shop.csv"), "--output", str(tmp_path / "out2"), "--events",
+                                   str(tmp_path / "bad.csv"), "--columns", "customer_id=cust,item_id=sku,timestamp=when,quantity=qty,amount=total"])
+    assert status == 2 and "the events file lacks column(s) order_id, item_id" in capsys.readouterr().err

@@ -178,6 +178,35 @@ def test_events_move_the_next_lists_and_survive_a_restart(client, app):
     assert [tuple(row) for row in stored] == [("view", "s-1", None, None), ("purchase", None, 2.0, 3.5)]
 
 
+def test_recorded_purchases_are_exported_for_the_next_run(client, app, tmp_path, capsys):
+    from webapp import events
+
+    post_event(client, "c5", "I040", "view")
+    post_event(client, "c5", "I041", "purchase", session_id="s-9", quantity=2, price=7.5)
+    post_event(client, "new-1", "I042", "purchase")
+    written = tmp_path / "events.csv"
+    assert events.main(["--state-db", app.config["SEGREC_STATE_DB"], "export", "--output", str(written),
+                        "--store", app.config["SEGREC_DB"]]) == 0
+    assert "2 purchases written" in capsys.readouterr().out
+    rows = list(csv.DictReader(written.open()))
+    assert list(rows[0]) == list(events.COLUMNS)
+    assert [(row["order_id"], row["customer_id"], row["item_id"], row["quantity"], row["unit_price"], row["country"]) for row in rows] == [
+        ("session-s-9", "c5", "I041", "2.0", "7.5", "France"),  # c5's country in the store
+        (f"event-{3}", "new-1", "I042", "1.0", "43.0", "")]  # no price posted: the store's price of I042; no quantity: 1
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", rows[0]["timestamp"])
+    tomorrow = (dt.date.today() + dt.timedelta(days=1)).isoformat()
+    events.main(["--state-db", app.config["SEGREC_STATE_DB"], "export", "--output", str(written), "--since", tomorrow,
+                 "--store", app.config["SEGREC_DB"]])
+    assert len(list(csv.DictReader(written.open()))) == 0 and not list(tmp_path.glob("*.tmp"))
+    from webapp import operators
+
+    assert operators.run(events.main, ["--state-db", app.config["SEGREC_STATE_DB"], "export", "--output", str(written),
+                                       "--store", str(tmp_path / "none.sqlite")]) == 2
+    assert "none.sqlite gives no prices" in capsys.readouterr().err
+    with app.app_context():
+        assert [row["outcome"] for row in audit.entries(get_state(), action="events-export")] == ["refused", "ok", "ok"]
+
+
 def test_lists_are_topped_up_to_n_from_the_batch_then_trending(client):
     discover = listed(client, "c5", "discover")
     for item, _ in discover[:8]:

@@ -241,6 +241,36 @@ def classify(raw, resolved: dict[str, str], config: IngestConfig, as_of: dt.date
             .withColumns({name: F.when(quarantined, F.col(name)) for name in source.columns}))
 
 
+# The columns of an events file (``python -m webapp.events export`` writes them): purchases the web app recorded.
+EVENT_COLUMNS = (C.ORDER_ID, C.CUSTOMER_ID, C.ITEM_ID, C.TIMESTAMP, C.QUANTITY, C.UNIT_PRICE, C.COUNTRY)
+
+
+def events_as_source(events, raw, resolved: dict[str, str]):
+    """The rows of an events file in the raw log's own columns (``resolved``: canonical -> source), so that they are
+    classified exactly as the log's rows are; source columns the events do not fill are null."""
+    from pyspark.sql import functions as F
+
+    missing = [column for column in EVENT_COLUMNS if column not in events.columns]
+    if missing:
+        raise IngestError(f"the events file lacks column(s) {', '.join(missing)}; it has {', '.join(events.columns)} "
+                          f"(python -m webapp.events export writes {', '.join(EVENT_COLUMNS)})")
+    from pyspark.sql.types import NumericType
+
+    values = {canonical: F.col(canonical) for canonical in EVENT_COLUMNS}
+    values[C.AMOUNT] = F.col(C.QUANTITY).try_cast("double") * F.col(C.UNIT_PRICE).try_cast("double")  # for logs of line totals
+    if isinstance(raw.schema[resolved[C.TIMESTAMP]].dataType, NumericType):  # a log of epoch numbers: microseconds read back
+        values[C.TIMESTAMP] = F.unix_micros(F.try_to_timestamp(C.TIMESTAMP))
+    by_source = {source: values[canonical] for canonical, source in resolved.items() if canonical in values}
+    typed = {name: by_source.get(name, F.lit(None)).try_cast(raw.schema[name].dataType) for name in raw.columns}
+    lost = [F.sum((by_source[name].isNotNull() & typed[name].isNull()).cast("int")).alias(name) for name in by_source]
+    counts = events.agg(*lost).first().asDict()
+    for name, count in counts.items():
+        if count:
+            raise IngestError(f"{count:,} event(s) have a value that the log's column '{name}' ({raw.schema[name].dataType.simpleString()}) "
+                              "cannot hold (such as a customer id with letters where the log's ids are numbers); those events cannot join this log")
+    return events.select(*(typed[name].alias(name) for name in raw.columns))
+
+
 def split_places(classified, source_columns: list[str]) -> dict:
     """One DataFrame per place. Returns carry negative quantities and amounts, whatever the source's signs."""
     from pyspark.sql import functions as F

@@ -1,4 +1,4 @@
-"""What the operators' command lines (``webapp.users``, ``webapp.keys``) share: the state file and one-line errors."""
+"""What the operators' command lines (``webapp.users``, ``webapp.keys``, ``webapp.events``) share: the state file and one-line errors."""
 
 from __future__ import annotations
 
@@ -23,9 +23,13 @@ def open_state(path: str) -> State:
     return State(path)
 
 
+class OperatorError(ValueError):
+    """Something an operator's command cannot do, told in one line."""
+
+
 def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
     try:
         return main(argv)
-    except accounts.AccountError as error:
+    except (accounts.AccountError, OperatorError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
