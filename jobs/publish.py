@@ -26,8 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", help="SQLite file to publish (a local path; default <output>/segrec.sqlite)")
     cli.add_common_arguments(parser)
     args = parser.parse_args(argv)
-    spark = build_session(cli.resolve_settings(args, app_name="segrec-publish").spark)
-    result = publish(spark, args.output, args.db or os.path.join(args.output, "segrec.sqlite"))
+    settings = cli.resolve_settings(args, app_name="segrec-publish")
+    spark = build_session(settings.spark)
+    result = publish(spark, args.output, args.db or os.path.join(args.output, "segrec.sqlite"), settings.content)
     print(f"published {result['db']} (as of {result['as_of']}): " + ", ".join(f"{table} {n:,}" for table, n in result["rows"].items()))
     return 0
 

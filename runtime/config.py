@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
 from cf.tuning import TuningConfig
+from coldstart.content import ContentConfig
 from routing.reuse import TrainConfig
 from routing.routes import RoutingConfig
 from routing.validation import EvaluationConfig
@@ -59,6 +60,7 @@ class Settings:
     routing: RoutingConfig = dataclasses.field(default_factory=RoutingConfig)
     tuning: TuningConfig = dataclasses.field(default_factory=TuningConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    content: ContentConfig = dataclasses.field(default_factory=ContentConfig)
 
     @classmethod
     def resolve(cls, *layers: Mapping[str, Mapping[str, Any]] | None) -> "Settings":

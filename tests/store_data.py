@@ -10,6 +10,7 @@ from webapp import schema
 SEGMENTS = {"high": ["c1", "c2", "c3"], "mid": ["c4", "c5", "c6", "c7"], "low": [f"c{i}" for i in range(8, 40)]}
 ITEMS = [f"I{i:03d}" for i in range(60)]  # I<k> costs k + 1, is in GROUPS[k % 3]; the last five were first sold in the as-of month
 GROUPS = ("red", "blue", "green")
+NEW = ITEMS[-5:]  # first sold in the as-of month
 
 
 def _customer(customer_id: str, segment: str) -> dict:
@@ -33,8 +34,13 @@ def build(path, *, as_of: str = "2011-12-10", run_id: str = "run-a", drop_table:
         "recommendations": [],
         "trending": [{"country": country, "rank": rank, "item_id": ITEMS[offset + rank], "score": 1.0 / rank, "source": "trending"}
                      for country, offset in ((schema.EVERY_COUNTRY, 0), ("France", 20)) for rank in range(1, 21)],
-        "similar_items": [{"item_id": item, "rank": rank, "similar_item_id": ITEMS[(i + rank) % len(ITEMS)], "score": 1.0 / rank}
-                          for i, item in enumerate(ITEMS) for rank in range(1, 21)],
+        "similar_items": [{"item_id": item, "rank": rank, "similar_item_id": ITEMS[(i + rank) % len(ITEMS)], "score": 1.0 / rank,
+                           "source": "also_bought"} for i, item in enumerate(ITEMS) for rank in range(1, 21)],
+        # the new items (NEW) nearest each item in words: I<k>'s nearest is NEW[k % 5]
+        "new_item_neighbours": [{"item_id": item, "rank": rank, "new_item_id": NEW[(i + rank - 1) % len(NEW)], "score": 1.0 / rank}
+                                for i, item in enumerate(ITEMS) for rank in range(1, 4) if NEW[(i + rank - 1) % len(NEW)] != item],
+        "new_arrivals": [{"country": country, "rank": rank, "item_id": item, "score": 10.0 - rank}
+                         for country, ordered in ((schema.EVERY_COUNTRY, NEW), ("France", NEW[::-1][:2])) for rank, item in enumerate(ordered, 1)],
         "items": [{"item_id": item, "description": f"Item number {item[1:]} <b>bold</b>", "price": 1.0 + i, "buyers": 100 - i,
                    "first_sold": "2011-11-20" if i >= len(ITEMS) - 5 else "2010-01-04", "item_group": GROUPS[i % len(GROUPS)]}
                   for i, item in enumerate(ITEMS)],

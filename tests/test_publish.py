@@ -71,23 +71,51 @@ def _lines(spark, rows, with_group: bool):
 
     from segmentation import columns as C
 
-    columns = [C.CUSTOMER_ID, C.ITEM_ID, C.DESCRIPTION, C.TIMESTAMP, C.UNIT_PRICE] + ([C.ITEM_GROUP] if with_group else [])
-    return spark.createDataFrame([(c, i, d, dt.datetime.fromisoformat(t), p, *g) for c, i, d, t, p, *g in rows], columns)
+    columns = [C.CUSTOMER_ID, C.ITEM_ID, C.DESCRIPTION, C.TIMESTAMP, C.UNIT_PRICE, C.COUNTRY] + ([C.ITEM_GROUP] if with_group else [])
+    return spark.createDataFrame([(c, i, d, dt.datetime.fromisoformat(t), p, "France", *g) for c, i, d, t, p, *g in rows], columns)
+
+
+WORDS = {"A": "RED HEART MUG", "B": "RED HEART CUP", "C": "RED HEART JUG", "D": "BLUE STAR BAG", "E": "BLUE STAR BOX",
+         "F": "BLUE STAR TIN", "G": "RED HEART PLATE"}
+LINES = ([("c1", "A", WORDS["A"], "2011-01-05", 1.0)] + [(f"c{k}", "A", WORDS["A"], "2011-11-2" + str(k), 2.0) for k in range(2, 5)]
+         + [(f"c{k}", item, WORDS[item], "2011-06-01", 3.0) for item in "BCDEF" for k in range(2)]
+         + [("c9", "G", WORDS["G"], "2011-12-01", 4.0)])  # G: first sold nine days before the as-of date, one buyer
 
 
 def test_the_catalogue_gives_each_item_its_recent_price_buyers_and_a_group(spark):
-    from runtime.stages.publish import item_catalogue
+    from runtime.stages.publish import item_catalogue, with_groups
 
-    words = {"A": "RED HEART MUG", "B": "RED HEART CUP", "C": "RED HEART JUG", "D": "BLUE STAR BAG", "E": "BLUE STAR BOX",
-             "F": "BLUE STAR TIN"}
-    rows = [("c1", "A", words["A"], "2011-01-05", 1.0)] + [(f"c{k}", "A", words["A"], "2011-11-2" + str(k), 2.0) for k in range(2, 5)]
-    rows += [(f"c{k}", item, words[item], "2011-06-01", 3.0) for item in "BCDEF" for k in range(2)]
-    catalogue = item_catalogue(spark, _lines(spark, rows, with_group=False)).toPandas().set_index("item_id")
-    assert catalogue.loc["A", ["price", "buyers", "first_sold"]].tolist() == [2.0, 4, "2011-01-05"]  # the old price has faded
-    groups = catalogue["item_group"]
-    assert groups["A"] == groups["B"] == groups["C"] != groups["D"] == groups["E"] == groups["F"]
-    assert {groups["A"], groups["D"]} == {"heart-red", "blue-star"} or {groups["A"], groups["D"]} == {"red-heart", "star-blue"}
+    catalogue = item_catalogue(_lines(spark, LINES, with_group=False))
+    descriptions = catalogue.toPandas().set_index("item_id")["description"]
+    grouped = with_groups(spark, catalogue, descriptions).toPandas().set_index("item_id")
+    assert grouped.loc["A", ["price", "buyers", "first_sold"]].tolist() == [2.0, 4, "2011-01-05"]  # the old price has faded
+    groups = grouped["item_group"]
+    assert groups["A"] == groups["B"] == groups["C"] == groups["G"] != groups["D"] == groups["E"] == groups["F"]
+    assert sorted(groups["A"].split("-")) == ["heart", "red"] and sorted(groups["D"].split("-")) == ["blue", "star"]
 
-    given = [row + (group,) for row, group in zip(rows, ["Home & Garden!"] * 4 + [None] * 10)]
-    named = item_catalogue(spark, _lines(spark, given, with_group=True)).toPandas().set_index("item_id")["item_group"]
+    given = [row + (group,) for row, group in zip(LINES, ["Home & Garden!"] * 4 + [None] * 11)]
+    catalogue = item_catalogue(_lines(spark, given, with_group=True))
+    named = with_groups(spark, catalogue, descriptions).toPandas().set_index("item_id")["item_group"]
     assert named["A"] == "home-garden" and set(named.drop("A")) == {"ungrouped"}  # the data's own groups, made safe for the API
+
+
+def test_new_items_get_content_neighbours_and_a_new_arrivals_list(spark):
+    from coldstart.content import ContentConfig
+    from runtime.stages.publish import content_tables, item_catalogue, new_arrivals
+
+    purchases = _lines(spark, LINES, with_group=False)
+    catalogue = item_catalogue(purchases)
+    descriptions = catalogue.toPandas().set_index("item_id")["description"]
+    also_bought = spark.createDataFrame([("G", 1, "D", 0.5), ("A", 1, "B", 0.9)], "item_id string, rank int, similar_item_id string, score double")
+    tables = content_tables(spark, catalogue, descriptions, also_bought, "2011-12-10", ContentConfig(neighbours=3))
+    similar = tables["similar_items"].toPandas().sort_values(["item_id", "rank"])
+    for_g = similar[similar.item_id == "G"]
+    assert for_g["similar_item_id"].tolist()[0] == "D" and for_g["source"].tolist() == ["also_bought", "content", "content", "content"]
+    assert set(for_g["similar_item_id"][1:]) == {"A", "B", "C"} and for_g["rank"].tolist() == [1, 2, 3, 4]  # after its co-purchases
+    assert similar[similar.item_id == "A"]["source"].tolist() == ["also_bought"]  # A is not new: its list is its co-purchases
+    nearest = tables["new_item_neighbours"].toPandas()
+    assert set(nearest[nearest.new_item_id == "G"]["item_id"]) == {"A", "B", "C"}  # the red hearts lead to G
+    assert set(nearest["new_item_id"]) == {"G"}
+    arrivals = new_arrivals(purchases, catalogue, "2011-12-10", ContentConfig()).toPandas()
+    assert sorted(zip(arrivals["country"].fillna(""), arrivals["item_id"], arrivals["rank"])) == [("", "G", 1), ("France", "G", 1)]
+    assert new_arrivals(purchases, catalogue, "2011-12-10", ContentConfig(new_item_days=5)).count() == 0

@@ -21,9 +21,10 @@ PASSWORD = "correct horse battery"
 
 @pytest.fixture
 def app(tmp_path):
+    """The app on store_data's store; no exploration slots, so lists are the stored ones (test_new_items_* explore)."""
     store = store_data.build(tmp_path / "segrec.sqlite")
     return create_app({"SEGREC_DB": store, "SEGREC_STATE_DB": str(tmp_path / "state.sqlite"), "SECRET_KEY": SECRET_KEY,
-                       "SEGREC_STORE_CHECK_SECONDS": 0.0, "MAX_CONTENT_LENGTH": 64 * 1024})
+                       "SEGREC_STORE_CHECK_SECONDS": 0.0, "MAX_CONTENT_LENGTH": 64 * 1024, "SEGREC_EXPLORATION_SHARE": 0.0})
 
 
 def add_user(app, name, role):
@@ -310,6 +311,28 @@ def test_customer_lookup_escapes_what_it_shows(client):
     assert "mid" in text and "&lt;b&gt;bold&lt;/b&gt;" in text and "<b>bold</b>" not in text
     assert "unknown customers are served trending" in client.get("/customers?id=zz").get_data(as_text=True)
     assert "must be 1-64 letters" in client.get("/customers?id=%3Cscript%3E").get_data(as_text=True)
+
+
+def test_new_items_get_seen_in_discover_and_also_bought_and_new_arrivals(app):
+    explored = create_app({**app.config, "SEGREC_EXPLORATION_SHARE": 0.2})
+    client = signed_in(explored, "editor")
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {make_key(explored)}"
+    # c5's discover starts I006..I010, near all five new items alike (store_data.NEW): ties go by id
+    discover = listed(client, "c5", "discover")
+    assert len(discover) == 10 and [(position, row) for position, row in enumerate(discover) if row[1] == "new"] == [
+        (2, ("I055", "new")), (7, ("I056", "new"))]  # two of ten slots
+    assert all(source != "new" for _, source in listed(client, "c5", "for_you"))  # exploring is discover's
+    similar = client.get("/api/v1/items/I002/similar?n=10").get_json()["items"]
+    assert [(item["item_id"], item["source"]) for item in similar if item["source"] == "new"] == [("I057", "new"), ("I058", "new")]
+    assert {item["source"] for item in similar} == {"also_bought", "new"}
+    france = client.get("/api/v1/customers/c5/recommendations?list=new_arrivals&n=5").get_json()  # c5 is in France
+    assert [item["item_id"] for item in france["items"]] == ["I059", "I058", "I055", "I056", "I057"] and france["country"] == "France"
+    assert {item["source"] for item in france["items"]} == {"new_arrivals"}
+    post_event(client, "c5", "I059", "purchase")
+    assert "I059" not in [item for item, _ in listed(client, "c5", "new_arrivals")]  # never what they bought
+    assert [item for item, _ in listed(client, "nobody", "new_arrivals", 10, groups="red")] == ["I057"]  # rules apply
+    with pytest.raises(ConfigurationError, match="exploration_share must be from 0 to 0.5"):
+        create_app({**app.config, "SEGREC_EXPLORATION_SHARE": 0.8})
 
 
 # ------------------------------------------------------------------ merchandising rules

@@ -31,6 +31,7 @@ DEFAULTS = {
     "SEGREC_SESSION_HOURS": 8.0,  # a session ends after this long without a request
     "SEGREC_EVENT_HALF_LIFE_HOURS": 48.0,  # a shopper's event pulls on their lists half as hard this much later
     "SEGREC_EVENT_SHARE": 0.5,  # of a known shopper's fused list score that their events give (the batch list gives the rest)
+    "SEGREC_EXPLORATION_SHARE": 0.1,  # of the slots of discover and "also bought" that go to new items (0 to 0.5)
 }
 
 
@@ -40,7 +41,8 @@ class ConfigurationError(RuntimeError):
 
 def _from_environment() -> dict:
     found = {key: os.environ[key] for key in (*DEFAULTS, "SECRET_KEY") if key in os.environ}
-    for key in ("SEGREC_STORE_CHECK_SECONDS", "SEGREC_SESSION_HOURS", "SEGREC_EVENT_HALF_LIFE_HOURS", "SEGREC_EVENT_SHARE"):
+    for key in ("SEGREC_STORE_CHECK_SECONDS", "SEGREC_SESSION_HOURS", "SEGREC_EVENT_HALF_LIFE_HOURS", "SEGREC_EVENT_SHARE",
+                "SEGREC_EXPLORATION_SHARE"):
         if key in found:
             found[key] = float(found[key])
     for key in ("MAX_CONTENT_LENGTH", "MAX_N"):
@@ -74,9 +76,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     check_secret_key(app.config["SECRET_KEY"])
     try:
         app.extensions["segrec_live"] = LiveSettings(half_life_hours=app.config["SEGREC_EVENT_HALF_LIFE_HOURS"],
-                                                     event_share=app.config["SEGREC_EVENT_SHARE"])
+                                                     event_share=app.config["SEGREC_EVENT_SHARE"],
+                                                     exploration_share=app.config["SEGREC_EXPLORATION_SHARE"])
     except ValueError as error:
-        raise ConfigurationError(f"SEGREC_EVENT_*: {error}") from None
+        raise ConfigurationError(f"SEGREC_EVENT_* or SEGREC_EXPLORATION_SHARE: {error}") from None
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax", DEBUG=False,
                       PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=app.config["SEGREC_SESSION_HOURS"]))
 

@@ -78,7 +78,8 @@ _ITEMS = {"type": "array", "items": {"type": "object", "properties": {
 _LIST_ITEMS = {"type": "array", "items": {"type": "object", "properties": {
     **_ITEMS["items"]["properties"], "source": {"type": "string", "description": (
         "what placed the item: the batch model, 'events' (the shopper's recent events), both joined by '+', the popularity "
-        "list it was topped up from, or 'promoted' (a merchandiser's promotion)")}}}}
+        "list it was topped up from, 'new' (a new item in an exploration slot of discover), 'new_arrivals', or 'promoted' "
+        "(a merchandiser's promotion)")}}}}
 def _listing(pattern: str) -> dict:
     return {"type": "string", "maxLength": rules.MAX_LISTED_CHARACTERS, "pattern": f"^({pattern}(,{pattern})*)?$"}
 
@@ -93,6 +94,10 @@ _FILTERS = [
     {"name": "max_price", "in": "query", "schema": _PRICE, "description": (
         "only items at this price or less (below min_price: a range that holds nothing, so an empty list)")},
 ]
+_SIMILAR_ITEMS = {"type": "array", "items": {"type": "object", "properties": {
+    **_ITEMS["items"]["properties"], "source": {"type": "string", "description": (
+        "'also_bought' (bought together), 'content' (a new item's nearest in words, after its few co-purchases) or 'new' (a new "
+        "item near this one in words, in an exploration slot)")}}}}
 _COUNTED = {"n_requested": {"type": "integer", "description": "the n asked for"},
             "truncated": {"type": "boolean", "description": "true when the stored list had fewer than n items: all of them are given"}}
 
@@ -112,7 +117,7 @@ OPENAPI = {
         "/api/v1/customers/{customer_id}/recommendations": {"get": {
             "summary": ("A shopper's list: their segment's routed list fused with what their recent events pull in (their items' "
                         "'also bought' neighbours), topped up from trending; for shoppers the batch does not know, the events' "
-                        "neighbours, then trending (per country when given)"),
+                        "neighbours, then trending (per country when given); new_arrivals: items first sold lately"),
             "parameters": [
                 {"name": "customer_id", "in": "path", "required": True, "schema": _ID},
                 {"name": "list", "in": "query", "schema": {"type": "string", "enum": list(serving.LISTS), "default": "for_you"}},
@@ -140,7 +145,7 @@ OPENAPI = {
             "parameters": [{"name": "item_id", "in": "path", "required": True, "schema": _ID}, _N, *_FILTERS],
             "responses": _guarded({"200": {"description": "similar items", "content": {"application/json": {"schema": {
                 "type": "object", "properties": {"item_id": {"type": "string"}, "description": {"type": "string", "nullable": True},
-                                                 "items": _ITEMS, **_COUNTED}}}}},
+                                                 "items": _SIMILAR_ITEMS, **_COUNTED}}}}},
                 "400": _error("malformed id, n or filter"), "404": _error("unknown item")}, "recommendations:read"),
         }},
         "/api/v1/segments": {"get": {"summary": "The value segments with their sizes and means", "responses": _guarded({

@@ -12,6 +12,7 @@ their type's weight halved every ``half_life_hours``; an event's item counts as 
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass
 
 EVENT_WEIGHTS = {"view": 1.0, "cart": 2.0, "purchase": 3.0}
@@ -28,6 +29,8 @@ class LiveSettings:
     # item is rarely bought twice in a visit, but often again on a later day (the replay evaluation measures both)
     bought_demotion: float = 0.2
     demotion_half_life_hours: float = 6.0
+    # of the slots of discover and "also bought" given to new items near the shopper's (or the item's) in words
+    exploration_share: float = 0.1
 
     def __post_init__(self):
         for name in ("half_life_hours", "demotion_half_life_hours"):
@@ -38,6 +41,8 @@ class LiveSettings:
                 raise ValueError(f"{name} must be from 0 to 1, got {getattr(self, name)}")
         if not 0 <= self.bought_demotion <= 1:
             raise ValueError(f"bought_demotion must be from 0 to 1, got {self.bought_demotion}")
+        if not 0 <= self.exploration_share <= 0.5:
+            raise ValueError(f"exploration_share must be from 0 to 0.5, got {self.exploration_share}")
 
 
 @dataclass(frozen=True)
@@ -133,3 +138,23 @@ def live_list(list_name: str, *, batch: list[Ranked], events: list[Event], neigh
         extra = [row for row in popular if row.item_id not in taken][:n - len(ranked)]
         ranked += [Ranked(row.item_id, floor * _reciprocal(rank) / _reciprocal(0), row.source) for rank, row in enumerate(extra, start=1)]
     return ranked
+
+
+def slots(n: int, share: float, available: int) -> list[int]:
+    """The 0-based positions that ``share`` of a list of ``n`` (rounded) takes, spread evenly, the first a little way
+    down so the shopper's own best match leads; the first ``available`` of those when fewer items are there to fill them."""
+    count = math.floor(n * share + 0.5)
+    return [min(n - 1, math.floor((slot + 0.5) * n / count)) for slot in range(count)][:available]
+
+
+def with_inserted(ranked: list[Ranked], items: list[str], share: float, n: int, source: str) -> list[Ranked]:
+    """``ranked`` (up to ``n`` items) with the first of ``items`` in ``share`` of the slots, under ``source``, the others
+    moved down; an inserted item already listed moves to its slot. Each takes the score of the row it displaced."""
+    positions = slots(n, share, len(items))
+    chosen = items[:len(positions)]
+    result = [row for row in ranked if row.item_id not in chosen][:n - len(chosen)]
+    for position, item in zip(positions, chosen):
+        at = min(position, len(result))
+        score = result[at].score if at < len(result) else (result[-1].score if result else 1.0)
+        result.insert(at, Ranked(item, score, source))
+    return result

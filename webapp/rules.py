@@ -13,7 +13,6 @@ import re
 from dataclasses import dataclass, field
 
 from webapp.errors import BadRequest
-from webapp.live import Ranked
 
 BLOCK, PROMOTE = "block", "promote"
 RULES = (BLOCK, PROMOTE)
@@ -153,23 +152,3 @@ def set_promoted_share(state, value: str) -> float:
     state.write("INSERT INTO settings (key, value) VALUES ('promoted_share', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (repr(share),))
     return share
-
-
-def promoted_slots(n: int, share: float, available: int) -> list[int]:
-    """The 0-based positions promoted items take in a list of ``n``: ``share`` of them (rounded), spread evenly, the first
-    a little way down, so the shopper's own best match leads; the first ``available`` of those when fewer items are promoted."""
-    count = math.floor(n * share + 0.5)
-    return [min(n - 1, math.floor((slot + 0.5) * n / count)) for slot in range(count)][:available]
-
-
-def with_promotions(ranked: list[Ranked], promoted: list[str], share: float, n: int) -> list[Ranked]:
-    """``ranked`` (up to ``n`` items) with the first of ``promoted`` in their slots (source ``promoted``), the others
-    moved down; a promoted item already listed moves to its slot. Each takes the score of the row it displaced."""
-    slots = promoted_slots(n, share, len(promoted))
-    chosen = promoted[:len(slots)]
-    result = [row for row in ranked if row.item_id not in chosen][:n - len(chosen)]
-    for slot, item in zip(slots, chosen):
-        position = min(slot, len(result))
-        score = result[position].score if position < len(result) else (result[-1].score if result else 1.0)
-        result.insert(position, Ranked(item, score, PROMOTED_SOURCE))
-    return result

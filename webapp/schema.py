@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 
-VERSION = 3  # 2: bought; 3: items with price, buyers, first_sold and item_group
+VERSION = 3  # 2: bought; 3: items with price, buyers, first_sold and item_group; new_arrivals; content neighbours
 EVERY_COUNTRY = ""  # the trending rows for visitors of any country
 
 # table -> (columns with their SQL types, primary key)
@@ -26,7 +26,11 @@ TABLES = {
     "recommendations": ({"customer_id": "TEXT", "list": "TEXT", "rank": "INTEGER", "item_id": "TEXT NOT NULL", "score": "REAL",
                          "source": "TEXT NOT NULL"}, ("customer_id", "list", "rank")),
     "trending": ({"country": "TEXT", "rank": "INTEGER", "item_id": "TEXT NOT NULL", "score": "REAL", "source": "TEXT"}, ("country", "rank")),
-    "similar_items": ({"item_id": "TEXT", "rank": "INTEGER", "similar_item_id": "TEXT NOT NULL", "score": "REAL"}, ("item_id", "rank")),
+    # source: also_bought (co-purchases), or content (words: new items with too few buyers, after their co-purchases)
+    "similar_items": ({"item_id": "TEXT", "rank": "INTEGER", "similar_item_id": "TEXT NOT NULL", "score": "REAL", "source": "TEXT"},
+                      ("item_id", "rank")),
+    "new_item_neighbours": ({"item_id": "TEXT", "rank": "INTEGER", "new_item_id": "TEXT NOT NULL", "score": "REAL"}, ("item_id", "rank")),
+    "new_arrivals": ({"country": "TEXT", "rank": "INTEGER", "item_id": "TEXT NOT NULL", "score": "REAL"}, ("country", "rank")),
     "items": ({"item_id": "TEXT", "description": "TEXT", "price": "REAL", "buyers": "INTEGER", "first_sold": "TEXT",
                "item_group": "TEXT"}, ("item_id",)),
     "bought": ({"customer_id": "TEXT", "item_id": "TEXT"}, ("customer_id", "item_id")),  # so discover never offers what was bought

@@ -12,7 +12,10 @@ from webapp.errors import BadRequest
 from webapp.schema import EVERY_COUNTRY
 from webapp.state import get_state, get_store
 
-LISTS = ("for_you", "discover", "buy_again")
+LISTS = ("for_you", "discover", "buy_again", "new_arrivals")
+NEW_ARRIVALS = "new_arrivals"
+EXPLORED_SOURCE = "new"  # a new item placed in an exploration slot: near the shopper's items in words
+EXPLORATION_ANCHORS = 5  # the head of a shopper's list whose new neighbours explore
 EVENT_TYPES = tuple(live.EVENT_WEIGHTS)
 RECENT_EVENTS = 20  # a shopper's newest events that move their lists
 # Matched against the whole value (fullmatch): "$" alone would let a trailing newline through.
@@ -60,11 +63,6 @@ def check_country(value) -> str | None:
     if not COUNTRY_PATTERN.fullmatch(value):
         raise BadRequest(f"country must be a country name (letters, spaces, . ' ( ) -), got {value!r:.80}")
     return value
-
-
-def _described(rows) -> list[dict]:
-    return [{"rank": position, "item_id": row["item_id"], "description": row["description"], "score": row["score"]}
-            for position, row in enumerate(rows, start=1)]
 
 
 def _with_count(answer: dict, n: int) -> dict:
@@ -156,36 +154,18 @@ def bought(customer_id: str, *, known: bool) -> set[str]:
 
 def recommendations(customer_id: str, list_name: str, n: int, country: str | None, filters: rules.Filters = rules.NO_FILTERS) -> dict:
     """The stored list fused with what the shopper's events since pull in, topped up from popularity, under the store's
-    merchandising rules and the request's ``filters``; each item says its source."""
+    merchandising rules and the request's ``filters``; each item says its source. ``new_arrivals``: items first sold
+    lately, for the shopper's country, without what they bought."""
     store = get_store()
     merchandising = rules.store_rules(get_state())
     filters = filters.and_blocked(merchandising.blocked)
     customer = store.query("SELECT segment, country FROM customers WHERE customer_id = ?", (customer_id,))
-    events = recent_events(customer_id)
-    depth = _depth(n + len(events), filters)
     if customer:
         country = customer[0]["country"]
-        batch = store.query("SELECT item_id, score, source FROM recommendations WHERE customer_id = ? AND list = ? "
-                            "ORDER BY rank LIMIT ?", (customer_id, list_name, depth))
-        popular, used_country = _popular(n + len(events) + len(batch), country, filters) if len(batch) < depth else ([], country)
-    else:  # trending is the list a new shopper's events move (buy_again is only ever what they bought)
-        popular, used_country = _popular(n + len(events), country, filters)
-        batch = popular if list_name != "buy_again" else []
-    neighbours = _neighbours({event.item_id for event in events}) if events else {}
-    bought_items = bought(customer_id, known=bool(customer)) if list_name != "buy_again" else set()
-    candidates = {row["item_id"] for row in [*batch, *popular]} | {event.item_id for event in events}
-    ranked = live.live_list(list_name, batch=[live.Ranked(row["item_id"], row["score"], row["source"]) for row in batch],
-                            events=events, neighbours=neighbours, bought=bought_items if list_name == "discover" else set(),
-                            popular=[live.Ranked(row["item_id"], row["score"], row["source"]) for row in popular],
-                            n=n, now=dt.datetime.now(dt.timezone.utc), known=bool(customer), settings=current_app.extensions["segrec_live"],
-                            excluded=_excluded(candidates | {item for listed in neighbours.values() for item in listed}, filters))
-    if list_name != "buy_again":
-        kept_out = bought_items if list_name == "discover" else set()
-        if len(ranked) < n:
-            ranked += _most_bought(n - len(ranked), filters, {row.item_id for row in ranked} | kept_out)
-        left_out = kept_out | _excluded(set(merchandising.promoted), filters)
-        ranked = rules.with_promotions(ranked, [item for item in merchandising.promoted if item not in left_out],
-                                       merchandising.promoted_share, n)
+    if list_name == NEW_ARRIVALS:
+        ranked, used_country = new_arrivals(n, country, filters, bought(customer_id, known=bool(customer)))
+    else:
+        ranked, used_country = _personal(customer_id, list_name, n, country, filters, merchandising, known=bool(customer))
     descriptions = _descriptions([row.item_id for row in ranked])
     items = [{"rank": position, "item_id": row.item_id, "description": descriptions.get(row.item_id), "score": row.score,
               "source": row.source} for position, row in enumerate(ranked, start=1)]
@@ -193,6 +173,67 @@ def recommendations(customer_id: str, list_name: str, n: int, country: str | Non
     return _with_count({"customer_id": customer_id, "known": bool(customer), "segment": customer[0]["segment"] if customer else None,
                         "list": list_name, "country": country if customer else used_country,
                         "source": "+".join(sources) if sources else None, "items": items}, n)
+
+
+def _personal(customer_id: str, list_name: str, n: int, country: str | None, filters: rules.Filters, merchandising: rules.StoreRules,
+              *, known: bool) -> tuple[list[live.Ranked], str | None]:
+    store = get_store()
+    settings = current_app.extensions["segrec_live"]
+    events = recent_events(customer_id)
+    depth = _depth(n + len(events), filters)
+    if known:
+        batch = store.query("SELECT item_id, score, source FROM recommendations WHERE customer_id = ? AND list = ? "
+                            "ORDER BY rank LIMIT ?", (customer_id, list_name, depth))
+        popular, used_country = _popular(n + len(events) + len(batch), country, filters) if len(batch) < depth else ([], country)
+    else:  # trending is the list a new shopper's events move (buy_again is only ever what they bought)
+        popular, used_country = _popular(n + len(events), country, filters)
+        batch = popular if list_name != "buy_again" else []
+    neighbours = _neighbours({event.item_id for event in events}) if events else {}
+    bought_items = bought(customer_id, known=known) if list_name != "buy_again" else set()
+    candidates = {row["item_id"] for row in [*batch, *popular]} | {event.item_id for event in events}
+    ranked = live.live_list(list_name, batch=[live.Ranked(row["item_id"], row["score"], row["source"]) for row in batch],
+                            events=events, neighbours=neighbours, bought=bought_items if list_name == "discover" else set(),
+                            popular=[live.Ranked(row["item_id"], row["score"], row["source"]) for row in popular],
+                            n=n, now=dt.datetime.now(dt.timezone.utc), known=known, settings=settings,
+                            excluded=_excluded(candidates | {item for listed in neighbours.values() for item in listed}, filters))
+    if list_name == "buy_again":
+        return ranked, used_country
+    kept_out = bought_items if list_name == "discover" else set()
+    if len(ranked) < n:
+        ranked += _most_bought(n - len(ranked), filters, {row.item_id for row in ranked} | kept_out)
+    if list_name == "discover" and settings.exploration_share > 0:
+        anchors = [event.item_id for event in events] + [row.item_id for row in ranked[:EXPLORATION_ANCHORS]]
+        taken = kept_out | {row.item_id for row in ranked}
+        near = _new_near(anchors, filters, taken)
+        explored = near + [row.item_id for row in new_arrivals(n, country, filters, taken | set(near))[0]]
+        ranked = live.with_inserted(ranked, explored, settings.exploration_share, n, EXPLORED_SOURCE)
+    left_out = kept_out | _excluded(set(merchandising.promoted), filters)
+    ranked = live.with_inserted(ranked, [item for item in merchandising.promoted if item not in left_out],
+                                merchandising.promoted_share, n, rules.PROMOTED_SOURCE)
+    return ranked, used_country
+
+
+def new_arrivals(n: int, country: str | None, filters: rules.Filters, left_out: set[str]) -> tuple[list[live.Ranked], str | None]:
+    """Items first sold lately, most buyers first: the country's list, then everyone's; and the country used."""
+    sql = "SELECT item_id, score FROM new_arrivals WHERE country = ? ORDER BY rank LIMIT ?"
+    depth = _depth(n + len(left_out), filters)
+    rows = get_store().query(sql, (country, depth)) if country is not None else []
+    used = country if rows else None
+    listed = {row["item_id"] for row in rows}
+    rows = [row for row in [*rows, *(row for row in get_store().query(sql, (EVERY_COUNTRY, depth)) if row["item_id"] not in listed)]
+            if row["item_id"] not in left_out]
+    return [live.Ranked(row["item_id"], row["score"], NEW_ARRIVALS) for row in _passing(rows, filters, n)], used
+
+
+def _new_near(anchors: list[str], filters: rules.Filters, left_out: set[str]) -> list[str]:
+    """New items nearest the ``anchors`` in words, each anchor's nearest first (summed reciprocal ranks)."""
+    scores: dict[str, float] = {}
+    for chunk in _chunks(list(dict.fromkeys(anchors))):
+        for row in get_store().query(f"SELECT rank, new_item_id FROM new_item_neighbours WHERE item_id IN ({', '.join('?' for _ in chunk)})",
+                                     tuple(chunk)):
+            scores[row["new_item_id"]] = scores.get(row["new_item_id"], 0.0) + 1.0 / (live.RANK_CONSTANT + row["rank"])
+    near = [item for item, _ in sorted(scores.items(), key=lambda pair: (-pair[1], pair[0])) if item not in left_out]
+    return [item for item in near if item not in _excluded(set(near), filters)]
 
 
 def _descriptions(items: list[str]) -> dict[str, str]:
@@ -215,11 +256,17 @@ def similar(item_id: str, n: int, filters: rules.Filters = rules.NO_FILTERS) -> 
     if not item:
         raise NotFound(f"item {item_id} is not in the store")
     filters = filters.and_blocked(rules.store_rules(get_state()).blocked)
-    rows = _passing(store.query(
-        "SELECT s.similar_item_id AS item_id, s.score, i.description FROM similar_items s "
-        "LEFT JOIN items i ON i.item_id = s.similar_item_id WHERE s.item_id = ? ORDER BY s.rank LIMIT ?", (item_id, _depth(n, filters))),
-        filters, n)
-    return _with_count({"item_id": item_id, "description": item[0]["description"], "items": _described(rows)}, n)
+    rows = _passing(store.query("SELECT similar_item_id AS item_id, score, source FROM similar_items WHERE item_id = ? "
+                                "ORDER BY rank LIMIT ?", (item_id, _depth(n, filters))), filters, n)
+    ranked = [live.Ranked(row["item_id"], row["score"], row["source"]) for row in rows]
+    share = current_app.extensions["segrec_live"].exploration_share
+    if share > 0:  # new items near this one in words, in the exploration slots
+        explored = _new_near([item_id], filters, {item_id} | {row.item_id for row in ranked})
+        ranked = live.with_inserted(ranked, explored, share, n, EXPLORED_SOURCE)
+    descriptions = _descriptions([row.item_id for row in ranked])
+    return _with_count({"item_id": item_id, "description": item[0]["description"], "items": [
+        {"rank": position, "item_id": row.item_id, "description": descriptions.get(row.item_id), "score": row.score, "source": row.source}
+        for position, row in enumerate(ranked, start=1)]}, n)
 
 
 def segments() -> list[dict]:

@@ -33,32 +33,80 @@ def _insert(connection: sqlite3.Connection, table: str, frame, columns: list[str
 PRICE_DAYS = 90  # an item's price: the median of its last this many days of sales, so old prices fade
 
 
-def item_catalogue(spark, purchases):
-    """item_id, description (the most used), price, buyers, first_sold, item_group: what merchandising rules filter on.
-
-    The group is the data's own (``item_group``, a category) when it has any, else one learnt from the descriptions.
-    """
+def item_catalogue(purchases):
+    """item_id, description (the most used), price, buyers, first_sold and the data's own group (``item_group``, a
+    category, null when the data has none): what merchandising rules filter on. Cached: the content tables read it too."""
     from pyspark.sql import functions as F
 
     last_sold = purchases.groupBy(C.ITEM_ID).agg(F.max(C.TIMESTAMP).alias("_last"))
     prices = (purchases.join(last_sold, C.ITEM_ID)
               .where(F.col(C.TIMESTAMP) >= F.col("_last") - F.expr(f"INTERVAL {PRICE_DAYS} DAYS"))
               .groupBy(C.ITEM_ID).agg(F.round(F.percentile_approx(C.UNIT_PRICE, 0.5), 2).alias(C.PRICE)))
-    given = C.ITEM_GROUP in purchases.columns and purchases.where(F.col(C.ITEM_GROUP).isNotNull()).limit(1).count() > 0
-    catalogue = purchases.groupBy(C.ITEM_ID).agg(
+    given = F.mode(F.trim(C.ITEM_GROUP), deterministic=True) if C.ITEM_GROUP in purchases.columns else F.lit(None).cast("string")
+    return purchases.groupBy(C.ITEM_ID).agg(
         F.mode(F.trim(C.DESCRIPTION), deterministic=True).alias(C.DESCRIPTION),
         F.count_distinct(C.CUSTOMER_ID).alias(C.BUYERS),
         F.date_format(F.min(C.TIMESTAMP), "yyyy-MM-dd").alias(C.FIRST_SOLD),
-        (F.mode(F.trim(C.ITEM_GROUP), deterministic=True) if given else F.lit(None).cast("string")).alias(C.ITEM_GROUP),
+        given.alias(C.ITEM_GROUP),
     ).join(prices, C.ITEM_ID, "left").cache()
-    if given:  # content.group_name in SQL: lower case, words joined by '-'
+
+
+def with_groups(spark, catalogue, descriptions):
+    """The catalogue with every item in a group: the data's own when it gives any (made safe for the API), else one
+    learnt from the descriptions (``descriptions``: item id -> description, on the driver)."""
+    from pyspark.sql import functions as F
+
+    if catalogue.where(F.col(C.ITEM_GROUP).isNotNull()).limit(1).count():  # content.group_name in SQL
         words = F.regexp_replace(F.regexp_replace(F.lower(C.ITEM_GROUP), "[^a-z0-9]+", "-"), "^-+|-+$", "")
         named = F.regexp_replace(F.substring(words, 1, 64), "-+$", "")
         return catalogue.withColumn(C.ITEM_GROUP, F.when(named != "", named).otherwise(F.lit(content.UNGROUPED)))
-    # one row per item: the catalogue, not the log, comes to the driver to learn groups from its words
-    descriptions = catalogue.select(C.ITEM_ID, C.DESCRIPTION).toPandas().set_index(C.ITEM_ID)[C.DESCRIPTION]
-    groups = content.description_groups(descriptions).rename(C.ITEM_GROUP).reset_index()
+    groups = content.description_groups(descriptions).rename(C.ITEM_GROUP).rename_axis(C.ITEM_ID).reset_index()
     return catalogue.drop(C.ITEM_GROUP).join(spark.createDataFrame(groups, f"{C.ITEM_ID} string, {C.ITEM_GROUP} string"), C.ITEM_ID, "left")
+
+
+def new_items(catalogue, as_of: str, config: content.ContentConfig):
+    """The catalogue's rows of items first sold in the last ``new_item_days`` before ``as_of``."""
+    from pyspark.sql import functions as F
+
+    return catalogue.where(F.col(C.FIRST_SOLD) >= F.date_format(F.date_sub(F.lit(as_of).cast("date"), config.new_item_days), "yyyy-MM-dd"))
+
+
+def new_arrivals(purchases, catalogue, as_of: str, config: content.ContentConfig):
+    """country, rank, item_id, score: items first sold lately, most buyers first, per country and overall (country null)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    fresh = purchases.join(new_items(catalogue, as_of, config).select(C.ITEM_ID), C.ITEM_ID)
+    counted = (fresh.groupBy(C.COUNTRY, C.ITEM_ID).agg(F.count_distinct(C.CUSTOMER_ID).cast("double").alias(C.SCORE))
+               .where(F.col(C.COUNTRY).isNotNull())
+               .unionByName(fresh.groupBy(C.ITEM_ID).agg(F.count_distinct(C.CUSTOMER_ID).cast("double").alias(C.SCORE))
+                            .withColumn(C.COUNTRY, F.lit(None).cast("string"))))
+    ranked = counted.withColumn(C.RANK, F.row_number().over(Window.partitionBy(C.COUNTRY).orderBy(F.desc(C.SCORE), C.ITEM_ID)))
+    return ranked.where(F.col(C.RANK) <= config.new_arrivals)
+
+
+def content_tables(spark, catalogue, descriptions, similar_items, as_of: str, config: content.ContentConfig) -> dict:
+    """``similar_items`` with content neighbours after the "also bought" rows of new items with too few buyers (source
+    ``content``), and ``new_item_neighbours``: for every item, the new items nearest it in words."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    fresh = [row[C.ITEM_ID] for row in new_items(catalogue, as_of, config).where(F.col(C.BUYERS) < config.new_item_buyers)
+             .select(C.ITEM_ID).collect()]
+    schema = f"{C.ITEM_ID} string, {C.RANK} int, {C.SIMILAR_ITEM_ID} string, {C.SCORE} double"
+    neighbours = content.content_neighbours(descriptions, fresh, descriptions.index, k=config.neighbours).rename(
+        columns={"similar_item_id": C.SIMILAR_ITEM_ID})
+    for_new = spark.createDataFrame(neighbours, schema).withColumn(C.SOURCE, F.lit("content"))
+    also_bought = similar_items.withColumn(C.SOURCE, F.lit("also_bought"))
+    offset = also_bought.groupBy(C.ITEM_ID).agg(F.max(C.RANK).alias("_offset"))
+    appended = (for_new.join(also_bought.select(C.ITEM_ID, C.SIMILAR_ITEM_ID), [C.ITEM_ID, C.SIMILAR_ITEM_ID], "left_anti")
+                .join(offset, C.ITEM_ID, "left")
+                .withColumn(C.RANK, F.coalesce("_offset", F.lit(0))
+                            + F.row_number().over(Window.partitionBy(C.ITEM_ID).orderBy(C.RANK))).drop("_offset"))
+    nearest_new = content.content_neighbours(descriptions, descriptions.index, fresh, k=config.neighbours)
+    return {"similar_items": also_bought.unionByName(appended),
+            "new_item_neighbours": spark.createDataFrame(nearest_new.rename(columns={"similar_item_id": "new_item_id"}),
+                                                         f"{C.ITEM_ID} string, {C.RANK} int, new_item_id string, {C.SCORE} double")}
 
 
 def customer_days(purchases):
@@ -69,21 +117,26 @@ def customer_days(purchases):
         F.round(F.sum(C.AMOUNT), 2).alias("revenue"))
 
 
-def build_store(spark, output_uri: str, recs_stage: str, path: str, *, run: dict) -> dict:
+def build_store(spark, output_uri: str, recs_stage: str, path: str, *, run: dict, config: content.ContentConfig) -> dict:
     """Write every table of ``webapp.schema`` into a new SQLite file at ``path``; return the row counts."""
     from pyspark.sql import functions as F
 
     segments_stage = layout.open_stage(spark, output_uri, layout.SEGMENTS)
     purchases, _ = layout.read_transactions(spark, output_uri)
     customers = spark.read.parquet(storage.join(segments_stage, "customers"))
+    catalogue = item_catalogue(purchases)
+    # one row per item: the catalogue's words, not the log, come to the driver
+    descriptions = catalogue.select(C.ITEM_ID, C.DESCRIPTION).toPandas().set_index(C.ITEM_ID)[C.DESCRIPTION]
     frames = {
         "customers": customers.withColumns({
             "first_purchase": F.date_format("first_purchase", "yyyy-MM-dd"), "last_purchase": F.date_format("last_purchase", "yyyy-MM-dd")}),
         "segments": spark.read.parquet(storage.join(segments_stage, "segments")),
         "recommendations": spark.read.parquet(storage.join(recs_stage, "recommendations")),
         "trending": spark.read.parquet(storage.join(recs_stage, "trending")).fillna({C.COUNTRY: schema.EVERY_COUNTRY}),
-        "similar_items": spark.read.parquet(storage.join(recs_stage, "similar_items")),
-        "items": item_catalogue(spark, purchases),
+        **content_tables(spark, catalogue, descriptions, spark.read.parquet(storage.join(recs_stage, "similar_items")), run["as_of"],
+                         config),
+        "new_arrivals": new_arrivals(purchases, catalogue, run["as_of"], config).fillna({C.COUNTRY: schema.EVERY_COUNTRY}),
+        "items": with_groups(spark, catalogue, descriptions),
         "bought": purchases.select(C.CUSTOMER_ID, C.ITEM_ID).distinct(),
         "customer_days": customer_days(purchases),
     }
@@ -105,12 +158,13 @@ def build_store(spark, output_uri: str, recs_stage: str, path: str, *, run: dict
         ])
         connection.commit()
         problems = schema.problems(connection)
+    catalogue.unpersist()
     if problems:
         raise cli.JobError(f"the new store failed its sanity check ({'; '.join(problems)}); the previous one is kept")
     return counts
 
 
-def publish(spark, output_uri: str, db_path: str) -> dict:
+def publish(spark, output_uri: str, db_path: str, config: content.ContentConfig = content.ContentConfig()) -> dict:
     """Build the store under a temporary name next to ``db_path`` and rename it into place."""
     fs = storage.FileSystem(spark)
     recs_stage = layout.open_stage(spark, output_uri, layout.RECOMMENDATIONS)
@@ -122,7 +176,7 @@ def publish(spark, output_uri: str, db_path: str) -> dict:
     handle, temporary = tempfile.mkstemp(prefix=".segrec-", suffix=".sqlite.tmp", dir=directory)
     os.close(handle)
     try:
-        counts = build_store(spark, output_uri, recs_stage, temporary, run={**run, "as_of": manifest["as_of"]})
+        counts = build_store(spark, output_uri, recs_stage, temporary, run={**run, "as_of": manifest["as_of"]}, config=config)
         os.chmod(temporary, 0o644)  # mkstemp makes it private; the web server may run as another user
         os.replace(temporary, db_path)
     finally:
