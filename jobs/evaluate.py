@@ -43,11 +43,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --replay: the events' share of a fused list score, as the app's SEGREC_EVENT_SHARE")
     parser.add_argument("--event-half-life-hours", type=float, default=LiveSettings.half_life_hours,
                         help="with --replay: hours an event takes to pull half as hard, as the app's SEGREC_EVENT_HALF_LIFE_HOURS")
+    parser.add_argument("--exploration-share", type=float, default=LiveSettings.exploration_share,
+                        help="with --replay: discover's share of slots for new items, as the app's SEGREC_EXPLORATION_SHARE")
     cli.add_recommendation_arguments(parser)
     cli.add_common_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        live_settings = LiveSettings(event_share=args.event_share, half_life_hours=args.event_half_life_hours)
+        live_settings = LiveSettings(event_share=args.event_share, half_life_hours=args.event_half_life_hours,
+                                     exploration_share=args.exploration_share)
     except ValueError as error:
         parser.error(str(error))
     settings = cli.resolve_settings(args, app_name="segrec-evaluate")

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 EVENT_WEIGHTS = {"view": 1.0, "cart": 2.0, "purchase": 3.0}
 RANK_CONSTANT = 10
 EVENTS_SOURCE = "events"  # the source named for items that the shopper's events brought in
+EXPLORED_SOURCE = "new"  # a new item placed in an exploration slot: near the shopper's items in words
+EXPLORATION_ANCHORS = 5  # the head of a shopper's list whose nearest new items explore, after their events' items
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,3 +160,23 @@ def with_inserted(ranked: list[Ranked], items: list[str], share: float, n: int, 
         score = result[at].score if at < len(result) else (result[-1].score if result else 1.0)
         result.insert(at, Ranked(item, score, source))
     return result
+
+
+def exploration_anchors(events: list[Event], ranked: list[Ranked]) -> list[str]:
+    """The items whose nearest new items fill the exploration slots: the shopper's event items, then their list's head."""
+    return list(dict.fromkeys([event.item_id for event in events] + [row.item_id for row in ranked[:EXPLORATION_ANCHORS]]))
+
+
+def with_exploration(ranked: list[Ranked], *, anchors: list[str], nearest_new: dict[str, list[str]], arrivals: list[str],
+                     left_out: set[str], n: int, settings: LiveSettings) -> list[Ranked]:
+    """``ranked`` with ``settings.exploration_share`` of its slots given to new items: those nearest the ``anchors`` in
+    words (``nearest_new``: item -> new items by rank; summed reciprocal ranks), then the new ``arrivals``; never one
+    in ``left_out`` or already listed."""
+    scores: dict[str, float] = {}
+    for anchor in anchors:
+        for rank, item in enumerate(nearest_new.get(anchor, []), start=1):
+            scores[item] = scores.get(item, 0.0) + _reciprocal(rank)
+    taken = left_out | {row.item_id for row in ranked}
+    near = [item for item, _ in sorted(scores.items(), key=lambda pair: (-pair[1], pair[0])) if item not in taken]
+    candidates = near + [item for item in arrivals if item not in taken and item not in scores]
+    return with_inserted(ranked, candidates, settings.exploration_share, n, EXPLORED_SOURCE)

@@ -14,8 +14,6 @@ from webapp.state import get_state, get_store
 
 LISTS = ("for_you", "discover", "buy_again", "new_arrivals")
 NEW_ARRIVALS = "new_arrivals"
-EXPLORED_SOURCE = "new"  # a new item placed in an exploration slot: near the shopper's items in words
-EXPLORATION_ANCHORS = 5  # the head of a shopper's list whose new neighbours explore
 EVENT_TYPES = tuple(live.EVENT_WEIGHTS)
 RECENT_EVENTS = 20  # a shopper's newest events that move their lists
 # Matched against the whole value (fullmatch): "$" alone would let a trailing newline through.
@@ -202,11 +200,11 @@ def _personal(customer_id: str, list_name: str, n: int, country: str | None, fil
     if len(ranked) < n:
         ranked += _most_bought(n - len(ranked), filters, {row.item_id for row in ranked} | kept_out)
     if list_name == "discover" and settings.exploration_share > 0:
-        anchors = [event.item_id for event in events] + [row.item_id for row in ranked[:EXPLORATION_ANCHORS]]
-        taken = kept_out | {row.item_id for row in ranked}
-        near = _new_near(anchors, filters, taken)
-        explored = near + [row.item_id for row in new_arrivals(n, country, filters, taken | set(near))[0]]
-        ranked = live.with_inserted(ranked, explored, settings.exploration_share, n, EXPLORED_SOURCE)
+        anchors = live.exploration_anchors(events, ranked)
+        nearest = _nearest_new(anchors)
+        arrivals = [row.item_id for row in new_arrivals(n + len(ranked), country, filters, kept_out)[0]]
+        ranked = live.with_exploration(ranked, anchors=anchors, nearest_new=nearest, arrivals=arrivals, n=n, settings=settings,
+                                       left_out=kept_out | _excluded({item for items in nearest.values() for item in items}, filters))
     left_out = kept_out | _excluded(set(merchandising.promoted), filters)
     ranked = live.with_inserted(ranked, [item for item in merchandising.promoted if item not in left_out],
                                 merchandising.promoted_share, n, rules.PROMOTED_SOURCE)
@@ -225,15 +223,14 @@ def new_arrivals(n: int, country: str | None, filters: rules.Filters, left_out: 
     return [live.Ranked(row["item_id"], row["score"], NEW_ARRIVALS) for row in _passing(rows, filters, n)], used
 
 
-def _new_near(anchors: list[str], filters: rules.Filters, left_out: set[str]) -> list[str]:
-    """New items nearest the ``anchors`` in words, each anchor's nearest first (summed reciprocal ranks)."""
-    scores: dict[str, float] = {}
-    for chunk in _chunks(list(dict.fromkeys(anchors))):
-        for row in get_store().query(f"SELECT rank, new_item_id FROM new_item_neighbours WHERE item_id IN ({', '.join('?' for _ in chunk)})",
-                                     tuple(chunk)):
-            scores[row["new_item_id"]] = scores.get(row["new_item_id"], 0.0) + 1.0 / (live.RANK_CONSTANT + row["rank"])
-    near = [item for item, _ in sorted(scores.items(), key=lambda pair: (-pair[1], pair[0])) if item not in left_out]
-    return [item for item in near if item not in _excluded(set(near), filters)]
+def _nearest_new(anchors: list[str]) -> dict[str, list[str]]:
+    """Each anchor's nearest new items in words, in rank order."""
+    nearest: dict[str, list[str]] = {}
+    for chunk in _chunks(anchors):
+        for row in get_store().query(f"SELECT item_id, new_item_id FROM new_item_neighbours WHERE item_id IN ({', '.join('?' for _ in chunk)}) "
+                                     "ORDER BY item_id, rank", tuple(chunk)):
+            nearest.setdefault(row["item_id"], []).append(row["new_item_id"])
+    return nearest
 
 
 def _descriptions(items: list[str]) -> dict[str, str]:
@@ -259,10 +256,11 @@ def similar(item_id: str, n: int, filters: rules.Filters = rules.NO_FILTERS) -> 
     rows = _passing(store.query("SELECT similar_item_id AS item_id, score, source FROM similar_items WHERE item_id = ? "
                                 "ORDER BY rank LIMIT ?", (item_id, _depth(n, filters))), filters, n)
     ranked = [live.Ranked(row["item_id"], row["score"], row["source"]) for row in rows]
-    share = current_app.extensions["segrec_live"].exploration_share
-    if share > 0:  # new items near this one in words, in the exploration slots
-        explored = _new_near([item_id], filters, {item_id} | {row.item_id for row in ranked})
-        ranked = live.with_inserted(ranked, explored, share, n, EXPLORED_SOURCE)
+    settings = current_app.extensions["segrec_live"]
+    if settings.exploration_share > 0:  # new items near this one in words, in the exploration slots
+        nearest = _nearest_new([item_id])
+        ranked = live.with_exploration(ranked, anchors=[item_id], nearest_new=nearest, arrivals=[], n=n, settings=settings,
+                                       left_out={item_id} | _excluded(set(nearest.get(item_id, [])), filters))
     descriptions = _descriptions([row.item_id for row in ranked])
     return _with_count({"item_id": item_id, "description": item[0]["description"], "items": [
         {"rank": position, "item_id": row.item_id, "description": descriptions.get(row.item_id), "score": row.score, "source": row.source}
