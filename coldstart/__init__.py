@@ -1,1 +1,1 @@
-"""Cold start: popularity and trending recommendations for customers the models do not know (issue 4)."""
+"""Cold start: popularity and trending for customers the models do not know, and item descriptions (TF-IDF) for items too new to have buyers."""
