@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from webapp.errors import BadRequest
 
@@ -109,7 +109,6 @@ class StoreRules:
     blocked: frozenset[str] = frozenset()
     promoted: tuple[str, ...] = ()  # oldest promotion first
     promoted_share: float = DEFAULT_PROMOTED_SHARE
-    notes: dict = field(default_factory=dict, compare=False)
 
 
 def store_rules(state) -> StoreRules:
