@@ -32,13 +32,24 @@ def test_a_warm_customers_earlier_purchases_move_their_next_days_lists():
                 "for_you": [f"f{n}" for n in range(12)], "discover": [f"d{n}" for n in range(12)],
                 "days": [day(1, "sofa"), day(3, "cushion")]}
     cases = replay_customer(customer, store=store({"sofa": ["cushion", "lamp"]}, {None: ["t1", "t2"]}), k=10, settings=LiveSettings())
+    scored = {list_name: [case for case in cases if case["list"] == list_name] for list_name in ("for_you", "discover")}
     for list_name in ("for_you", "discover"):
-        scored = [case for case in cases if case["list"] == list_name]
-        assert [case["variant"] for case in scored] == ["static", "events", "content"] * 2 and all(len(case["items"]) == 10 for case in scored)
-        first_static, first_events, _, second_static, second_events, _ = scored
-        assert first_static["ndcg"] == first_events["ndcg"] == 0  # no events before the first day: the sofa is in no list
-        assert second_static["ndcg"] == 0 and second_events["ndcg"] > 0 and "cushion" in second_events["items"]
-    assert "sofa" not in [case for case in cases if case["list"] == "discover"][-1]["items"]  # bought the day before
+        assert [case["variant"] for case in scored[list_name]] == ["static", "events", "content"] * 2
+    assert all(len(case["items"]) == 10 for case in cases)
+    first_static, first_events, _, second_static, second_events, _ = scored["discover"]
+    assert first_static["ndcg"] == first_events["ndcg"] == 0  # no events before the first day: the sofa is in no list
+    assert second_static["ndcg"] == 0 and second_events["ndcg"] > 0  # the sofa's neighbour
+    assert "sofa" not in second_events["items"]  # bought the day before
+    assert "cushion" not in scored["for_you"][-2]["items"] and "sofa" in scored["for_you"][-2]["items"]  # for_you: no neighbours
+
+
+def test_a_warm_customers_purchase_comes_back_into_for_you_weeks_later():
+    customer = {"customer_id": "c1", "group": "warm", "country": "UK", "bought": ["old"],
+                "for_you": [f"f{n}" for n in range(12)], "discover": [f"d{n}" for n in range(12)],
+                "days": [day(1, "sofa"), day(20, "sofa")]}
+    cases = replay_customer(customer, store=store({"sofa": ["lamp"]}, {None: ["t1"]}), k=10, settings=LiveSettings())
+    *_, static, moved, _ = [case for case in cases if case["list"] == "for_you"]
+    assert static["ndcg"] == 0 and moved["ndcg"] > 0 and "lamp" not in moved["items"]
 
 
 def test_a_new_customer_is_scored_from_their_second_day_on_their_events_against_trending():

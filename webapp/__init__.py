@@ -29,7 +29,7 @@ DEFAULTS = {
     "SEGREC_SIGN_IN_RATE": "5/minute;30/hour",  # failed sign-ins per account
     "SEGREC_SIGN_IN_RATE_PER_ADDRESS": "20/minute;200/hour",  # failed sign-ins per client address
     "SEGREC_SESSION_HOURS": 8.0,  # a session ends after this long without a request
-    "SEGREC_EVENT_HALF_LIFE_HOURS": 48.0,  # a shopper's event pulls on their lists half as hard this much later
+    "SEGREC_EVENT_HALF_LIFE_HOURS": 336.0,  # a shopper's event pulls on their lists half as hard this much later
     "SEGREC_EVENT_SHARE": 0.5,  # of a known shopper's fused list score that their events give (the batch list gives the rest)
     "SEGREC_EXPLORATION_SHARE": 0.1,  # of the slots of discover and "also bought" that go to new items (0 to 0.5)
 }

@@ -6,7 +6,8 @@ the request that follows an event (no Spark), and an offline replay can run exac
 Scores are rank-based (reciprocal rank, ``1 / (RANK_CONSTANT + rank)``), so the batch model's scores and
 the neighbour lists' scores, which live on different scales, add up fairly. A shopper's events each weigh
 their type's weight halved every ``half_life_hours``; an event's item counts as its own nearest neighbour
-(rank 0: a viewed or carted item is a strong hint at the next purchase), then its neighbours by rank.
+(rank 0: a viewed or carted item is a strong hint at the next purchase), then its neighbours by rank; a known
+shopper's ``for_you`` takes the items alone.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ EXPLORATION_ANCHORS = 5  # the head of a shopper's list whose nearest new items 
 
 @dataclass(frozen=True, kw_only=True)
 class LiveSettings:
-    half_life_hours: float = 48.0  # an event weighs half as much two days later
+    # an event weighs half as much two weeks later: returning shoppers' purchase days are weeks apart (the replay measures it)
+    half_life_hours: float = 336.0
     event_share: float = 0.5  # of a known shopper's fused score; their batch list has the rest
     new_shopper_event_share: float = 0.9  # of the score of a shopper the batch does not know; trending has the rest
     # for_you keeps a just-bought item at this fraction of its score, the demotion halving every few hours: the same
@@ -115,6 +117,10 @@ def live_list(list_name: str, *, batch: list[Ranked], events: list[Event], neigh
     weights = event_weights(events, now, settings)
     if list_name == "buy_again":  # what was bought, the latest purchases pulling hardest; neighbours are not bought items
         pulled = event_scores({item: weight for item, weight in weights.items() if item in purchased_now}, {})
+    elif list_name == "for_you" and known:
+        # a known shopper's own items come back; their neighbours go to discover: the batch list already holds better
+        # guesses than the neighbours (the replay evaluation measures it on two shops)
+        pulled = event_scores(weights, {})
     else:
         pulled = event_scores(weights, neighbours)
     event_share = settings.event_share if known else settings.new_shopper_event_share
