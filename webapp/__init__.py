@@ -17,6 +17,8 @@ import os
 
 from flask import Flask
 
+from webapp.live import LiveSettings
+
 MIN_SECRET_BYTES = 32
 DEFAULTS = {
     "SEGREC_DB": "output/segrec.sqlite",
@@ -29,9 +31,9 @@ DEFAULTS = {
     "SEGREC_SIGN_IN_RATE": "5/minute;30/hour",  # failed sign-ins per account
     "SEGREC_SIGN_IN_RATE_PER_ADDRESS": "20/minute;200/hour",  # failed sign-ins per client address
     "SEGREC_SESSION_HOURS": 8.0,  # a session ends after this long without a request
-    "SEGREC_EVENT_HALF_LIFE_HOURS": 336.0,  # a shopper's event pulls on their lists half as hard this much later
-    "SEGREC_EVENT_SHARE": 0.5,  # of a known shopper's fused list score that their events give (the batch list gives the rest)
-    "SEGREC_EXPLORATION_SHARE": 0.1,  # of the slots of discover and "also bought" that go to new items (0 to 0.5)
+    "SEGREC_EVENT_HALF_LIFE_HOURS": LiveSettings.half_life_hours,  # a shopper's event pulls on their lists half as hard this much later
+    "SEGREC_EVENT_SHARE": LiveSettings.event_share,  # of a known shopper's fused list score that their events give (the batch list gives the rest)
+    "SEGREC_EXPLORATION_SHARE": LiveSettings.exploration_share,  # of the slots of discover and "also bought" that go to new items (0 to 0.5)
 }
 
 
@@ -63,7 +65,6 @@ def check_secret_key(secret: str) -> None:
 def create_app(test_config: dict | None = None) -> Flask:
     from webapp import admin, api, auth, campaigns, errors, merchandising, reports, security, state
     from webapp.erasure import ErasureRunner
-    from webapp.live import LiveSettings
     from webapp.store import Store
 
     app = Flask(__name__)
