@@ -29,6 +29,7 @@ import pandas as pd
 from scipy import sparse, stats
 from sklearn.neighbors import NearestNeighbors
 
+from runtime.stages.replay import ndcg_and_recall
 from segmentation import columns as C
 
 K = 10
@@ -70,12 +71,7 @@ def frequency_vectors(lines: pd.DataFrame, customers: pd.Index, items: pd.Index,
 
 
 def ndcg(top: np.ndarray, relevant: list[set]) -> np.ndarray:
-    discounts = 1 / np.log2(np.arange(2, K + 2))
-    scores = np.zeros(len(relevant))
-    for row, (listed, wanted) in enumerate(zip(top, relevant)):
-        gains = np.array([item in wanted for item in listed], dtype=float)
-        scores[row] = (gains * discounts[:len(listed)]).sum() / discounts[:min(len(wanted), K)].sum()
-    return scores
+    return np.array([ndcg_and_recall(list(listed), wanted, K)[0] for listed, wanted in zip(top, relevant)])
 
 
 class Window:
