@@ -13,6 +13,13 @@ customer the recommender gave nothing scores zero. Ranks start at 1.
     hit_rate     share of customers with at least one hit
     coverage     distinct items recommended in any top k / items in the catalogue
 
+Beside the means, ``compare_lists`` can give each list's paired difference from a
+baseline list on the same customers (mean and standard error: what routing decides
+with), and 95% percentile-bootstrap intervals of every per-customer metric. The
+bootstrap is a Poisson one (Chamandy et al. 2012): each replicate weighs every
+customer by a Poisson(1) count drawn from a hash of their id, so it runs as one
+Spark aggregation at any size and is the same on every run.
+
 ``tests/test_evaluation.py`` checks every metric against a plain pandas version.
 """
 
@@ -25,6 +32,10 @@ from segmentation import columns as C
 
 RELEVANCE_MODES = ("all", "new")
 METRICS = ("precision", "recall", "ndcg", "map", "mrr", "hit_rate", "coverage")
+PER_CUSTOMER = tuple(name for name in METRICS if name != "coverage")  # coverage is the catalogue's: it has no interval
+BOOTSTRAP_REPLICATES = 200
+# Poisson(1)'s cumulative distribution at 0..6: a uniform draw above k of them is a weight of k.
+POISSON_CDF = (0.3678794, 0.7357589, 0.9196986, 0.9810118, 0.9963402, 0.9994058, 0.9999168)
 
 
 def split_by_time(purchases, *, cutoff: dt.date, end: dt.date | None = None):
@@ -81,9 +92,14 @@ def ranking_metrics(recommendations, relevant, *, k: int = 10, catalogue_size: i
     return [{name: value for name, value in row.items() if name != C.SOURCE} for row in rows]
 
 
-def compare_lists(lists: dict, relevant, *, k: int = 10, catalogue_size: int, by=None) -> list[dict]:
+def compare_lists(lists: dict, relevant, *, k: int = 10, catalogue_size: int, by=None, baseline: str | None = None,
+                  intervals: bool = False) -> list[dict]:
     """``ranking_metrics`` of every list in ``lists`` (name -> recommendations for the same customers), each row with its
     ``source`` name: one Spark job for all of them, where scoring them one by one costs a job (and its fixed overhead) each.
+
+    ``baseline``: the name of a list in ``lists``; each row then has ``ndcg_vs_baseline`` and ``ndcg_vs_baseline_se``,
+    the mean and standard error of its customers' NDCG minus the baseline's. ``intervals``: each per-customer metric
+    gets ``{metric}_low`` and ``{metric}_high``, its 95% bootstrap interval (see the module).
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -98,21 +114,68 @@ def compare_lists(lists: dict, relevant, *, k: int = 10, catalogue_size: int, by
             raise RecommendationError(f"group customers by exactly one column besides customer_id, got {groups}")
         # A customer missing from ``by`` is counted in a group of their own, never in the overall row's None.
         per_customer = per_customer.join(by, C.CUSTOMER_ID, "left").withColumn(groups[0], F.coalesce(F.col(groups[0]).cast("string"), F.lit("none")))
+    paired = []
+    if baseline is not None:
+        if baseline not in lists:
+            raise RecommendationError(f"the baseline '{baseline}' is not one of the lists compared ({', '.join(lists)})")
+        base = per_customer.where(F.col(C.SOURCE) == baseline).select(C.CUSTOMER_ID, F.col("ndcg").alias("_base"))
+        per_customer = per_customer.join(base, C.CUSTOMER_ID, "left").withColumn("_difference", F.col("ndcg") - F.col("_base"))
+        paired = [F.avg(only_first_of("_difference")).alias("ndcg_vs_baseline"),
+                  (F.stddev_samp(only_first_of("_difference")) / F.sqrt(F.sum(F.col("_first").cast("int")))).alias("ndcg_vs_baseline_se")]
     # Each row carries its customer's metrics and one recommended item (or none), so coverage
     # and the averages come out of one aggregation; metrics are averaged over customers only once.
     first_of_customer = F.row_number().over(Window.partitionBy(C.SOURCE, C.CUSTOMER_ID).orderBy(F.col(C.ITEM_ID).asc_nulls_last()))
     with_items = per_customer.join(top.drop(C.RANK), [C.SOURCE, C.CUSTOMER_ID], "left").withColumn("_first", first_of_customer == 1)
-    only_first = lambda name: F.when(F.col("_first"), F.col(name))  # noqa: E731
     aggregated = with_items.rollup(C.SOURCE, *groups).agg(
         F.sum(F.col("_first").cast("int")).alias("customers"),
-        *(F.avg(only_first(name)).alias(name) for name in METRICS if name != "coverage"),
+        *(F.avg(only_first_of(name)).alias(name) for name in PER_CUSTOMER),
         (F.count_distinct(C.ITEM_ID) / float(catalogue_size)).alias("coverage"),
+        *paired,
     ).where(F.col(C.SOURCE).isNotNull())  # the rollup's grand total mixes the lists
     # In the order of ``lists``, each list's overall row first: route choices break ties by this order.
     position = {name: i for i, name in enumerate(lists)}
     group = groups[0] if groups else None
     rows = [row.asDict() for row in aggregated.collect()]
+    if intervals:
+        bounds = bootstrap_intervals(per_customer, [C.SOURCE, *groups])
+        rows = [{**row, **bounds.get((row[C.SOURCE], row.get(group)) if group else (row[C.SOURCE],), {})} for row in rows]
     return sorted(rows, key=lambda row: (position[row[C.SOURCE]], row.get(group) is not None, row.get(group) or ""))
+
+
+def only_first_of(name: str):
+    """``name`` on a customer's first row only (``_first``): the rows of a customer repeat their metrics once per item."""
+    from pyspark.sql import functions as F
+
+    return F.when(F.col("_first"), F.col(name))
+
+
+def poisson_weight(key: str, replicate: str, seed: int = 0):
+    """A Poisson(1) count per (``key``, ``replicate``) row, drawn from a hash of both: the same on every run."""
+    from pyspark.sql import functions as F
+
+    uniform = (F.xxhash64(F.col(key), F.col(replicate), F.lit(seed)) & F.lit(0xFFFFFFFF)) / float(2 ** 32)
+    return sum((F.when(uniform > threshold, 1).otherwise(0) for threshold in POISSON_CDF), F.lit(0))
+
+
+def bootstrap_intervals(per_customer, groups: list[str], *, replicates: int = BOOTSTRAP_REPLICATES, seed: int = 0) -> dict:
+    """(group values...) -> {metric_low, metric_high}: 95% Poisson-bootstrap intervals of the mean of each per-customer
+    metric, per group and, when there is a second group column, over all its values too (None, as the rollup's rows)."""
+    from pyspark.sql import functions as F
+
+    spark = per_customer.sparkSession
+    customers = per_customer.select(C.CUSTOMER_ID, *groups, *PER_CUSTOMER).distinct()
+    if len(groups) > 1:  # every customer once more in the overall row of their list
+        customers = customers.unionByName(customers.withColumn(groups[1], F.lit(None).cast("string")))
+    draws = spark.range(replicates).select(F.col("id").alias("_replicate"))
+    weighted = customers.crossJoin(F.broadcast(draws)).withColumn("_weight", poisson_weight(C.CUSTOMER_ID, "_replicate", seed)).where(
+        F.col("_weight") > 0)
+    means = weighted.groupBy(*groups, "_replicate").agg(
+        *((F.sum(F.col(name) * F.col("_weight")) / F.sum("_weight")).alias(name) for name in PER_CUSTOMER))
+    bounds = means.groupBy(*groups).agg(
+        *(F.percentile(name, F.array(F.lit(0.025), F.lit(0.975))).alias(name) for name in PER_CUSTOMER)).collect()
+    return {tuple(row[group] for group in groups): {f"{name}_{end}": row[name][position]
+                                                     for name in PER_CUSTOMER for position, end in enumerate(("low", "high"))}
+            for row in bounds}
 
 
 def _tagged(lists: dict, k: int):

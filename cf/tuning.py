@@ -1,11 +1,13 @@
-"""ALS settings per value segment, tuned on a validation window within a time budget.
+"""ALS settings per value segment, and TIFU-KNN's, tuned on a validation window within a time budget.
 
 Coordinate search: from the first value listed for each parameter, each parameter in turn is
 tried at each of its values with the others held at the best found so far; a
-change is kept only when it raises the segment's NDCG@k on its ``discover``
-list (items new to the customer) in the validation window. The budget is
-shared out over the segments in order; time a segment does not use passes to
-the next. Every trial is recorded, so the manifest shows what was tried and
+change is kept only when it raises NDCG@k in the validation window: ALS on each
+segment's ``discover`` list (items new to the customer), TIFU-KNN on ``for_you``
+(all purchases), the list it is made for. The budget is shared out over the
+segments in order; time a segment does not use passes to the next. Each search
+runs at least ``min_trials`` trials whatever the clock says, so a slow machine
+still tunes. Every trial is recorded, so the manifest shows what was tried and
 what it scored, not only what won.
 """
 
@@ -20,6 +22,7 @@ from cf.als import ALSRecommender
 from cf.evaluation import ranking_metrics
 from cf.ids import IdMapping
 from cf.interactions import RecommendationError, interactions_by_half_life
+from cf.tifu import TifuRecommender, TifuSettings
 from segmentation import columns as C
 
 ALL_SEGMENTS = "all"  # the global model's "segment", and every customer in metrics
@@ -47,14 +50,19 @@ class TuningConfig:
     alpha: tuple[float, ...] = (10.0, 1.0, 40.0)
     half_life_days: tuple[float, ...] = (0.0, 180.0, 365.0)
     max_iter: tuple[int, ...] = (10, 20)
+    tifu_groups: tuple[int, ...] = (3, 7)
+    tifu_alpha: tuple[float, ...] = (0.7, 0.9)
+    min_trials: int = 3  # per search, even past the budget; 1 keeps the first settings when the budget is spent
 
     def __post_init__(self):
-        for name in ("rank", "reg_param", "alpha", "half_life_days", "max_iter"):
+        for name in ("rank", "reg_param", "alpha", "half_life_days", "max_iter", "tifu_groups", "tifu_alpha"):
             values = getattr(self, name)
             if not values:
                 raise RecommendationError(f"tuning.{name} needs at least one value")
         if self.budget_seconds < 0:
             raise RecommendationError(f"tuning.budget_seconds must be 0 or more, got {self.budget_seconds}")
+        if self.min_trials < 1:
+            raise RecommendationError(f"tuning.min_trials must be 1 or more, got {self.min_trials}")
 
     def start(self) -> ALSSettings:
         return ALSSettings(**{name: values[0] for name, values in self.grid()})
@@ -63,10 +71,16 @@ class TuningConfig:
         """(parameter, values) in the order the search visits them: the strongest levers first."""
         return [(name, getattr(self, name)) for name in ("alpha", "reg_param", "rank", "half_life_days", "max_iter")]
 
+    def tifu_start(self) -> TifuSettings:
+        return TifuSettings(groups=self.tifu_groups[0], alpha=self.tifu_alpha[0])
+
+    def tifu_grid(self):
+        return [("groups", self.tifu_groups), ("alpha", self.tifu_alpha)]
+
 
 @dataclass
 class Trial:
-    settings: ALSSettings
+    settings: ALSSettings | TifuSettings
     ndcg: float
     seconds: float
 
@@ -85,7 +99,7 @@ class SegmentTuning:
         best = self.best
         return {
             "chosen": dataclasses.asdict(best.settings), "validation_ndcg": best.ndcg,
-            "default_ndcg": self.trials[0].ndcg, "validation_customers": self.customers,
+            "default_ndcg": self.trials[0].ndcg, "validation_customers": self.customers, "trials_run": len(self.trials),
             "trials": [{**dataclasses.asdict(t.settings), "ndcg": t.ndcg, "seconds": t.seconds} for t in self.trials],
         }
 
@@ -159,18 +173,7 @@ def tune(train, relevant, segments, *, as_of: dt.date, config: TuningConfig = Tu
                          f"in {trial.seconds:.0f}s; {max(0.0, deadline - clock()):.0f}s of the budget left")
                 return trial
 
-            trials = [score(config.start(), "first settings")]
-            best = trials[0]
-            for name, values in config.grid():
-                for value in values:
-                    if clock() >= share_end:
-                        break
-                    candidate = dataclasses.replace(best.settings, **{name: value})
-                    if any(trial.settings == candidate for trial in trials):
-                        continue
-                    trials.append(score(candidate, f"{name} {value}"))
-                    if trials[-1].ndcg > best.ndcg:
-                        best = trials[-1]
+            trials = coordinate_search(config.start(), config.grid(), score, ends=share_end, min_trials=config.min_trials, clock=clock)
             results[segment] = SegmentTuning(segment=segment, customers=customers.count(), trials=trials)
             target.unpersist()
             for mapping in ids.values():
@@ -178,3 +181,53 @@ def tune(train, relevant, segments, *, as_of: dt.date, config: TuningConfig = Tu
     finally:
         cache.release()
     return results
+
+
+def coordinate_search(start, grid, score, *, ends: float, min_trials: int, clock=time.monotonic) -> list[Trial]:
+    """Trials from ``start``, each parameter of ``grid`` in turn at each of its values, the others at the best so far.
+
+    ``score(settings, what_changed)`` runs one trial. It stops at ``ends`` (by ``clock``) once ``min_trials`` have run.
+    """
+    trials = [score(start, "first settings")]
+    best = trials[0]
+    for name, values in grid:
+        for value in values:
+            if clock() >= ends and len(trials) >= min_trials:
+                return trials
+            candidate = dataclasses.replace(best.settings, **{name: value})
+            if any(trial.settings == candidate for trial in trials):
+                continue
+            trials.append(score(candidate, f"{name} {value}"))
+            if trials[-1].ndcg > best.ndcg:
+                best = trials[-1]
+    return trials
+
+
+def tune_tifu(train, relevant, *, as_of: dt.date, config: TuningConfig = TuningConfig(), k: int = 10, budget_seconds: float,
+              clock=time.monotonic, echo=None) -> SegmentTuning:
+    """Search TIFU-KNN's settings on ``relevant`` (customer_id, item_id: what each warm customer bought in the validation
+    window, repeats included); ``train``: purchase rows before ``as_of``. A change of ``alpha`` alone reuses the fitted model."""
+    customers = relevant.select(C.CUSTOMER_ID).distinct().cache()
+    ends = clock() + budget_seconds
+    fitted: list[TifuRecommender] = []
+
+    def score(settings: TifuSettings, changed: str) -> Trial:
+        started = clock()
+        reusable = next((model for model in fitted if not TifuSettings(**{
+            name: getattr(model, name) for name in settings.model_settings()}).needs_refit(settings)), None)
+        if reusable is None:
+            reusable = TifuRecommender(**settings.model_settings(), as_of=as_of.isoformat()).fit(train)
+            fitted.append(reusable)
+        recs = reusable.with_alpha(settings.alpha).recommend(customers, k)
+        ndcg = ranking_metrics(recs, relevant, k=k, catalogue_size=1)[0]["ndcg"] or 0.0
+        trial = Trial(settings=settings, ndcg=float(ndcg), seconds=round(clock() - started, 1))
+        if echo:
+            echo(f"    tuning tifu: {changed}, NDCG@{k} {trial.ndcg:.3f} in {trial.seconds:.0f}s")
+        return trial
+
+    trials = coordinate_search(config.tifu_start(), config.tifu_grid(), score, ends=ends, min_trials=config.min_trials, clock=clock)
+    result = SegmentTuning(segment=ALL_SEGMENTS, customers=customers.count(), trials=trials)
+    customers.unpersist()
+    for model in fitted:
+        model.release()
+    return result

@@ -22,28 +22,20 @@ import datetime as dt
 import itertools
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
 from scipy import sparse, stats
 from sklearn.neighbors import NearestNeighbors
 
+from cf.tifu import TifuSettings
 from runtime.stages.replay import ndcg_and_recall
 from segmentation import columns as C
 
 K = 10
 TEST_DAYS = 92  # as jobs.evaluate: at most 92 days, at most a quarter of the history
 VALIDATION_DAYS = 90
-
-
-@dataclass(frozen=True)
-class TifuSettings:
-    groups: int
-    within_decay: float
-    group_decay: float
-    neighbours: int
-    alpha: float
 
 
 # the grid of the issue that set the anchor: 32 settings

@@ -22,6 +22,7 @@ import json
 
 from cf.base import Recommender, check_n, drop_seen
 from cf.interactions import RecommendationError
+from cf.tifu import TifuSettings
 from cf.tuning import ALL_SEGMENTS, ALSSettings
 from routing.routes import (BASELINE, EXCLUDES_SEEN, RoutingConfig, Sources, candidate_lists, fit_sources, segments_served_by,
                             serve_routed, source_parts, unvalidated_routes)
@@ -36,7 +37,7 @@ class RoutedRecommender(Recommender):
 
     ``routes``: list -> segment (or ``ALL_SEGMENTS``) -> {"source": ...}, as validation chose
     them (default: the routes that need no validation, ``routes.UNVALIDATED``);
-    ``als_settings``: tuned ALS settings per segment; ``similar_items_source``: the
+    ``als_settings``: tuned ALS settings per segment; ``tifu_settings``: TIFU-KNN's; ``similar_items_source``: the
     model behind "also bought"; ``as_of``: ISO date the models learn up to (default:
     the day after the last purchase they are given).
 
@@ -48,7 +49,7 @@ class RoutedRecommender(Recommender):
     name = "routed"
 
     def __init__(self, *, routes: dict | None = None, als_settings: dict[str, ALSSettings] | None = None,
-                 similar_items_source: str | None = None, as_of: str | None = None, config: RoutingConfig | None = None,
+                 tifu_settings: TifuSettings | None = None, similar_items_source: str | None = None, as_of: str | None = None, config: RoutingConfig | None = None,
                  echo=None):
         super().__init__()
         self.echo = echo  # when given, told of each model as it is fitted
@@ -58,10 +59,17 @@ class RoutedRecommender(Recommender):
         if missing:
             raise RecommendationError(f"routes need an overall ('{ALL_SEGMENTS}') route for {', '.join(missing)}")
         self.als_settings = als_settings or {}
+        self.tifu_settings = tifu_settings or TifuSettings()
         self.similar_items_source = similar_items_source or self.config.similar_item_sources()[0]
         self.as_of = as_of
         self._sources: Sources | None = None
         self._segments = None  # customer_id, segment
+
+    @classmethod
+    def from_choice(cls, chosen: dict, *, as_of: str | None = None, config: RoutingConfig | None = None, echo=None) -> "RoutedRecommender":
+        """The model serving what validation chose (``routing.validation.validate``'s result, or a reused one)."""
+        return cls(routes=chosen["routes"], als_settings=chosen["als_settings"], tifu_settings=chosen["tifu_settings"],
+                   similar_items_source=chosen.get("similar_items_source"), as_of=as_of, config=config, echo=echo)
 
     def models_used(self) -> list[str]:
         """The models the routes, "also bought" and the top-up of short lists need: the only ones fitted and saved."""
@@ -85,6 +93,7 @@ class RoutedRecommender(Recommender):
         segments = customers.select(C.CUSTOMER_ID, C.SEGMENT)
         # A segment model no route serves costs as much to fit as one that does.
         sources = fit_sources(interactions, as_of=as_of, segments=segments, config=config, als_settings=self.als_settings,
+                              tifu_settings=self.tifu_settings,
                               segment_als_serves=segments_served_by(self.routes, "segment_als"), echo=self.echo)
         self.as_of = as_of.isoformat()
         return self.assemble(sources, segments)
@@ -135,6 +144,7 @@ class RoutedRecommender(Recommender):
     def settings(self) -> dict:
         return json.loads(json.dumps({
             "routes": self.routes, "als_settings": {name: dataclasses.asdict(values) for name, values in self.als_settings.items()},
+            "tifu_settings": dataclasses.asdict(self.tifu_settings),
             "similar_items_source": self.similar_items_source, "as_of": self.as_of, "config": dataclasses.asdict(self.config),
         }))
 
@@ -143,6 +153,7 @@ class RoutedRecommender(Recommender):
         config = {**settings["config"], "models": tuple(settings["config"]["models"])}
         return cls(routes=settings["routes"], similar_items_source=settings["similar_items_source"], as_of=settings["as_of"],
                    als_settings={name: ALSSettings(**values) for name, values in settings["als_settings"].items()},
+                   tifu_settings=TifuSettings(**settings["tifu_settings"]),
                    config=RoutingConfig(**config))
 
     def _write_seen(self, path: str, seen_in: str | None) -> None:

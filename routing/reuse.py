@@ -13,6 +13,7 @@ import datetime as dt
 import json
 
 from cf.interactions import RecommendationError
+from cf.tifu import TifuSettings
 from cf.tuning import ALSSettings
 
 
@@ -51,11 +52,14 @@ def reusable_choice(earlier: dict | None, *, as_of: dt.date, max_age_days: int, 
     missing = object()
     changed = [f"{section}.{key}" for section, values in settings.items() for key, value in values.items()
                if earlier["settings"].get(section, {}).get(key, missing) != value]
+    if "tifu_settings" not in earlier:
+        changed.append("tifu_settings (the last run had no TIFU-KNN)")
     if changed:
         return None, f"settings changed since the last run's routes were chosen: {', '.join(changed)}"
     chosen = {
         "routes": earlier["routes"],
         "als_settings": {name: ALSSettings(**values) for name, values in earlier["als_settings"].items()},
+        "tifu_settings": TifuSettings(**earlier["tifu_settings"]),
         "similar_items_source": earlier["similar_items_source"],
         "window": {**earlier["validation"], "tuning": earlier["tuning"]},
         "chosen_as_of": chosen_as_of,

@@ -9,10 +9,12 @@ Lists (what a customer is shown):
 
 Each list has candidate sources: single models, or two models fused by
 weighted reciprocal rank (``a+b``: score = 1/(offset + rank in a) + w/(offset + rank in b);
-``source_parts`` reads the names). ``choose_routes`` picks, per list and segment,
-the source with the best NDCG@k on a validation window; popularity is always a
-candidate, and a route that would lose to it falls back to it. What is served is
-``routing.model.RoutedRecommender``: the chosen routes over the fitted sources.
+``source_parts`` reads the names), listed from the simplest. ``choose_routes`` picks,
+per list and segment, on one or more validation windows (rolling origin): popularity
+unless a source beats it significantly on every window (paired difference of NDCG@k
+over the same customers, lower end of its 95% interval above zero), and a more
+complex source over a simpler one only when it scores higher on every window. What
+is served is ``routing.model.RoutedRecommender``: the chosen routes over the fitted sources.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from functools import reduce
 from cf.als import ALSRecommender, SegmentedALS
 from cf.base import drop_seen, in_parallel, top_n
 from cf.interactions import RecommendationError
+from cf.tifu import TifuRecommender, TifuSettings
 from cf.tuning import ALL_SEGMENTS, ALSSettings, InteractionCache
 from cf.neighbours import BuyAgainRecommender, CooccurrenceRecommender
 from coldstart.popularity import PopularityRecommender, TrendingRecommender
@@ -33,13 +36,15 @@ from segmentation.windows import WindowRule
 
 BASELINE = "popularity"
 CANDIDATES = {
-    "discover": (BASELINE, "trending", "cooccurrence", "als", "segment_als", "trending+segment_als", "trending+als"),
-    "for_you": (BASELINE, "buy_again", "buy_again+trending", "als", "segment_als", "buy_again+segment_als"),
+    "discover": (BASELINE, "trending", "cooccurrence", "als", "segment_als", "tifu", "trending+segment_als", "trending+als",
+                 "tifu+segment_als"),
+    "for_you": (BASELINE, "buy_again", "buy_again+trending", "als", "segment_als", "tifu", "buy_again+segment_als",
+                "tifu+segment_als", "tifu+trending"),
     "buy_again": ("buy_again",),
     "cold": (BASELINE, "popularity_by_country", "trending", "popularity_by_country+trending"),
 }
 EXCLUDES_SEEN = {"discover": True, "for_you": False, "buy_again": False, "cold": False}
-MODELS = ("popularity_by_country", "trending", "buy_again", "cooccurrence", "als", "segment_als")
+MODELS = ("popularity_by_country", "trending", "buy_again", "cooccurrence", "als", "segment_als", "tifu")
 # What each list is served when the history leaves no validation window: the first of these that is fitted.
 # None needs tuning, and each falls back to popularity where it has nothing to say.
 UNVALIDATED = {"discover": (BASELINE,), "for_you": ("buy_again",), "cold": ("popularity_by_country", BASELINE)}
@@ -55,6 +60,7 @@ class RoutingConfig:
     validation_days: int | None = None  # None: validation_share of the history before the as-of date, at most max_validation_days
     validation_share: float = 0.25
     max_validation_days: int = 90
+    validation_windows: int = 2  # rolling origin: routes must hold on each window, the latest and those as long before it
     min_validation_days: int = 14  # a shorter window validates nothing: the lists get the UNVALIDATED routes
     validation_customers: int = 50_000  # beyond this, validation uses a hash sample of customers
     buy_again_half_life_days: float = 180.0
@@ -69,9 +75,9 @@ class RoutingConfig:
     models: tuple[str, ...] = MODELS  # the models to fit (popularity always is); fewer models, less time
 
     def __post_init__(self):
-        if min(self.validation_customers, self.cooccurrence_max_items, self.min_route_customers) < 1:
-            raise RecommendationError(
-                "routing.validation_customers, routing.cooccurrence_max_items and routing.min_route_customers must be 1 or more")
+        if min(self.validation_customers, self.cooccurrence_max_items, self.min_route_customers, self.validation_windows) < 1:
+            raise RecommendationError("routing.validation_customers, routing.cooccurrence_max_items, routing.min_route_customers "
+                                      "and routing.validation_windows must be 1 or more")
         unknown = sorted(set(self.models) - set(MODELS))
         if unknown:
             raise RecommendationError(f"unknown model(s) {', '.join(unknown)} in routing.models; models are {', '.join(MODELS)}")
@@ -111,16 +117,18 @@ class Sources:
 
     @property
     def on_all_pairs(self) -> frozenset[str]:
-        """The models that learnt from every training pair (per-segment ALS learns from its segments' only): their seen pairs are the same."""
-        return frozenset(self.models) - {"segment_als"}
+        """The models that learnt from every training pair and can share their seen pairs (per-segment ALS learns from
+        its segments' only; TIFU-KNN's seen pairs are its vectors)."""
+        return frozenset(self.models) - {"segment_als", "tifu"}
 
 
 def fit_sources(purchases, *, as_of: dt.date, segments, config: RoutingConfig = RoutingConfig(),
-                als_settings: dict[str, ALSSettings] | None = None, segment_als_serves: list[str] | None = None,
-                echo=None) -> Sources:
+                als_settings: dict[str, ALSSettings] | None = None, tifu_settings: TifuSettings | None = None,
+                segment_als_serves: list[str] | None = None, echo=None) -> Sources:
     """Fit every model on purchases before ``as_of`` (segments: customer_id, segment as of the same date).
 
-    ``als_settings``: tuned ALS settings per segment, ``ALL_SEGMENTS`` for the global model (defaults otherwise).
+    ``als_settings``: tuned ALS settings per segment, ``ALL_SEGMENTS`` for the global model (defaults otherwise);
+    ``tifu_settings``: TIFU-KNN's tuned settings (defaults otherwise).
     ``segment_als_serves``: the only segments per-segment ALS will be asked about (see ``segments_served_by``);
     it is fitted for their customers alone. None: for everyone.
     ``echo``, when given, is told of each model as it is fitted.
@@ -156,6 +164,7 @@ def fit_sources(purchases, *, as_of: dt.date, segments, config: RoutingConfig = 
             min_customers=config.min_segment_customers, **overall.model_settings(),
             per_segment={name: tuned[name].model_settings() for name in tuned_segments},
         ).fit(segment_interactions, als_segments),
+        "tifu": lambda: TifuRecommender(**(tifu_settings or TifuSettings()).model_settings(), as_of=as_of.isoformat()).fit(purchases),
     }
     build[BASELINE] = lambda: PopularityRecommender().fit(counts)
     names = [BASELINE, *config.models]
@@ -226,42 +235,117 @@ def materialize(frame):
     return checkpoint.select(*(F.col(name).alias(name) for name in checkpoint.columns))
 
 
-def score_lists(lists: dict, relevant, *, k: int, catalogue_size: int, segments=None) -> list[dict]:
-    """NDCG and friends for every source: overall (segment "all"), and per segment when ``segments`` is given."""
+def score_lists(lists: dict, relevant, *, k: int, catalogue_size: int, segments=None, intervals: bool = False) -> list[dict]:
+    """NDCG and friends for every source, with its paired difference from popularity when popularity is among them:
+    overall (segment "all"), and per segment when ``segments`` is given; bootstrap intervals with ``intervals``."""
     from cf.evaluation import compare_lists
 
-    rows = compare_lists(lists, relevant, k=k, catalogue_size=catalogue_size, by=segments)
+    rows = compare_lists(lists, relevant, k=k, catalogue_size=catalogue_size, by=segments,
+                         baseline=BASELINE if BASELINE in lists else None, intervals=intervals)
     return [{**row, C.SEGMENT: row.get(C.SEGMENT) or ALL_SEGMENTS} for row in rows]
 
 
-def choose_routes(rows: list[dict], metric: str = "ndcg", *, min_customers: int = 1) -> dict[str, dict]:
-    """Per segment: the best source on ``metric``; never one that loses to popularity.
+Z_95 = 1.959964  # a two-sided 95% interval is mean ± Z_95 standard errors
 
-    A segment scored on fewer than ``min_customers`` customers takes the overall route
-    (``chosen_on``: "all"): a winner picked on a handful of customers is noise.
+
+def choose_routes(windows: list[list[dict]], metric: str = "ndcg", *, min_customers: int = 1) -> dict[str, dict]:
+    """Per segment, the route ``windows`` (each a window's ``score_lists`` rows, the latest first) support; each says why.
+
+    A source is a candidate only when it beats popularity significantly on every window.
+    From popularity, candidates are taken in the order they are listed (the simplest
+    first), each replacing the choice so far when it scores higher on every window. A
+    segment scored on fewer than ``min_customers`` customers chooses nothing of its own:
+    it takes the overall route if that beats popularity significantly in the segment
+    (``chosen_on``: "all"), else popularity.
     """
+    scored = [_by_segment(rows) for rows in windows]
+    latest = scored[0]
+    if not latest:
+        return {}
 
-    def best_of(here: dict[str, dict]) -> dict:
-        best = max(here.values(), key=lambda row: (row[metric], row["source"] == BASELINE))
-        baseline = here.get(BASELINE)
-        return baseline if baseline is not None and best[metric] < baseline[metric] else best
+    def row(window: dict, segment: str, source: str) -> dict | None:
+        return window.get(segment, {}).get(source)
 
-    by_segment: dict[str, dict[str, dict]] = {}  # segment -> source -> row
-    for row in rows:
-        if row[C.SEGMENT] is not None:
-            by_segment.setdefault(row[C.SEGMENT], {})[row["source"]] = row
-    overall = best_of(by_segment[ALL_SEGMENTS])["source"] if ALL_SEGMENTS in by_segment else None
+    def beats_popularity(segment: str, source: str) -> bool:
+        return source == BASELINE or all(_significant_win(row(window, segment, source)) for window in scored)
+
+    def better(segment: str, source: str, than: str) -> bool:
+        return all(row(window, segment, source) and row(window, segment, than)
+                   and row(window, segment, source)[metric] > row(window, segment, than)[metric] for window in scored)
+
+    def choose(segment: str) -> str:
+        choice = BASELINE if BASELINE in latest[segment] else next(iter(latest[segment]))
+        for source in latest[segment]:
+            if source != choice and beats_popularity(segment, source) and better(segment, source, choice):
+                choice = source
+        return choice
+
+    overall = choose(ALL_SEGMENTS) if ALL_SEGMENTS in latest else None
     routes = {}
-    for segment, here in sorted(by_segment.items()):
-        best, chosen_on = best_of(here), segment
-        if segment != ALL_SEGMENTS and overall in here and best["customers"] < min_customers:
-            best, chosen_on = here[overall], ALL_SEGMENTS
-        baseline = here.get(BASELINE)
+    for segment, here in sorted(latest.items()):
+        customers = next(iter(here.values()))["customers"]
+        small = segment != ALL_SEGMENTS and customers < min_customers and overall is not None
+        if small:
+            source = overall if overall in here and beats_popularity(segment, overall) else BASELINE
+            chosen_on = ALL_SEGMENTS if source == overall else segment
+        else:
+            source, chosen_on = choose(segment), segment
+        if source not in here:  # a list without popularity among its candidates
+            source = next(iter(here))
+        chosen, baseline = here[source], here.get(BASELINE)
         routes[segment] = {
-            "source": best["source"], metric: best[metric],
-            f"baseline_{metric}": baseline[metric] if baseline else None, "customers": best["customers"], "chosen_on": chosen_on,
+            "source": source, metric: chosen[metric], f"baseline_{metric}": baseline[metric] if baseline else None,
+            "customers": chosen["customers"], "chosen_on": chosen_on, "windows": len(scored),
+            "vs_baseline": _interval(chosen),
+            "why": _why(source, small=small, customers=customers, overall=overall, windows=len(scored), here=here, metric=metric),
         }
     return routes
+
+
+def _by_segment(rows: list[dict]) -> dict[str, dict[str, dict]]:
+    """segment -> source -> row, sources in the order of ``rows``."""
+    found: dict[str, dict[str, dict]] = {}
+    for row in rows:
+        if row[C.SEGMENT] is not None:
+            found.setdefault(row[C.SEGMENT], {})[row["source"]] = row
+    return found
+
+
+def _significant_win(row: dict | None) -> bool:
+    if row is None or row.get("ndcg_vs_baseline") is None or row.get("ndcg_vs_baseline_se") is None:
+        return False
+    return row["ndcg_vs_baseline"] - Z_95 * row["ndcg_vs_baseline_se"] > 0
+
+
+def _interval(row: dict) -> list[float] | None:
+    """[mean, low, high] of the row's paired difference from popularity, rounded; None without one."""
+    mean, error = row.get("ndcg_vs_baseline"), row.get("ndcg_vs_baseline_se")
+    if mean is None:
+        return None
+    error = error or 0.0
+    return [round(mean, 4), round(mean - Z_95 * error, 4), round(mean + Z_95 * error, 4)]
+
+
+def _why(source: str, *, small: bool, customers: int, overall: str | None, windows: int, here: dict, metric: str) -> str:
+    """One sentence for the manifest: why a segment with these ``customers`` and scores (``here``) is served ``source``."""
+    on = f"on {windows} validation windows" if windows > 1 else "on the validation window"
+    if small:
+        too_few = f"{customers:,} customers are too few to choose a route of their own; "
+        if source != BASELINE:
+            return f"{too_few}the overall route {overall} beats popularity significantly among them {on}"
+        return f"{too_few}the overall route {overall} does not beat popularity significantly among them {on}"
+    if source == BASELINE:
+        best = max((row for name, row in here.items() if name != BASELINE), key=lambda row: row[metric], default=None)
+        if best is None:
+            return "popularity is the only candidate"
+        return f"no source beats popularity significantly {on} (best on the latest: {best['source']}, {_describe_interval(best)})"
+    return (f"beats popularity significantly {on} ({_describe_interval(here[source])} on the latest window) "
+            f"and scores above every simpler candidate it replaced on each")
+
+
+def _describe_interval(row: dict) -> str:
+    interval = _interval(row)
+    return "no paired difference" if interval is None else f"{interval[0]:+.3f} [{interval[1]:+.3f}, {interval[2]:+.3f}]"
 
 
 def unvalidated_routes(list_name: str, config: RoutingConfig) -> dict[str, dict]:

@@ -20,7 +20,8 @@ import time
 
 from cf import evaluation
 from cf.base import in_parallel
-from cf.tuning import ALL_SEGMENTS, ALSSettings, TuningConfig, tune
+from cf.tifu import TifuSettings
+from cf.tuning import ALL_SEGMENTS, ALSSettings, TuningConfig, tune, tune_tifu
 from routing.model import RoutedRecommender
 from routing.routes import (RoutingConfig, candidate_lists, choose_routes, choose_similar_source, fit_sources, materialize, score_lists,
                             similar_item_lists, unvalidated_routes)
@@ -34,14 +35,15 @@ RELEVANCE = {"discover": ("warm", "new"), "for_you": ("warm", "all"), "cold": ("
 
 
 def evaluate_window(purchases, returns, *, cutoff: dt.date, end: dt.date, config: RoutingConfig, clv_config, segment_config,
-                    tuning: TuningConfig | None = None, als_settings: dict | None = None, routes: dict | None = None,
-                    echo=None) -> dict:
+                    tuning: TuningConfig | None = None, als_settings: dict | None = None, tifu_settings: TifuSettings | None = None,
+                    routes: dict | None = None, intervals: bool = False, echo=None) -> dict:
     """Fit on purchases before ``cutoff`` and score [cutoff, end): every source, and the routed system when ``routes`` is given.
 
-    With ``tuning``, ALS settings are first searched per segment on this window
-    (so only ever on a validation window) and the sources use what won;
-    otherwise they use ``als_settings`` (from an earlier tuning) or the defaults.
-    Item-to-item sources are scored when ``scores_item_to_item`` says so. ``echo``, when
+    With ``tuning``, ALS settings (per segment) and TIFU-KNN's are first searched on
+    this window (so only ever on a validation window) and the sources use what won;
+    otherwise they use ``als_settings`` and ``tifu_settings`` (from an earlier tuning) or the defaults.
+    Item-to-item sources are scored when ``scores_item_to_item`` says so; every score has its
+    bootstrap interval with ``intervals`` (the evaluation's test window). ``echo``, when
     given, is told of each tuning trial, each model fitted and the scoring.
     """
     from pyspark.sql import functions as F
@@ -66,16 +68,25 @@ def evaluate_window(purchases, returns, *, cutoff: dt.date, end: dt.date, config
     if tuning is not None and tuning.budget_seconds > 0:
         names = [ALL_SEGMENTS] + sorted(row[C.SEGMENT] for row in segments.groupBy(C.SEGMENT).count().collect()
                                         if row["count"] >= config.min_segment_customers)
-        tuned = tune(train, relevant["discover"], segments, as_of=cutoff, config=tuning, k=config.k, segment_names=names, echo=echo)
+        started_tuning = time.monotonic()
+        if "tifu" in config.models:  # TIFU-KNN takes a share of the budget like one more segment
+            tifu = tune_tifu(train, relevant["for_you"], as_of=cutoff, config=tuning, k=config.k,
+                             budget_seconds=tuning.budget_seconds / (len(names) + 1), echo=echo)
+            results["tifu_tuning"] = tifu.as_dict()
+            tifu_settings = tifu.best.settings
+        left = dataclasses.replace(tuning, budget_seconds=max(0.0, tuning.budget_seconds - (time.monotonic() - started_tuning)))
+        tuned = tune(train, relevant["discover"], segments, as_of=cutoff, config=left, k=config.k, segment_names=names, echo=echo)
         results["tuning"] = {name: result.as_dict() for name, result in tuned.items()}
         als_settings = {name: result.best.settings for name, result in tuned.items()}
     elif tuning is not None:
         results["tuning"] = {}  # no budget: every model uses the first value of each parameter
-        als_settings = {ALL_SEGMENTS: tuning.start()}
-    sources = fit_sources(train, as_of=cutoff, segments=segments, config=config, als_settings=als_settings, echo=echo)
+        als_settings, tifu_settings = {ALL_SEGMENTS: tuning.start()}, tuning.tifu_start()
+    sources = fit_sources(train, as_of=cutoff, segments=segments, config=config, als_settings=als_settings, tifu_settings=tifu_settings,
+                          echo=echo)
     # What is served, over the same fitted sources: scored as it would be written.
-    routed = None if routes is None else RoutedRecommender(routes=routes, als_settings=als_settings, config=config).assemble(sources, segments)
-    score = functools.partial(score_lists, k=config.k, catalogue_size=results["catalogue"])
+    routed = None if routes is None else RoutedRecommender(routes=routes, als_settings=als_settings, tifu_settings=tifu_settings,
+                                                           config=config).assemble(sources, segments)
+    score = functools.partial(score_lists, k=config.k, catalogue_size=results["catalogue"], intervals=intervals)
 
     def score_list(list_name: str):
         customers = groups[RELEVANCE[list_name][0]]
@@ -128,9 +139,22 @@ def customer_sample(purchases, returns, max_customers: int):
     return purchases.where(keep), returns.where(keep), kept / buckets
 
 
-def validation_window(history: History, config: RoutingConfig, *, end: dt.date) -> Window:
-    """The validation window ending the day before ``end``: ``config.validation_days`` long, else chosen from the history."""
-    return choose_window(history, config.validation_rule(), days=config.validation_days, end=end)
+def validation_windows(history: History, config: RoutingConfig, *, end: dt.date) -> list[Window]:
+    """The validation windows, latest first: the one ending the day before ``end`` (``config.validation_days`` long, else
+    chosen from the history), then up to ``config.validation_windows - 1`` as long before it, as far as the history allows."""
+    windows = [choose_window(history, config.validation_rule(), days=config.validation_days, end=end)]
+    while not windows[0].skipped and len(windows) < config.validation_windows:
+        try:
+            windows.append(choose_window(history, config.validation_rule(), days=windows[0].days, end=windows[-1].start))
+        except WindowError:
+            break  # too little history before it: the windows so far decide
+    return windows
+
+
+def describe_windows(windows: list[Window]) -> str:
+    if len(windows) == 1:
+        return windows[0].describe()
+    return f"{len(windows)} validation windows (rolling origin): " + "; ".join(window.describe() for window in windows)
 
 
 def unvalidated_choice(config: RoutingConfig, tuning: TuningConfig, window: Window) -> dict:
@@ -139,16 +163,19 @@ def unvalidated_choice(config: RoutingConfig, tuning: TuningConfig, window: Wind
         "window": {"window": window.as_dict(), "tuning": {}},
         "routes": {list_name: unvalidated_routes(list_name, config) for list_name in RELEVANCE},
         "als_settings": {ALL_SEGMENTS: tuning.start()},
+        "tifu_settings": tuning.tifu_start(),
         "similar_items_source": config.similar_item_sources()[0],
     }
 
 
-def validate(purchases, returns, *, window: Window, config: RoutingConfig, tuning: TuningConfig, clv_config, segment_config,
+def validate(purchases, returns, *, windows: list[Window], config: RoutingConfig, tuning: TuningConfig, clv_config, segment_config,
              echo=None) -> dict:
-    """Tune, score every source and choose the routes on the validation ``window`` (see ``validation_window``).
+    """Tune on the latest of the validation ``windows`` (see ``validation_windows``), score every source on each, and
+    choose the routes that hold on all of them (``choose_routes``).
 
-    A skipped window, or one whose earlier history cannot be segmented, validates nothing:
-    the lists get fixed routes (``unvalidated_choice``), and the window's reason says why.
+    A skipped latest window, or one whose earlier history cannot be segmented, validates nothing:
+    the lists get fixed routes (``unvalidated_choice``), and the window's reason says why. An
+    earlier window whose history cannot be segmented is left out, and the manifest says so.
 
     Routes are chosen by comparing sources on the same customers, which a sample does as
     well as everyone: beyond ``config.validation_customers`` the window is a hash sample of
@@ -156,23 +183,40 @@ def validate(purchases, returns, *, window: Window, config: RoutingConfig, tunin
     (The validation models learn from the sample only, which tends to understate the
     collaborative ones against the final fit.)
     """
+    window, *earlier = windows
     if window.skipped:
         return unvalidated_choice(config, tuning, window)
     purchases, returns, share = customer_sample(purchases, returns, config.validation_customers)
+    common = {"config": config, "clv_config": clv_config, "segment_config": segment_config, "echo": echo}
     try:
-        validation = evaluate_window(purchases, returns, cutoff=window.start, end=window.end, config=config, tuning=tuning,
-                                     clv_config=clv_config, segment_config=segment_config, echo=echo)
+        validation = evaluate_window(purchases, returns, cutoff=window.start, end=window.end, tuning=tuning, **common)
     except SegmentationError as error:
         return unvalidated_choice(config, tuning, Window(
             window.name, window.end, None, f"{window.reason}, but the history before {window.start} cannot be segmented: {error}"))
     validation.update(customer_share=share, window=window.as_dict())
+    als_settings = chosen_settings(validation["tuning"]) or {ALL_SEGMENTS: tuning.start()}
+    tifu_settings = TifuSettings(**validation["tifu_tuning"]["chosen"]) if "tifu_tuning" in validation else tuning.tifu_start()
+    scored = [validation]
+    validation["earlier_windows"] = []
+    for before in earlier:
+        if echo:
+            echo(f"  validation: score every source on the {before.describe()}, with the settings tuned on the latest")
+        try:
+            scored.append(evaluate_window(purchases, returns, cutoff=before.start, end=before.end, als_settings=als_settings,
+                                          tifu_settings=tifu_settings, **common))
+            scored[-1]["window"] = before.as_dict()
+        except SegmentationError as error:
+            scored.append({"window": before.as_dict(), "left_out": f"the history before {before.start} cannot be segmented: {error}"})
+        validation["earlier_windows"].append(scored[-1])
+    used = [result for result in scored if "lists" in result]
     return {
         "window": validation,
         # A list no validation customer could be scored on (no warm customers, say) is not validated either.
-        "routes": {list_name: choose_routes(rows, min_customers=config.min_route_customers)
+        "routes": {list_name: choose_routes([result["lists"][list_name] for result in used], min_customers=config.min_route_customers)
                    or unvalidated_routes(list_name, config)
-                   for list_name, rows in validation["lists"].items()},
-        "als_settings": chosen_settings(validation["tuning"]) or {ALL_SEGMENTS: tuning.start()},
+                   for list_name in validation["lists"]},
+        "als_settings": als_settings,
+        "tifu_settings": tifu_settings,
         "similar_items_source": choose_similar_source(validation["similar_items"], config.similar_item_sources()),
     }
 

@@ -14,34 +14,62 @@ SMALL = RoutingConfig(fusion_depth=20)
 SMALL_ALS = {ALL_SEGMENTS: ALSSettings(rank=8, max_iter=5)}
 
 
-def row(source, segment, ndcg, customers=100):
-    return {"source": source, "segment": segment, "ndcg": ndcg, "customers": customers}
+def row(source, segment, ndcg, customers=100, *, popularity=None, se=0.005):
+    """A validation row; its paired difference from popularity's ``popularity`` (default: the row is popularity's)."""
+    difference = 0.0 if popularity is None else ndcg - popularity
+    return {"source": source, "segment": segment, "ndcg": ndcg, "customers": customers,
+            "ndcg_vs_baseline": difference, "ndcg_vs_baseline_se": se}
 
 
-def test_routes_pick_the_validation_winner_per_segment():
-    rows = [row("popularity", "all", 0.05), row("als", "all", 0.07), row("trending", "all", 0.06),
-            row("popularity", "high", 0.04), row("als", "high", 0.09),
-            row("popularity", "low", 0.08), row("als", "low", 0.03)]
-    routes = routing.choose_routes(rows)
-    assert {segment: route["source"] for segment, route in routes.items()} == {"all": "als", "high": "als", "low": "popularity"}
+def test_routes_pick_the_validation_winner_when_it_beats_popularity_significantly():
+    rows = [row("popularity", "all", 0.05), row("als", "all", 0.07, popularity=0.05), row("trending", "all", 0.06, popularity=0.05),
+            row("popularity", "high", 0.04), row("als", "high", 0.09, popularity=0.04),
+            row("popularity", "low", 0.08), row("als", "low", 0.03, popularity=0.08),
+            # mid: als is ahead, but within its interval (0.004 ± 1.96 x 0.005)
+            row("popularity", "mid", 0.05), row("als", "mid", 0.054, popularity=0.05)]
+    routes = routing.choose_routes([rows])
+    assert {segment: route["source"] for segment, route in routes.items()} == {
+        "all": "als", "high": "als", "low": "popularity", "mid": "popularity"}
     assert routes["low"]["baseline_ndcg"] == 0.08
+    assert routes["high"]["vs_baseline"] == [0.05, pytest.approx(0.0402), pytest.approx(0.0598)]
+    assert routes["mid"]["why"].startswith("no source beats popularity significantly on the validation window (best on the latest: als, +0.004")
+    assert routes["all"]["why"].startswith("beats popularity significantly on the validation window (+0.020 [+0.010, +0.030]")
 
 
 def test_a_tie_with_popularity_goes_to_popularity():
-    routes = routing.choose_routes([row("als", "all", 0.05), row("popularity", "all", 0.05)])
+    routes = routing.choose_routes([[row("als", "all", 0.05, popularity=0.05), row("popularity", "all", 0.05)]])
     assert routes["all"]["source"] == "popularity"
 
 
-def test_a_segment_with_too_few_validation_customers_takes_the_overall_route():
-    rows = [row("popularity", "all", 0.05, 500), row("als", "all", 0.07, 500), row("trending", "all", 0.06, 500),
-            row("popularity", "high", 0.04, 400), row("trending", "high", 0.09, 400),
-            row("popularity", "low", 0.02, 30), row("als", "low", 0.01, 30), row("trending", "low", 0.20, 30)]
-    routes = routing.choose_routes(rows, min_customers=100)
+def test_a_small_segment_takes_the_overall_route_only_where_it_beats_popularity():
+    rows = [row("popularity", "all", 0.05, 500), row("als", "all", 0.07, 500, popularity=0.05), row("trending", "all", 0.06, 500, popularity=0.05),
+            row("popularity", "high", 0.04, 400), row("trending", "high", 0.09, 400, popularity=0.04),
+            row("popularity", "low", 0.02, 30), row("als", "low", 0.08, 30, popularity=0.02, se=0.02), row("trending", "low", 0.20, 30, popularity=0.02),
+            # 27 customers the overall route serves worse than popularity: they get popularity
+            row("popularity", "new", 0.117, 27), row("als", "new", 0.089, 27, popularity=0.117, se=0.02)]
+    routes = routing.choose_routes([rows], min_customers=100)
     assert {segment: (route["source"], route["chosen_on"]) for segment, route in routes.items()} == {
-        "all": ("als", "all"), "high": ("trending", "high"), "low": ("als", "all")}
-    assert routes["low"]["ndcg"] == 0.01 and routes["low"]["customers"] == 30  # als as measured on the segment
-    assert routing.describe_routes(routes) == "all -> als, high -> trending, low -> als (overall route: 30 customers)"
-    assert routing.choose_routes(rows, min_customers=30)["low"]["source"] == "trending"
+        "all": ("als", "all"), "high": ("trending", "high"), "low": ("als", "all"), "new": ("popularity", "new")}
+    assert routes["low"]["ndcg"] == 0.08 and routes["low"]["customers"] == 30  # als as measured on the segment
+    assert routes["new"]["why"] == ("27 customers are too few to choose a route of their own; "
+                                    "the overall route als does not beat popularity significantly among them on the validation window")
+    assert routing.describe_routes(routes) == "all -> als, high -> trending, low -> als (overall route: 30 customers), new -> popularity"
+    assert routing.choose_routes([rows], min_customers=30)["low"]["source"] == "trending"
+
+
+def test_rolling_origin_keeps_the_simpler_source_unless_the_other_wins_on_every_window():
+    latest = [row("popularity", "all", 0.05), row("trending", "all", 0.07, popularity=0.05), row("als", "all", 0.08, popularity=0.05)]
+    # On the earlier window als still beats popularity, but not trending; a holiday peak made it win the latest alone.
+    earlier = [row("popularity", "all", 0.05), row("trending", "all", 0.07, popularity=0.05), row("als", "all", 0.06, popularity=0.05)]
+    assert routing.choose_routes([latest])["all"]["source"] == "als"
+    routes = routing.choose_routes([latest, earlier])
+    assert routes["all"]["source"] == "trending" and routes["all"]["windows"] == 2
+    assert "significantly on 2 validation windows" in routes["all"]["why"]
+    # A source that beats popularity on the latest window only is not a candidate at all.
+    flat = [row("popularity", "all", 0.05), row("trending", "all", 0.051, popularity=0.05), row("als", "all", 0.06, popularity=0.05)]
+    assert routing.choose_routes([latest, flat])["all"]["source"] == "als"
+    assert routing.choose_routes([[row("popularity", "all", 0.05), row("als", "all", 0.08, popularity=0.05)],
+                                  [row("popularity", "all", 0.05), row("als", "all", 0.051, popularity=0.05)]])["all"]["source"] == "popularity"
 
 
 def test_short_lists_are_topped_up_after_their_own_items_and_full_lists_are_untouched(spark):

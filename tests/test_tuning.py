@@ -5,7 +5,7 @@ import json
 import pytest
 
 from cf import evaluation
-from cf.tuning import ALL_SEGMENTS, TuningConfig, tune
+from cf.tuning import ALL_SEGMENTS, TuningConfig, tune, tune_tifu
 from cf.interactions import RecommendationError
 
 CUTOFF = dt.date(2011, 9, 9)
@@ -43,12 +43,31 @@ def test_the_search_records_every_trial_and_keeps_only_improvements(window):
         assert manifest["chosen"] == dataclasses.asdict(tuned.best.settings) and len(manifest["trials"]) == 3
 
 
-def test_a_spent_budget_stops_the_search_after_the_starting_settings(window):
+def test_a_spent_budget_still_runs_the_minimum_number_of_trials(window):
     train, relevant, segments = window
     ticks = iter(range(0, 10_000, 100))  # each reading of the clock is 100 s later: the budget is gone at once
-    result = tune(train, relevant, segments, as_of=CUTOFF, config=dataclasses.replace(GRID, budget_seconds=50),
-                  segment_names=["low"], clock=lambda: next(ticks))
+    spent = dataclasses.replace(GRID, budget_seconds=50, min_trials=2)
+    result = tune(train, relevant, segments, as_of=CUTOFF, config=spent, segment_names=["low"], clock=lambda: next(ticks))
+    assert len(result["low"].trials) == 2 and result["low"].trials[0].settings == GRID.start()
+    assert result["low"].as_dict()["trials_run"] == 2
+    result = tune(train, relevant, segments, as_of=CUTOFF, config=dataclasses.replace(spent, min_trials=1), segment_names=["low"],
+                  clock=lambda: next(ticks))
     assert [trial.settings for trial in result["low"].trials] == [GRID.start()]
+
+
+def test_tifu_tuning_tries_each_setting_and_reuses_the_fit_for_a_new_alpha(spark, synthetic):
+    clean = synthetic.place("clean")
+    train, validation = evaluation.split_by_time(clean, cutoff=CUTOFF, end=dt.date(2011, 12, 10))
+    relevant = evaluation.relevant_items(validation.join(train.select("customer_id").distinct(), "customer_id"), train).cache()
+    printed = []
+    result = tune_tifu(train, relevant, as_of=CUTOFF, config=GRID, budget_seconds=600, echo=printed.append)
+    first, groups, alpha = result.trials
+    best_groups = groups.settings.groups if groups.ndcg > first.ndcg else first.settings.groups
+    assert [(t.settings.groups, t.settings.alpha) for t in result.trials] == [(3, 0.7), (7, 0.7), (best_groups, 0.9)]
+    assert printed[0].startswith("    tuning tifu: first settings, NDCG@10 0.") and len(printed) == 3
+    # for_you over all purchases: the customer's own history makes TIFU-KNN far better than chance
+    assert result.best.ndcg == max(trial.ndcg for trial in result.trials) > 0.1
+    assert json.loads(json.dumps(result.as_dict()))["trials_run"] == 3
 
 
 def test_an_empty_grid_or_negative_budget_is_a_clear_error():
@@ -56,3 +75,5 @@ def test_an_empty_grid_or_negative_budget_is_a_clear_error():
         TuningConfig(rank=())
     with pytest.raises(RecommendationError, match="budget_seconds"):
         TuningConfig(budget_seconds=-1)
+    with pytest.raises(RecommendationError, match="min_trials must be 1 or more"):
+        TuningConfig(min_trials=0)

@@ -6,8 +6,8 @@ import dataclasses
 import datetime as dt
 
 from cf.tuning import ALL_SEGMENTS
-from routing.routes import describe_routes
-from routing.validation import RELEVANCE, evaluate_window, validate, validation_window
+from routing.routes import BASELINE, describe_routes
+from routing.validation import RELEVANCE, describe_windows, evaluate_window, validate, validation_windows
 from runtime import layout, storage
 from runtime.config import Settings
 from segmentation import columns as C
@@ -33,9 +33,9 @@ def choose_before_test_window(spark, output_uri: str, *, as_of: dt.date | None, 
     history.check()
     test_window = settings.evaluation.window(history)
     common = {"config": settings.routing, "clv_config": settings.clv, "segment_config": settings.segments}
-    window = validation_window(history, settings.routing, end=test_window.start)
-    echo(f"validation: tune and choose routes on the {window.describe()}")
-    chosen = validate(purchases, returns, window=window, tuning=settings.tuning, echo=echo, **common)
+    windows = validation_windows(history, settings.routing, end=test_window.start)
+    echo(f"validation: tune and choose routes on the {describe_windows(windows)}")
+    chosen = validate(purchases, returns, windows=windows, tuning=settings.tuning, echo=echo, **common)
     return TestSetup(purchases, returns, test_window, chosen, common)
 
 
@@ -46,7 +46,7 @@ def run_evaluation(spark, output_uri: str, *, as_of: dt.date | None, settings: S
     cutoff, end = test_window.start, test_window.end
     echo(f"test: fit before {cutoff}, score the {test_window.describe()}")
     test = evaluate_window(purchases, returns, cutoff=cutoff, end=end, routes=chosen["routes"], als_settings=chosen["als_settings"],
-                           echo=echo, **common)
+                           tifu_settings=chosen["tifu_settings"], intervals=True, echo=echo, **common)
     test["window"] = test_window.as_dict()
     result = {"k": routing_config.k, "validation": chosen["window"], "routes": chosen["routes"],
               "similar_items_source": chosen["similar_items_source"], "test": test,
@@ -59,23 +59,43 @@ def run_evaluation(spark, output_uri: str, *, as_of: dt.date | None, settings: S
 def format_results(result: dict) -> str:
     k = result["k"]
     test = result["test"]
-    lines = [f"test window {test['cutoff']}..{test['end']}: {test['warm_customers']:,} warm and {test['cold_customers']:,} cold customers"]
+    lines = [f"test window {test['cutoff']}..{test['end']}: {test['warm_customers']:,} warm and {test['cold_customers']:,} cold customers",
+             "each figure: mean [95% bootstrap interval over customers]"]
     tables = {**test["lists"], "also_bought": test["similar_items"]}
     for list_name, rows in tables.items():
         overall = sorted((row for row in rows if row[C.SEGMENT] == ALL_SEGMENTS), key=lambda row: -row["ndcg"])
         relevance = RELEVANCE.get(list_name, RELEVANCE["discover"])[1]
         lines.append(f"\n{list_name} ({relevance} items), NDCG@{k} on the test window:")
-        lines.append(f"  {'source':<34} {'ndcg':>6} {'prec':>6} {'recall':>6} {'map':>6} {'mrr':>6} {'hit':>6} {'cover':>6}")
+        lines.append(f"  {'source':<28} {'ndcg':>20} {'recall':>20} {'hit rate':>20} {'cover':>6}")
         for row in overall:
-            lines.append(f"  {row['source']:<34} {row['ndcg']:>6.3f} {row['precision']:>6.3f} {row['recall']:>6.3f} "
-                         f"{row['map']:>6.3f} {row['mrr']:>6.3f} {row['hit_rate']:>6.3f} {row['coverage']:>6.3f}")
+            lines.append(f"  {row['source']:<28} {with_interval(row, 'ndcg'):>20} {with_interval(row, 'recall'):>20} "
+                         f"{with_interval(row, 'hit_rate'):>20} {row['coverage']:>6.3f}")
+        segments = sorted({row[C.SEGMENT] for row in rows} - {ALL_SEGMENTS, None})
+        if segments and any(row["source"] == "routed" for row in rows):
+            lines.append(f"  per segment, NDCG@{k}: served (routed) against popularity")
+            for segment in segments:
+                here = {row["source"]: row for row in rows if row[C.SEGMENT] == segment}
+                routed, popular = here.get("routed"), here.get(BASELINE)
+                if routed and popular:
+                    lines.append(f"    {segment:<10} {routed['customers']:>7,} customers  routed {with_interval(routed, 'ndcg'):>20}"
+                                 f"  popularity {with_interval(popular, 'ndcg'):>20}")
         if list_name in result["routes"]:
             routes = result["routes"][list_name]
             lines.append("  routes chosen on validation: " + describe_routes(routes))
     lines.append(f"  item-to-item source chosen on validation: {result['similar_items_source']}")
-    lines.append("\nALS settings tuned on validation (discover NDCG, default -> chosen):")
-    for segment_name, tuned in result["validation"]["tuning"].items():
+    lines.append("\nsettings tuned on validation (ALS: discover NDCG; TIFU-KNN: for_you NDCG; default -> chosen):")
+    tuning = result["validation"]["tuning"]
+    if "tifu_tuning" in result["validation"]:
+        tuning = {**tuning, "tifu": result["validation"]["tifu_tuning"]}
+    for segment_name, tuned in tuning.items():
         chosen = ", ".join(f"{key} {value}" for key, value in tuned["chosen"].items())
         lines.append(f"  {segment_name:<6} {tuned['default_ndcg']:.3f} -> {tuned['validation_ndcg']:.3f} "
                      f"({len(tuned['trials'])} trials): {chosen}")
     return "\n".join(lines)
+
+
+def with_interval(row: dict, metric: str) -> str:
+    """``0.358 [0.347, 0.369]``, or the mean alone when the row has no interval."""
+    if row.get(f"{metric}_low") is None:
+        return f"{row[metric]:.3f}"
+    return f"{row[metric]:.3f} [{row[f'{metric}_low']:.3f}, {row[f'{metric}_high']:.3f}]"

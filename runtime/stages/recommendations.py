@@ -13,7 +13,7 @@ from routing import serving
 from routing.model import RoutedRecommender
 from routing.reuse import choice_settings, reusable_choice
 from routing.routes import describe_routes
-from routing.validation import validate, validation_window
+from routing.validation import describe_windows, validate, validation_windows
 from runtime import layout, storage
 from runtime.config import Settings
 from segmentation import columns as C
@@ -55,14 +55,14 @@ def run_train(spark, output_uri: str, *, as_of: dt.date | None, settings: Settin
         reuse = {"max_age_days": config.reuse_routes_days, "reused": chosen is not None, "reason": reason}
         echo(f"  validation: skipped, the last run's {reason}" if chosen else f"  validation: not reusing routes: {reason}")
     if chosen is None:
-        window = validation_window(history, routing_config, end=as_of)
-        echo(f"  validation: {window.describe()}" if window.skipped else f"  validation: tune ALS and choose routes on the {window.describe()}")
-        chosen = validate(purchases, returns, window=window, config=routing_config, tuning=settings.tuning,
+        windows = validation_windows(history, routing_config, end=as_of)
+        echo(f"  validation: {windows[0].describe()}" if windows[0].skipped
+             else f"  validation: tune and choose routes on the {describe_windows(windows)}")
+        chosen = validate(purchases, returns, windows=windows, config=routing_config, tuning=settings.tuning,
                           clv_config=settings.clv, segment_config=settings.segments, echo=echo)
     validated = time.monotonic()
     echo(f"  final: fit on everything before {as_of} and write the lists")
-    routed = RoutedRecommender(routes=chosen["routes"], als_settings=chosen["als_settings"], similar_items_source=chosen["similar_items_source"],
-                               as_of=as_of.isoformat(), config=routing_config, echo=echo).fit(purchases, segments.cache())
+    routed = RoutedRecommender.from_choice(chosen, as_of=as_of.isoformat(), config=routing_config, echo=echo).fit(purchases, segments.cache())
     customers = serving.known_customers(purchases, as_of).cache()
     n = routing_config.served_n
     echo("  writing the lists, trending, \"also bought\" and the model")
@@ -89,6 +89,7 @@ def run_train(spark, output_uri: str, *, as_of: dt.date | None, settings: Settin
             "trending_source": routed.routes["cold"][ALL_SEGMENTS]["source"],
             "models": routed.models_used(),
             "als_settings": {name: dataclasses.asdict(values) for name, values in chosen["als_settings"].items()},
+            "tifu_settings": dataclasses.asdict(chosen["tifu_settings"]),
             "tuning": chosen["window"]["tuning"],
             "validation": {key: value for key, value in chosen["window"].items() if key != "tuning"},
             "settings": choice,

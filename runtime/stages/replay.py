@@ -200,8 +200,7 @@ def run_replay(spark, output_uri: str, *, as_of: dt.date | None, settings: Setti
     train, test = train.cache(), test.cache()
     echo(f"replay: fit before {cutoff}, replay the {test_window.describe()} day by day")
     segments = segment_customers(train, returns, as_of=cutoff, clv_config=settings.clv, segment_config=settings.segments).customers
-    routed = RoutedRecommender(routes=chosen["routes"], als_settings=chosen["als_settings"], similar_items_source=chosen["similar_items_source"],
-                               as_of=cutoff.isoformat(), config=routing_config).fit(train, segments.select(C.CUSTOMER_ID, C.SEGMENT))
+    routed = RoutedRecommender.from_choice(chosen, as_of=cutoff.isoformat(), config=routing_config).fit(train, segments.select(C.CUSTOMER_ID, C.SEGMENT))
     test_customers = test.select(C.CUSTOMER_ID).distinct()
     warm = train.join(test_customers, C.CUSTOMER_ID).groupBy(C.CUSTOMER_ID).agg(F.mode(C.COUNTRY, deterministic=True).alias(C.COUNTRY))
     lists = served_lists(routed, warm, routing_config.served_n)
