@@ -153,7 +153,7 @@ def poisson_weight(key: str, replicate: str, seed: int = 0):
     """A Poisson(1) count per (``key``, ``replicate``) row, drawn from a hash of both: the same on every run."""
     from pyspark.sql import functions as F
 
-    uniform = (F.xxhash64(F.col(key), F.col(replicate), F.lit(seed)) & F.lit(0xFFFFFFFF)) / float(2 ** 32)
+    uniform = F.xxhash64(F.col(key), F.col(replicate), F.lit(seed)).bitwiseAND(F.lit(0xFFFFFFFF)) / float(2 ** 32)
     return sum((F.when(uniform > threshold, 1).otherwise(0) for threshold in POISSON_CDF), F.lit(0))
 
 

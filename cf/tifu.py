@@ -29,6 +29,8 @@ DAY = "_day"
 WEIGHT = "_weight"
 BLOCK = "_block"
 NEIGHBOURS = "_neighbours"
+OWN_SCORE = "own_score"  # the customer's own decayed frequency of the item
+NEIGHBOUR_SCORE = "neighbour_score"  # the mean of their neighbours'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +133,11 @@ class TifuRecommender(Recommender):
 
     def recommend(self, customers, n: int = 10, *, exclude_seen: bool = False):
         """Blended scores for the wanted customers, one block at a time; customers it never saw get nothing."""
+        self._ready(n)
+        return self.scored(customers, n, exclude_seen=exclude_seen).drop(OWN_SCORE, NEIGHBOUR_SCORE)
+
+    def scored(self, customers, n: int, *, exclude_seen: bool = False):
+        """``recommend``'s lists with the two parts of each score: ``own_score`` and ``neighbour_score``."""
         from pyspark.sql import functions as F
         from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
 
@@ -160,17 +167,20 @@ class TifuRecommender(Recommender):
             counts = np.maximum(np.diff(pointers), 1)
             averaging = sparse.csr_matrix((np.repeat(1.0 / counts, np.diff(pointers)), others, pointers),
                                           shape=(len(queries), len(members)))
-            own = matrix[asked_rows]
-            scores = (alpha * own + (1 - alpha) * (averaging @ matrix)).tocsr()
+            own, theirs = matrix[asked_rows], (averaging @ matrix).tocsr()
+            scores = (alpha * own + (1 - alpha) * theirs).tocsr()
             if exclude_seen:
                 scores = (scores - scores.multiply(own > 0)).tocsr()
             scores.eliminate_zeros()
             picked, ranks, positions = best_per_row(scores, n)
+            columns = scores.indices[positions]
             return pd.DataFrame({C.CUSTOMER_ID: queries[C.CUSTOMER_ID].to_numpy()[picked], C.RANK: ranks.astype(np.int32),
-                                 C.ITEM_ID: items[scores.indices[positions]], C.SCORE: scores.data[positions]})
+                                 C.ITEM_ID: items[columns], C.SCORE: scores.data[positions],
+                                 OWN_SCORE: np.asarray(own[picked, columns]).ravel(), NEIGHBOUR_SCORE: np.asarray(theirs[picked, columns]).ravel()})
 
         schema = StructType([StructField(C.CUSTOMER_ID, StringType()), StructField(C.RANK, IntegerType()),
-                             StructField(C.ITEM_ID, StringType()), StructField(C.SCORE, DoubleType())])
+                             StructField(C.ITEM_ID, StringType()), StructField(C.SCORE, DoubleType()),
+                             StructField(OWN_SCORE, DoubleType()), StructField(NEIGHBOUR_SCORE, DoubleType())])
         return by_block.groupBy(BLOCK).applyInPandas(blend, schema)
 
     def similar_items(self, items, n: int = 10):

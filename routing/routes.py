@@ -27,6 +27,7 @@ from functools import reduce
 from cf.als import ALSRecommender, SegmentedALS
 from cf.base import drop_seen, in_parallel, top_n
 from cf.interactions import RecommendationError
+from cf.nextbasket import NextBasketRecommender
 from cf.tifu import TifuRecommender, TifuSettings
 from cf.tuning import ALL_SEGMENTS, ALSSettings, InteractionCache
 from cf.neighbours import BuyAgainRecommender, CooccurrenceRecommender
@@ -38,13 +39,13 @@ BASELINE = "popularity"
 CANDIDATES = {
     "discover": (BASELINE, "trending", "cooccurrence", "als", "segment_als", "tifu", "trending+segment_als", "trending+als",
                  "tifu+segment_als"),
-    "for_you": (BASELINE, "buy_again", "buy_again+trending", "als", "segment_als", "tifu", "buy_again+segment_als",
-                "tifu+segment_als", "tifu+trending"),
+    "for_you": (BASELINE, "buy_again", "buy_again+trending", "als", "segment_als", "tifu", "next_basket", "buy_again+segment_als",
+                "tifu+segment_als", "tifu+trending", "next_basket+segment_als", "next_basket+trending"),
     "buy_again": ("buy_again",),
     "cold": (BASELINE, "popularity_by_country", "trending", "popularity_by_country+trending"),
 }
 EXCLUDES_SEEN = {"discover": True, "for_you": False, "buy_again": False, "cold": False}
-MODELS = ("popularity_by_country", "trending", "buy_again", "cooccurrence", "als", "segment_als", "tifu")
+MODELS = ("popularity_by_country", "trending", "buy_again", "cooccurrence", "als", "segment_als", "tifu", "next_basket")
 # What each list is served when the history leaves no validation window: the first of these that is fitted.
 # None needs tuning, and each falls back to popularity where it has nothing to say.
 UNVALIDATED = {"discover": (BASELINE,), "for_you": ("buy_again",), "cold": ("popularity_by_country", BASELINE)}
@@ -119,7 +120,7 @@ class Sources:
     def on_all_pairs(self) -> frozenset[str]:
         """The models that learnt from every training pair and can share their seen pairs (per-segment ALS learns from
         its segments' only; TIFU-KNN's seen pairs are its vectors)."""
-        return frozenset(self.models) - {"segment_als", "tifu"}
+        return frozenset(self.models) - {"segment_als", "tifu", "next_basket"}
 
 
 def fit_sources(purchases, *, as_of: dt.date, segments, config: RoutingConfig = RoutingConfig(),
@@ -128,7 +129,7 @@ def fit_sources(purchases, *, as_of: dt.date, segments, config: RoutingConfig = 
     """Fit every model on purchases before ``as_of`` (segments: customer_id, segment as of the same date).
 
     ``als_settings``: tuned ALS settings per segment, ``ALL_SEGMENTS`` for the global model (defaults otherwise);
-    ``tifu_settings``: TIFU-KNN's tuned settings (defaults otherwise).
+    ``tifu_settings``: TIFU-KNN's tuned settings (defaults otherwise), which next-basket re-ranks.
     ``segment_als_serves``: the only segments per-segment ALS will be asked about (see ``segments_served_by``);
     it is fitted for their customers alone. None: for everyone.
     ``echo``, when given, is told of each model as it is fitted.
@@ -136,6 +137,7 @@ def fit_sources(purchases, *, as_of: dt.date, segments, config: RoutingConfig = 
     from pyspark.sql import functions as F
 
     tuned = als_settings or {}
+    tifu = tifu_settings or TifuSettings()
     overall = tuned.get(ALL_SEGMENTS, ALSSettings())
     tuned_segments = sorted(name for name in tuned if name != ALL_SEGMENTS)
     cache = InteractionCache(purchases, as_of, [0.0, config.buy_again_half_life_days, overall.half_life_days,
@@ -164,7 +166,9 @@ def fit_sources(purchases, *, as_of: dt.date, segments, config: RoutingConfig = 
             min_customers=config.min_segment_customers, **overall.model_settings(),
             per_segment={name: tuned[name].model_settings() for name in tuned_segments},
         ).fit(segment_interactions, als_segments),
-        "tifu": lambda: TifuRecommender(**(tifu_settings or TifuSettings()).model_settings(), as_of=as_of.isoformat()).fit(purchases),
+        "tifu": lambda: TifuRecommender(**tifu.model_settings(), as_of=as_of.isoformat()).fit(purchases),
+        "next_basket": lambda: NextBasketRecommender(tifu=tifu.model_settings(), as_of=as_of.isoformat()).fit(
+            purchases, fitted_tifu=models.get("tifu")),
     }
     build[BASELINE] = lambda: PopularityRecommender().fit(counts)
     names = [BASELINE, *config.models]

@@ -145,7 +145,8 @@ def validation_windows(history: History, config: RoutingConfig, *, end: dt.date)
     windows = [choose_window(history, config.validation_rule(), days=config.validation_days, end=end)]
     while not windows[0].skipped and len(windows) < config.validation_windows:
         try:
-            windows.append(choose_window(history, config.validation_rule(), days=windows[0].days, end=windows[-1].start))
+            earlier = choose_window(history, config.validation_rule(), days=windows[0].days, end=windows[-1].start)
+            windows.append(dataclasses.replace(earlier, reason="as long as the latest, just before the window after it (rolling origin)"))
         except WindowError:
             break  # too little history before it: the windows so far decide
     return windows

@@ -74,6 +74,34 @@ def test_several_lists_scored_together_each_match_the_pandas_reference(spark):
             assert row[name] == pytest.approx(reference[name], abs=1e-12), (row["source"], row["segment"], name)
 
 
+def test_paired_differences_and_bootstrap_intervals_match_plain_statistics(spark):
+    recommendations, relevant = random_case(5)
+    other, _ = random_case(6)
+    groups = pd.DataFrame({"customer_id": [f"c{c}" for c in range(50)], "segment": ["high" if c < 20 else "low" for c in range(50)]})
+    lists = {"first": recommendations, "second": other}
+    frames = {name: spark.createDataFrame(frame, "customer_id string, rank long, item_id string") for name, frame in lists.items()}
+    score = lambda: evaluation.compare_lists(frames, spark.createDataFrame(relevant), k=10, catalogue_size=40,  # noqa: E731
+                                             by=spark.createDataFrame(groups), baseline="second", intervals=True)
+    rows = score()
+    per_customer = {name: evaluation.per_customer_metrics(frames[name], spark.createDataFrame(relevant), k=10).toPandas()
+                    .set_index("customer_id").sort_index() for name in lists}
+    for row in rows:
+        customers = per_customer["first"].index if row["segment"] is None else \
+            per_customer["first"].index.intersection(groups.customer_id[groups.segment == row["segment"]])
+        mine = per_customer[row["source"]].loc[customers]
+        difference = mine["ndcg"] - per_customer["second"].loc[customers, "ndcg"]
+        assert row["ndcg_vs_baseline"] == pytest.approx(difference.mean(), abs=1e-12)
+        assert (row["ndcg_vs_baseline_se"] or 0.0) == pytest.approx(difference.std(ddof=1) / len(customers) ** 0.5 if difference.std() > 0 else 0.0)
+        for name in evaluation.PER_CUSTOMER:
+            low, high, error = row[f"{name}_low"], row[f"{name}_high"], mine[name].std(ddof=1) / len(customers) ** 0.5
+            # a percentile bootstrap of a mean: around it, about as wide as the normal interval
+            assert low <= row[name] <= high
+            assert (high - low) == pytest.approx(2 * 1.96 * error, rel=0.35) if error > 0 else high == low
+    assert score() == rows  # the same draws on every run
+    with pytest.raises(RecommendationError, match="baseline 'third' is not one of the lists"):
+        evaluation.compare_lists(frames, spark.createDataFrame(relevant), k=10, catalogue_size=40, baseline="third")
+
+
 def test_a_perfect_list_scores_one(spark):
     relevant = pd.DataFrame({"customer_id": ["a", "a", "b"], "item_id": ["x", "y", "z"]})
     perfect = pd.DataFrame({"customer_id": ["a", "a", "b"], "rank": [1, 2, 1], "item_id": ["y", "x", "z"]})

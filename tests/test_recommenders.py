@@ -9,6 +9,7 @@ from cf.als import ALSRecommender, SegmentedALS
 from cf.base import Recommender
 from cf.interactions import InteractionConfig, RecommendationError, interactions
 from cf.neighbours import BuyAgainRecommender, CooccurrenceRecommender
+from cf.nextbasket import NextBasketRecommender
 from cf.tifu import TifuRecommender
 from cf.tuning import ALL_SEGMENTS, ALSSettings
 from coldstart.popularity import PopularityRecommender, TrendingRecommender
@@ -50,13 +51,15 @@ def make(name, training, tiers, purchases):
         return ALSRecommender(rank=16, max_iter=8).fit(training)
     if name == "tifu":
         return TifuRecommender(as_of=AS_OF.isoformat()).fit(purchases)
+    if name == "next_basket":
+        return NextBasketRecommender(as_of=AS_OF.isoformat()).fit(purchases)
     if name == "routed":
         return RoutedRecommender(routes=ROUTES, als_settings={ALL_SEGMENTS: ALSSettings(rank=16, max_iter=8)}, as_of=AS_OF.isoformat(),
                                  similar_items_source="cooccurrence").fit(purchases, tiers)
     return SegmentedALS(rank=16, max_iter=8).fit(training, tiers)
 
 
-MODELS = ["popularity", "trending", "buy_again", "cooccurrence", "als", "segment_als", "tifu", "routed"]
+MODELS = ["popularity", "trending", "buy_again", "cooccurrence", "als", "segment_als", "tifu", "next_basket", "routed"]
 
 
 @pytest.fixture(scope="module")

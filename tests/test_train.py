@@ -112,12 +112,14 @@ def _earlier() -> dict:
     return {"routes_chosen_as_of": "2011-12-01", "settings": {"routing": {"k": 10}, "tuning": {"alpha": [1.0]}},
             "routes": {"discover": {"all": {"source": "als"}}}, "similar_items_source": "cooccurrence",
             "als_settings": {"all": {"rank": 16, "reg_param": 0.1, "alpha": 1.0, "max_iter": 10, "half_life_days": 0.0}},
+            "tifu_settings": {"groups": 7, "within_decay": 0.9, "group_decay": 0.7, "neighbours": 100, "alpha": 0.9},
             "tuning": {}, "validation": {"cutoff": "2011-09-02"}}
 
 
 def test_routes_are_reused_only_when_recent_and_chosen_under_the_same_settings():
     import datetime as dt
 
+    from cf.tifu import TifuSettings
     from cf.tuning import ALSSettings
 
     def choice(earlier, as_of=dt.date(2011, 12, 8), max_age_days=7, settings=None):
@@ -128,11 +130,13 @@ def test_routes_are_reused_only_when_recent_and_chosen_under_the_same_settings()
     assert reason == "routes chosen as of 2011-12-01, 7 days before"
     assert chosen["routes"] == _earlier()["routes"] and chosen["similar_items_source"] == "cooccurrence"
     assert chosen["als_settings"] == {"all": ALSSettings(rank=16, alpha=1.0)}
+    assert chosen["tifu_settings"] == TifuSettings(groups=7, alpha=0.9)
     assert chosen["window"] == {"cutoff": "2011-09-02", "tuning": {}}
     for earlier, kwargs, why in [
         (None, {}, "no earlier run"),
         ({key: value for key, value in _earlier().items() if key != "routes_chosen_as_of"}, {}, "before --reuse-routes existed"),
         (_earlier(), {"max_age_days": 6}, "chosen 7 days before 2011-12-08, more than 6"),
+        ({key: value for key, value in _earlier().items() if key != "tifu_settings"}, {}, "changed .*: tifu_settings \\(the last run had no TIFU-KNN\\)"),
         (_earlier(), {"as_of": dt.date(2011, 11, 30)}, "chosen as of 2011-12-01, after 2011-11-30"),
         (_earlier(), {"settings": {"routing": {"k": 5}, "tuning": {"alpha": [1.0]}}}, "settings changed .*: routing.k$"),
         (_earlier(), {"settings": {"routing": {"k": 10}, "tuning": {"alpha": [1.0]}, "segments": {"k": 4}}}, "changed .*: segments.k$"),
