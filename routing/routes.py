@@ -327,7 +327,7 @@ def _interval(row: dict) -> list[float] | None:
     if mean is None:
         return None
     error = error or 0.0
-    return [round(mean, 4), round(mean - Z_95 * error, 4), round(mean + Z_95 * error, 4)]
+    return [round(value, 4) + 0.0 for value in (mean, mean - Z_95 * error, mean + Z_95 * error)]  # + 0.0: no "-0.0"
 
 
 def _why(source: str, *, small: bool, customers: int, overall: str | None, windows: int, here: dict, metric: str) -> str:
@@ -356,7 +356,8 @@ def unvalidated_routes(list_name: str, config: RoutingConfig) -> dict[str, dict]
     """The route of ``list_name`` for everyone when no validation window could choose one (see ``UNVALIDATED``)."""
     fitted = set(config.candidates(list_name))
     source = next(name for name in UNVALIDATED[list_name] if name in fitted)
-    return {ALL_SEGMENTS: {"source": source, "ndcg": None, "baseline_ndcg": None, "customers": 0, "chosen_on": UNVALIDATED_ROUTE}}
+    return {ALL_SEGMENTS: {"source": source, "ndcg": None, "baseline_ndcg": None, "customers": 0, "chosen_on": UNVALIDATED_ROUTE,
+                           "windows": 0, "vs_baseline": None, "why": "no validation window: the route that needs no validation"}}
 
 
 def describe_routes(routes: dict[str, dict]) -> str:

@@ -20,11 +20,15 @@ from jobs.synth import DEFAULT_TIERS, SynthConfig
 
 # Short and small, so that the matrix fits in the suite: about 200 days of history (the windows are then chosen
 # from the history, not capped) and 200 customers. Every model is fitted, as by default; to save time the backtest
-# fits one CLV model and ALS keeps its first settings (the search is tested on its own in test_tuning.py).
+# fits one CLV model, ALS keeps its first settings (the search is tested on its own in test_tuning.py) and routes are
+# chosen on one validation window (rolling origin runs in the pipeline_run fixture and test_routing.py).
 SHOP = SynthConfig(customers=200, items=150, days=200, seed=11)
 MATRIX_CONFIG = """
 [backtest]
 models = ["bgnbd"]
+
+[routing]
+validation_windows = 1
 
 [tuning]
 budget_seconds = 0

@@ -40,6 +40,18 @@ def test_every_known_customer_gets_each_list(trained):
         assert set(served[list_name]) <= {route["source"] for route in manifest["routes"][list_name].values()} | {"popularity"}
 
 
+def test_routes_are_chosen_on_two_windows_and_say_why(trained):
+    _, manifest, _, _ = trained
+    earlier = manifest["validation"]["earlier_windows"]
+    assert len(earlier) == 1 and earlier[0]["window"]["end"] < manifest["validation"]["window"]["start"]
+    assert earlier[0]["window"]["days"] == manifest["validation"]["window"]["days"]
+    for routes in manifest["routes"].values():
+        for route in routes.values():
+            assert route["windows"] == 2 and route["why"]
+            if route["source"] != "popularity":  # it beat popularity significantly: the interval lies above zero
+                assert route["vs_baseline"][1] > 0, route
+
+
 def test_discover_never_lists_a_bought_item(trained):
     _, _, tables, purchases = trained
     discover = tables["recommendations"].query("list == 'discover'")
