@@ -36,13 +36,14 @@ RELEVANCE = {"discover": ("warm", "new"), "for_you": ("warm", "all"), "cold": ("
 
 def evaluate_window(purchases, returns, *, cutoff: dt.date, end: dt.date, config: RoutingConfig, clv_config, segment_config,
                     tuning: TuningConfig | None = None, als_settings: dict | None = None, tifu_settings: TifuSettings | None = None,
-                    routes: dict | None = None, intervals: bool = False, echo=None) -> dict:
+                    routes: dict | None = None, intervals: bool = False, item_to_item: bool = True, echo=None) -> dict:
     """Fit on purchases before ``cutoff`` and score [cutoff, end): every source, and the routed system when ``routes`` is given.
 
     With ``tuning``, ALS settings (per segment) and TIFU-KNN's are first searched on
     this window (so only ever on a validation window) and the sources use what won;
     otherwise they use ``als_settings`` and ``tifu_settings`` (from an earlier tuning) or the defaults.
-    Item-to-item sources are scored when ``scores_item_to_item`` says so; every score has its
+    Item-to-item sources are scored when ``scores_item_to_item`` says so, unless ``item_to_item``
+    is False (an earlier rolling-origin window: they are chosen on the latest); every score has its
     bootstrap interval with ``intervals`` (the evaluation's test window). ``echo``, when
     given, is told of each tuning trial, each model fitted and the scoring.
     """
@@ -100,7 +101,7 @@ def evaluate_window(purchases, returns, *, cutoff: dt.date, end: dt.date, config
         return score(similar_item_lists(sources, train, groups["warm"], config), relevant["discover"])
 
     tasks = {name: functools.partial(score_list, name) for name in RELEVANCE}
-    if scores_item_to_item(config, routes):
+    if item_to_item and scores_item_to_item(config, routes):
         tasks["similar_items"] = score_similar_items
     if echo:
         echo(f"    scoring every source of {', '.join(tasks)} on {results['warm_customers']:,} warm and "
@@ -204,7 +205,7 @@ def validate(purchases, returns, *, windows: list[Window], config: RoutingConfig
             echo(f"  validation: score every source on the {before.describe()}, with the settings tuned on the latest")
         try:
             scored.append(evaluate_window(purchases, returns, cutoff=before.start, end=before.end, als_settings=als_settings,
-                                          tifu_settings=tifu_settings, **common))
+                                          tifu_settings=tifu_settings, item_to_item=False, **common))
             scored[-1]["window"] = before.as_dict()
         except SegmentationError as error:
             scored.append({"window": before.as_dict(), "left_out": f"the history before {before.start} cannot be segmented: {error}"})
