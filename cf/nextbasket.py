@@ -99,7 +99,8 @@ class NextBasketRecommender(Recommender):
             C.CUSTOMER_ID, C.ITEM_ID, F.to_date(C.TIMESTAMP).alias(DAY)).distinct().cache()
         self.as_of = as_of.isoformat()
         self._learn_weights(interactions, lines, as_of)
-        if fitted_tifu is not None and (fitted_tifu.settings() != {**fitted_tifu.settings(), **self.tifu} or fitted_tifu.as_of != self.as_of):
+        given = fitted_tifu.settings() if fitted_tifu is not None else {}
+        if fitted_tifu is not None and any(given[name] != value for name, value in {**self.tifu, "as_of": self.as_of}.items()):
             raise RecommendationError("the fitted TIFU-KNN given to next_basket has other settings or another as-of date")
         self._model = fitted_tifu or TifuRecommender(**self.tifu, as_of=self.as_of).fit(interactions)
         self._seen = self._model._seen
