@@ -125,8 +125,9 @@ class Sources:
 
 def fit_sources(purchases, *, as_of: dt.date, segments, config: RoutingConfig = RoutingConfig(),
                 als_settings: dict[str, ALSSettings] | None = None, tifu_settings: TifuSettings | None = None,
-                segment_als_serves: list[str] | None = None, echo=None) -> Sources:
-    """Fit every model on purchases before ``as_of`` (segments: customer_id, segment as of the same date).
+                segment_als_serves: list[str] | None = None, models: list[str] | None = None, echo=None) -> Sources:
+    """Fit ``models`` (default: ``config.models``; popularity always) on purchases before ``as_of`` (segments: customer_id,
+    segment as of the same date).
 
     ``als_settings``: tuned ALS settings per segment, ``ALL_SEGMENTS`` for the global model (defaults otherwise);
     ``tifu_settings``: TIFU-KNN's tuned settings (defaults otherwise), which next-basket re-ranks.
@@ -156,7 +157,9 @@ def fit_sources(purchases, *, as_of: dt.date, segments, config: RoutingConfig = 
     if segment_als_serves is not None:
         als_segments = segments.where(F.col(C.SEGMENT).isin(list(segment_als_serves)))
         segment_interactions = segment_interactions.join(als_segments.select(C.CUSTOMER_ID), C.CUSTOMER_ID)
+    fitted = {}
     build = {
+        BASELINE: lambda: PopularityRecommender().fit(counts),
         "popularity_by_country": lambda: PopularityRecommender(by=C.COUNTRY).fit(counts, countries),
         "trending": lambda: TrendingRecommender(as_of=as_of.isoformat(), half_life_days=config.trending_half_life_days).fit(counts),
         "buy_again": lambda: BuyAgainRecommender().fit(staples),
@@ -168,17 +171,28 @@ def fit_sources(purchases, *, as_of: dt.date, segments, config: RoutingConfig = 
         ).fit(segment_interactions, als_segments),
         "tifu": lambda: TifuRecommender(**tifu.model_settings(), as_of=as_of.isoformat()).fit(purchases),
         "next_basket": lambda: NextBasketRecommender(tifu=tifu.model_settings(), as_of=as_of.isoformat()).fit(
-            purchases, fitted_tifu=models.get("tifu")),
+            purchases, fitted_tifu=fitted.get("tifu")),
     }
-    build[BASELINE] = lambda: PopularityRecommender().fit(counts)
-    names = [BASELINE, *config.models]
-    models = {}
-    for position, name in enumerate(names, start=1):
+    names = [BASELINE, *(name for name in (config.models if models is None else models) if name != BASELINE)]
+
+    def fit(name: str) -> None:
         started = time.monotonic()
-        models[name] = build[name]()
+        fitted[name] = build[name]()
         if echo:
-            echo(f"    fitted {name} ({position}/{len(names)}) in {time.monotonic() - started:.0f}s")
-    return Sources(models=models, as_of=as_of)
+            echo(f"    fitted {name} ({len(fitted)}/{len(names)}) in {time.monotonic() - started:.0f}s")
+
+    def fit_in_turn(chain: tuple[str, ...]):
+        return lambda: [fit(name) for name in chain if name in names]
+
+    # Side by side, as in_parallel says why; the two ALS fits one after the other (each caches its blocks), and
+    # next-basket after the TIFU-KNN it re-ranks.
+    in_parallel({chain: fit_in_turn(chain) for chain in FIT_CHAINS})
+    return Sources(models={name: fitted[name] for name in names}, as_of=as_of)
+
+
+# Models fitted one after the other within a chain, chains side by side (see fit_sources).
+FIT_CHAINS = ((BASELINE, "popularity_by_country", "trending", "buy_again"), ("cooccurrence",), ("als", "segment_als"),
+              ("tifu", "next_basket"))
 
 
 def fuse(first, second, *, weight: float, offset: float, n: int):
@@ -304,6 +318,13 @@ def choose_routes(windows: list[list[dict]], metric: str = "ndcg", *, min_custom
             "why": _why(source, small=small, customers=customers, overall=overall, windows=len(scored), here=here, metric=metric),
         }
     return routes
+
+
+def contenders_after(rows: list[dict]) -> list[str]:
+    """The sources ``choose_routes`` may still choose after a window's ``score_lists`` rows: popularity and those that beat it
+    significantly in some segment (a source needs that on every window), in the order of ``rows``."""
+    winners = {row["source"] for row in rows if _significant_win(row)}
+    return [source for source in dict.fromkeys(row["source"] for row in rows) if source == BASELINE or source in winners]
 
 
 def _by_segment(rows: list[dict]) -> dict[str, dict[str, dict]]:

@@ -23,8 +23,8 @@ from cf.base import in_parallel
 from cf.tifu import TifuSettings
 from cf.tuning import ALL_SEGMENTS, ALSSettings, TuningConfig, tune, tune_tifu
 from routing.model import RoutedRecommender
-from routing.routes import (RoutingConfig, candidate_lists, choose_routes, choose_similar_source, fit_sources, materialize, score_lists,
-                            similar_item_lists, unvalidated_routes)
+from routing.routes import (RoutingConfig, candidate_lists, choose_routes, choose_similar_source, contenders_after, fit_sources, materialize,
+                            score_lists, similar_item_lists, source_parts, unvalidated_routes)
 from segmentation import columns as C
 from segmentation.customers import segment_customers
 from segmentation.rfm import SegmentationError
@@ -36,15 +36,16 @@ RELEVANCE = {"discover": ("warm", "new"), "for_you": ("warm", "all"), "cold": ("
 
 def evaluate_window(purchases, returns, *, cutoff: dt.date, end: dt.date, config: RoutingConfig, clv_config, segment_config,
                     tuning: TuningConfig | None = None, als_settings: dict | None = None, tifu_settings: TifuSettings | None = None,
-                    routes: dict | None = None, intervals: bool = False, item_to_item: bool = True, echo=None) -> dict:
+                    routes: dict | None = None, contenders: dict[str, list[str]] | None = None, intervals: bool = False,
+                    echo=None) -> dict:
     """Fit on purchases before ``cutoff`` and score [cutoff, end): every source, and the routed system when ``routes`` is given.
 
     With ``tuning``, ALS settings (per segment) and TIFU-KNN's are first searched on
     this window (so only ever on a validation window) and the sources use what won;
     otherwise they use ``als_settings`` and ``tifu_settings`` (from an earlier tuning) or the defaults.
-    Item-to-item sources are scored when ``scores_item_to_item`` says so, unless ``item_to_item``
-    is False (an earlier rolling-origin window: they are chosen on the latest); every score has its
-    bootstrap interval with ``intervals`` (the evaluation's test window). ``echo``, when
+    With ``contenders`` (list -> sources: an earlier rolling-origin window, see ``validate``), only
+    those lists and sources are fitted and scored; otherwise every candidate, and the item-to-item
+    sources when ``scores_item_to_item`` says so. Every score has its bootstrap interval with ``intervals`` (the evaluation's test window). ``echo``, when
     given, is told of each tuning trial, each model fitted and the scoring.
     """
     from pyspark.sql import functions as F
@@ -82,8 +83,10 @@ def evaluate_window(purchases, returns, *, cutoff: dt.date, end: dt.date, config
     elif tuning is not None:
         results["tuning"] = {}  # no budget: every model uses the first value of each parameter
         als_settings, tifu_settings = {ALL_SEGMENTS: tuning.start()}, tuning.tifu_start()
+    lists_scored = {name: config.candidates(name) for name in RELEVANCE} if contenders is None else contenders
+    needed = None if contenders is None else sorted({part for names in contenders.values() for name in names for part in source_parts(name)})
     sources = fit_sources(train, as_of=cutoff, segments=segments, config=config, als_settings=als_settings, tifu_settings=tifu_settings,
-                          echo=echo)
+                          models=needed, echo=echo)
     # What is served, over the same fitted sources: scored as it would be written.
     routed = None if routes is None else RoutedRecommender(routes=routes, als_settings=als_settings, tifu_settings=tifu_settings,
                                                            config=config).assemble(sources, segments)
@@ -92,7 +95,7 @@ def evaluate_window(purchases, returns, *, cutoff: dt.date, end: dt.date, config
     def score_list(list_name: str):
         customers = groups[RELEVANCE[list_name][0]]
         by_segment = None if list_name == "cold" else segments
-        lists = candidate_lists(sources, customers, list_name, config)
+        lists = candidate_lists(sources, customers, list_name, config, names=lists_scored[list_name])
         if routed is not None:
             lists["routed"] = materialize(routed.recommend(customers, config.n, list_name=list_name))
         return score(lists, relevant[list_name], segments=by_segment)
@@ -100,15 +103,15 @@ def evaluate_window(purchases, returns, *, cutoff: dt.date, end: dt.date, config
     def score_similar_items():
         return score(similar_item_lists(sources, train, groups["warm"], config), relevant["discover"])
 
-    tasks = {name: functools.partial(score_list, name) for name in RELEVANCE}
-    if item_to_item and scores_item_to_item(config, routes):
+    tasks = {name: functools.partial(score_list, name) for name in lists_scored}
+    if contenders is None and scores_item_to_item(config, routes):
         tasks["similar_items"] = score_similar_items
     if echo:
         echo(f"    scoring every source of {', '.join(tasks)} on {results['warm_customers']:,} warm and "
              f"{results['cold_customers']:,} cold customers")
     # The lists are independent: made and scored side by side (see in_parallel).
     scored = in_parallel(tasks)
-    results["lists"] = {name: scored[name] for name in RELEVANCE}
+    results["lists"] = {name: scored[name] for name in lists_scored}
     results["similar_items"] = scored.get("similar_items", [])
     # Models, segments and customer groups of this window are not needed any more.
     purchases.sparkSession.catalog.clearCache()
@@ -200,23 +203,30 @@ def validate(purchases, returns, *, windows: list[Window], config: RoutingConfig
     tifu_settings = TifuSettings(**validation["tifu_tuning"]["chosen"]) if "tifu_tuning" in validation else tuning.tifu_start()
     scored = [validation]
     validation["earlier_windows"] = []
+    # Only what can still be chosen is scored again: popularity, and sources that beat it significantly somewhere.
+    contenders = {name: sources for name, rows in validation["lists"].items() if len(sources := contenders_after(rows)) > 1}
     for before in earlier:
+        if not contenders:
+            validation["earlier_windows"].append({"window": before.as_dict(), "left_out": "no source beat popularity significantly on "
+                                                  "the latest window: there is nothing for an earlier one to confirm"})
+            continue
         if echo:
-            echo(f"  validation: score every source on the {before.describe()}, with the settings tuned on the latest")
+            echo(f"  validation: score {', '.join(sorted({name for names in contenders.values() for name in names}))} on the "
+                 f"{before.describe()}, with the settings tuned on the latest")
         try:
             scored.append(evaluate_window(purchases, returns, cutoff=before.start, end=before.end, als_settings=als_settings,
-                                          tifu_settings=tifu_settings, item_to_item=False, **common))
+                                          tifu_settings=tifu_settings, contenders=contenders, **common))
             scored[-1]["window"] = before.as_dict()
+            validation["earlier_windows"].append(scored[-1])
         except SegmentationError as error:
-            scored.append({"window": before.as_dict(), "left_out": f"the history before {before.start} cannot be segmented: {error}"})
-        validation["earlier_windows"].append(scored[-1])
-    used = [result for result in scored if "lists" in result]
+            validation["earlier_windows"].append({"window": before.as_dict(),
+                                                  "left_out": f"the history before {before.start} cannot be segmented: {error}"})
+    by_list = {name: [result["lists"][name] for result in scored if name in result["lists"]] for name in validation["lists"]}
     return {
         "window": validation,
         # A list no validation customer could be scored on (no warm customers, say) is not validated either.
-        "routes": {list_name: choose_routes([result["lists"][list_name] for result in used], min_customers=config.min_route_customers)
-                   or unvalidated_routes(list_name, config)
-                   for list_name in validation["lists"]},
+        "routes": {list_name: choose_routes(windows, min_customers=config.min_route_customers) or unvalidated_routes(list_name, config)
+                   for list_name, windows in by_list.items()},
         "als_settings": als_settings,
         "tifu_settings": tifu_settings,
         "similar_items_source": choose_similar_source(validation["similar_items"], config.similar_item_sources()),

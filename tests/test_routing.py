@@ -72,6 +72,17 @@ def test_rolling_origin_keeps_the_simpler_source_unless_the_other_wins_on_every_
                                   [row("popularity", "all", 0.05), row("als", "all", 0.051, popularity=0.05)]])["all"]["source"] == "popularity"
 
 
+def test_an_earlier_window_needs_to_score_only_the_sources_still_in_the_running():
+    latest = [row("popularity", "all", 0.05), row("trending", "all", 0.051, popularity=0.05), row("als", "all", 0.08, popularity=0.05),
+              row("popularity", "low", 0.02), row("cooccurrence", "low", 0.06, popularity=0.02), row("als", "low", 0.01, popularity=0.02)]
+    assert routing.contenders_after(latest) == ["popularity", "als", "cooccurrence"]
+    assert routing.contenders_after([row("popularity", "all", 0.05), row("als", "all", 0.051, popularity=0.05)]) == ["popularity"]
+    earlier = [row("popularity", "all", 0.05), row("trending", "all", 0.07, popularity=0.05), row("als", "all", 0.07, popularity=0.05),
+               row("popularity", "low", 0.02), row("cooccurrence", "low", 0.05, popularity=0.02), row("als", "low", 0.03, popularity=0.02)]
+    pruned = [scored for scored in earlier if scored["source"] in routing.contenders_after(latest)]
+    assert routing.choose_routes([latest, pruned]) == routing.choose_routes([latest, earlier])
+
+
 def test_short_lists_are_topped_up_after_their_own_items_and_full_lists_are_untouched(spark):
     served = spark.createDataFrame(pd.DataFrame({
         "customer_id": ["full"] * 3 + ["short"] * 2, "rank": [1, 2, 3, 1, 2], "item_id": ["p3", "x", "y", "p1", "z"],
