@@ -22,9 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="TOML or JSON file with settings per stage")
     parser.add_argument("--master", help="Spark master when not run through spark-submit")
     args = parser.parse_args(argv)
-    spark = build_session(cli.resolve_settings(args, app_name="segrec-report").spark)
+    settings = cli.resolve_settings(args, app_name="segrec-report")
+    spark = build_session(settings.spark)
     layout.fit_to_transactions(spark, args.output)
-    names = run_report(spark, args.output)
+    names = run_report(spark, args.output, settings.report)
     print(f"report with {len(names)} charts written to {storage.join(args.output, STAGE, 'index.html')}")
     return 0
 

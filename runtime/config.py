@@ -33,6 +33,8 @@ from routing.validation import EvaluationConfig
 from runtime.spark import SparkSettings
 from segmentation.backtest import BacktestConfig
 from segmentation.clv import CLVConfig
+from segmentation.lifecycle import LifecycleConfig
+from segmentation.report import ReportConfig
 from segmentation.segments import SegmentConfig
 from transactions.ingest import IngestConfig
 
@@ -55,12 +57,14 @@ class Settings:
     ingest: IngestConfig = dataclasses.field(default_factory=IngestConfig)
     clv: CLVConfig = dataclasses.field(default_factory=CLVConfig)
     segments: SegmentConfig = dataclasses.field(default_factory=SegmentConfig)
+    lifecycle: LifecycleConfig = dataclasses.field(default_factory=LifecycleConfig)
     backtest: BacktestConfig = dataclasses.field(default_factory=BacktestConfig)
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
     routing: RoutingConfig = dataclasses.field(default_factory=RoutingConfig)
     tuning: TuningConfig = dataclasses.field(default_factory=TuningConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     content: ContentConfig = dataclasses.field(default_factory=ContentConfig)
+    report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
 
     @classmethod
     def resolve(cls, *layers: Mapping[str, Mapping[str, Any]] | None) -> "Settings":

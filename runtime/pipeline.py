@@ -80,7 +80,7 @@ def recommendations_stage(context: RunContext) -> StageResult:
 
 
 def report_stage(context: RunContext) -> StageResult:
-    charts = run_report(context.spark, context.output_uri)
+    charts = run_report(context.spark, context.output_uri, context.settings.report)
     target = storage.join(layout.stage(context.output_uri, layout.REPORT), "index.html")
     return StageResult(rows_in=len(charts), rows_out=1, note=f"{len(charts)} charts in {target}")
 

@@ -71,16 +71,22 @@ def segment_sizes(summary: pd.DataFrame) -> Chart:
 DISTRIBUTION_MEASURES = {
     "days_since_last": ("Days since last purchase", "days", False),
     "frequency": ("Repeat purchase days", "days with a purchase after the first", False),
-    "total_spend": ("Net spend to date", "£, log scale", True),
-    "clv": ("Predicted 12-month value (CLV)", "£, log scale", True),
+    "total_spend": ("Net spend to date", "spend{currency}, log scale", True),
+    "clv": ("Predicted 12-month value (CLV)", "value{currency}, log scale", True),
 }
 
 
-def distributions(stats: pd.DataFrame) -> Chart:
+def in_currency(currency: str) -> str:
+    """" (£)" for an axis label, or nothing when no currency is configured."""
+    return f" ({currency})" if currency else ""
+
+
+def distributions(stats: pd.DataFrame, currency: str = "") -> Chart:
     """``stats``: segment, measure, p05, p25, p50, p75, p95 (box = quartiles, whiskers = 5th-95th percentile)."""
     segments = ordered_segments(stats.segment)
-    figure, axes = plt.subplots(1, len(DISTRIBUTION_MEASURES), figsize=(13, 4))
-    for ax, (measure, (title, unit, log)) in zip(axes, DISTRIBUTION_MEASURES.items()):
+    # Two by two, so that each panel stays legible when the page shows the chart at its width.
+    figure, axes = plt.subplots(2, 2, figsize=(10, 8))
+    for ax, (measure, (title, unit, log)) in zip(axes.flat, DISTRIBUTION_MEASURES.items()):
         rows = stats[stats.measure == measure].set_index("segment")
         boxes = []
         for segment in segments:
@@ -94,14 +100,15 @@ def distributions(stats: pd.DataFrame) -> Chart:
             patch.set_alpha(0.7)
         if log:
             ax.set_yscale("log")
-        ax.set_title(title, fontsize=10)
-        ax.set_ylabel(unit, fontsize=9)
-    figure.suptitle("RFM and CLV by segment (boxes: middle half of customers; whiskers: 5th to 95th percentile)", fontsize=11)
+        ax.set_title(title, fontsize=12)
+        ax.set_ylabel(unit.format(currency=in_currency(currency)), fontsize=11)
+        ax.tick_params(labelsize=11)
+    figure.suptitle("RFM and CLV by segment (boxes: middle half of customers; whiskers: 5th to 95th percentile)", fontsize=12)
     caption = "Higher-value segments bought more recently, more often and for more, and are predicted to be worth more next year."
     return Chart("distributions", "RFM and CLV by segment", caption, _png(figure))
 
 
-def frequency_vs_spend(sample: pd.DataFrame) -> Chart:
+def frequency_vs_spend(sample: pd.DataFrame, currency: str = "") -> Chart:
     """``sample``: frequency, total_spend, segment (a sample of customers)."""
     figure, ax = plt.subplots(figsize=(7, 5))
     for i, segment in enumerate(ordered_segments(sample.segment)):
@@ -111,7 +118,7 @@ def frequency_vs_spend(sample: pd.DataFrame) -> Chart:
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("purchase days (1 = one-time buyer), log scale")
-    ax.set_ylabel("net spend to date (£), log scale")
+    ax.set_ylabel(f"net spend to date{in_currency(currency)}, log scale")
     ax.set_title(f"Purchase days against spend, {len(sample):,} customers")
     ax.legend(title="segment", frameon=False)
     caption = "Each dot is a customer: segments separate along both how often and how much customers buy."
@@ -143,14 +150,15 @@ def clv_backtest(by_frequency: pd.DataFrame, backtest: dict) -> Chart:
 def top_items(items: pd.DataFrame, per_segment: int = 10) -> Chart:
     """``items``: segment, rank, item_id, description, buyers."""
     segments = ordered_segments(items.segment)
-    figure, axes = plt.subplots(1, len(segments), figsize=(5.5 * len(segments), 0.45 * per_segment + 1.5), squeeze=False)
-    for i, (ax, segment) in enumerate(zip(axes[0], segments)):
+    # One segment under the other: item names need the width more than the segments need to sit side by side.
+    figure, axes = plt.subplots(len(segments), 1, figsize=(9, (0.4 * per_segment + 1.2) * len(segments)), squeeze=False)
+    for i, (ax, segment) in enumerate(zip(axes[:, 0], segments)):
         rows = items[items.segment == segment].sort_values("rank").head(per_segment)[::-1]
-        names = [f"{(d or item_id)[:32]} ({item_id})" for item_id, d in zip(rows.item_id, rows.description)]
+        names = [f"{(d or item_id)[:40]} ({item_id})" for item_id, d in zip(rows.item_id, rows.description)]
         ax.barh(names, rows.buyers, color=colour(segment, i))
-        ax.set_title(f"{segment}", fontsize=11)
-        ax.set_xlabel("customers who bought it")
-        ax.tick_params(axis="y", labelsize=8)
-    figure.suptitle("Top items per segment, by number of customers who bought them", fontsize=11)
+        ax.set_title(f"{segment}", fontsize=12)
+        ax.set_xlabel("customers who bought it", fontsize=11)
+        ax.tick_params(labelsize=10)
+    figure.suptitle("Top items per segment, by number of customers who bought them", fontsize=12)
     caption = "What each segment buys most: a starting point for the content of a segment's campaign."
     return Chart("top_items", "Top items per segment", caption, _png(figure))

@@ -40,6 +40,7 @@ EXPECTED_SPEND = "expected_avg_spend"
 CLV = "clv"
 
 SEGMENT = "segment"
+LIFECYCLE = "lifecycle"  # new, active, at_risk, lapsed (segmentation/lifecycle.py)
 
 # Recommendations.
 STRENGTH = "strength"  # implicit feedback per (customer, item)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -68,18 +69,29 @@ def _table(frame: pd.DataFrame, formats: dict[str, str]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def render_html(drawn: list[charts.Chart], summary: dict, table: pd.DataFrame, backtest: dict) -> str:
+@dataclass(frozen=True)
+class ReportConfig:
+    currency: str = ""  # shown before amounts ("£", "€", "US$ "); empty: plain numbers
+    data_credit: str = ""  # the footer's line on where the data comes from; empty: the input's name
+
+
+def render_html(drawn: list[charts.Chart], summary: dict, table: pd.DataFrame, backtest: dict, *, config: ReportConfig = ReportConfig(),
+                source: str = "") -> str:
+    """The report page; ``source``: the input the pipeline read, named in the footer unless ``config.data_credit`` says more."""
     table = table.set_index("segment").loc[charts.ordered_segments(table.segment)].reset_index()
+    money = config.currency.replace("{", "{{").replace("}", "}}") + "{:,.0f}"
     plain_names = {
         "share_of_customers": "share of customers", "share_of_revenue": "share of revenue",
         "median_days_since_last": "median days since last purchase", "median_frequency": "median repeat purchase days",
         "median_total_spend": "median net spend", "median_clv": "median 12-month value", "mean_p_alive": "mean chance still active",
     }
     segment_table = _table(table.rename(columns=plain_names), {
-        "segment": "{}", "customers": "{:,}", "share of customers": "{:.1%}", "revenue": "£{:,.0f}", "share of revenue": "{:.1%}",
-        "median days since last purchase": "{:.0f}", "median repeat purchase days": "{:.0f}", "median net spend": "£{:,.0f}",
-        "median 12-month value": "£{:,.0f}", "mean chance still active": "{:.0%}",
+        "segment": "{}", "customers": "{:,}", "share of customers": "{:.1%}", "revenue": money, "share of revenue": "{:.1%}",
+        "median days since last purchase": "{:.0f}", "median repeat purchase days": "{:.0f}", "median net spend": money,
+        "median 12-month value": money, "mean chance still active": "{:.0%}",
     })
+    lifecycle = _lifecycle_section(summary, money)
+    credit = html.escape(config.data_credit or (f"Data: {source}." if source else ""))
     backtest_section = _backtest_section(backtest)
     sections = "".join(
         f'<section><h2>{html.escape(chart.title)}</h2><img alt="{html.escape(chart.title)}" '
@@ -101,15 +113,28 @@ p.small {{ color: #666; font-size: 0.9em; }}
 days since last purchase, repeat purchases, net spend and predicted {summary['horizon_months']}-month value (CLV).
 Segment quality (silhouette): {summary['silhouette']:.2f}.</p>
 {segment_table}
+{lifecycle}
 {sections}
 <section><h2>How good is the CLV forecast?</h2>
 {backtest_section}
 </section>
 {f'<section><h2>Notes</h2><ul>{notes}</ul></section>' if notes else ''}
-<p class="small">Made by segrec. Data: Online Retail II, UCI Machine Learning Repository (CC BY 4.0); Chen, Sain &amp; Guo (2012),
-Journal of Database Marketing &amp; Customer Strategy Management 19(3):197&ndash;208.</p>
+<p class="small">Made by segrec. {credit}</p>
 </body></html>
 """
+
+
+def _lifecycle_section(summary: dict, money: str) -> str:
+    """Customers and past revenue per lifecycle state, each explained in a sentence."""
+    names = {"new": "New", "active": "Active", "at_risk": "At risk", "lapsed": "Lapsed"}
+    rows = pd.DataFrame([{"state": names.get(state, state), "what it means": summary["lifecycle_explained"][state], **counts}
+                         for state, counts in summary["lifecycle"].items()])
+    table = _table(rows.rename(columns={"revenue": "revenue so far"}),
+                   {"state": "{}", "what it means": "{}", "customers": "{:,}", "revenue so far": money})
+    return f"""<section><h2>Lifecycle: who is still buying</h2>
+<p>Next to its value segment, each customer has a lifecycle state from their days since the last purchase (against their usual gap
+between purchases) and the model's chance that they are still a customer.</p>
+{table}</section>"""
 
 
 def _backtest_section(backtest: dict) -> str:

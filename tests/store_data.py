@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from contextlib import closing
 
@@ -11,6 +12,7 @@ SEGMENTS = {"high": ["c1", "c2", "c3"], "mid": ["c4", "c5", "c6", "c7"], "low": 
 ITEMS = [f"I{i:03d}" for i in range(60)]  # I<k> costs k + 1, is in GROUPS[k % 3]; the last five were first sold in the as-of month
 GROUPS = ("red", "blue", "green")
 NEW = ITEMS[-5:]  # first sold in the as-of month
+LIFECYCLE = ("new", "active", "at_risk", "lapsed")  # c<k> is in LIFECYCLE[k % 4]
 
 
 def _customer(customer_id: str, segment: str) -> dict:
@@ -18,19 +20,22 @@ def _customer(customer_id: str, segment: str) -> dict:
     return {"customer_id": customer_id, "segment": segment, "country": "France" if number % 2 else "United Kingdom",
             "frequency": float(number % 7), "recency": 30.0 * (number % 5), "T": 400.0, "monetary_value": 20.0 + number,
             "orders": number % 7 + 1, "total_spend": 100.0 * number, "first_purchase": "2010-01-05", "last_purchase": "2011-11-30",
-            "days_since_last": number, "p_alive": 0.9, "expected_purchases": 2.5, "expected_avg_spend": 40.0, "clv": 500.0 - number}
+            "days_since_last": number, "p_alive": 0.9, "expected_purchases": 2.5, "expected_avg_spend": 40.0, "clv": 500.0 - number,
+            "lifecycle": LIFECYCLE[number % len(LIFECYCLE)], "usual_gap_days": 10.0}
 
 
 def build(path, *, as_of: str = "2011-12-10", run_id: str = "run-a", drop_table: str | None = None) -> str:
     """Customer c<k> bought I<k> and is recommended items I<k>.. in order (discover skips I<k>; buy_again is I<k>..I<k+2>)."""
     rows = {
         "meta": [{"key": "run_id", "value": run_id}, {"key": "as_of", "value": as_of},
-                 {"key": "created_at", "value": "2026-11-22T10:00:00+00:00"}, {"key": "schema_version", "value": str(schema.VERSION)}],
+                 {"key": "created_at", "value": "2026-11-22T10:00:00+00:00"}, {"key": "schema_version", "value": str(schema.VERSION)},
+                 {"key": "currency", "value": "€"}, {"key": "lifecycle_explained", "value": json.dumps({state: f"{state} explained." for state in LIFECYCLE})}],
         "customers": [_customer(c, segment) for segment, members in SEGMENTS.items() for c in members],
         "segments": [{"segment": segment, "customers": len(members), "share_of_customers": len(members) / 39, "revenue": 1000.0,
                       "share_of_revenue": 0.3, "mean_frequency": 2.0, "mean_recency": 100.0, "mean_total_spend": 500.0,
                       "mean_days_since_last": 50.0, "mean_p_alive": 0.9, "mean_clv": {"high": 900.0, "mid": 400.0, "low": 100.0}[segment],
                       "median_clv": 300.0} for segment, members in SEGMENTS.items()],
+        "lifecycle": [],
         "recommendations": [],
         "trending": [{"country": country, "rank": rank, "item_id": ITEMS[offset + rank], "score": 1.0 / rank, "source": "trending"}
                      for country, offset in ((schema.EVERY_COUNTRY, 0), ("France", 20)) for rank in range(1, 21)],
@@ -50,6 +55,11 @@ def build(path, *, as_of: str = "2011-12-10", run_id: str = "run-a", drop_table:
         "charts": [{"name": "segment_sizes", "png": b"\x89PNG\r\n\x1a\nfake"}],
     }
     for segment, members in SEGMENTS.items():
+        for state in LIFECYCLE:
+            here = [_customer(c, segment) for c in members if LIFECYCLE[int(c[1:]) % len(LIFECYCLE)] == state]
+            if here:
+                rows["lifecycle"].append({"lifecycle": state, "segment": segment, "customers": len(here),
+                                          "revenue": sum(row["total_spend"] for row in here)})
         for c in members:
             k = int(c[1:])
             for list_name, items in (("for_you", ITEMS[k:k + 30]), ("discover", ITEMS[k + 1:k + 31]), ("buy_again", ITEMS[k:k + 3])):

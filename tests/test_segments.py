@@ -1,4 +1,5 @@
 import datetime as dt
+import re
 
 import pandas as pd
 import pytest
@@ -156,3 +157,52 @@ def test_empty_holdout_is_a_clear_error(synthetic):
     with pytest.raises(SegmentationError, match="hold-out after 2011-12-12 is empty"):
         backtest.run_backtest(synthetic.place("clean"), synthetic.place("returns"),
                               calibration_end=dt.date(2011, 12, 12), holdout_end=dt.date(2011, 12, 12))
+
+
+# ------------------------------------------------------------------ lifecycle states
+
+def _customer(customer_id, *, first, last, frequency, p_alive, segment="mid", spend=100.0, as_of=dt.date(2011, 12, 10)):
+    return {"customer_id": customer_id, "segment": segment, "frequency": float(frequency), "p_alive": p_alive, "total_spend": spend,
+            "first_purchase": pd.Timestamp(first), "last_purchase": pd.Timestamp(last),
+            "days_since_last": (as_of - dt.date.fromisoformat(last)).days}
+
+
+def test_lifecycle_states_follow_the_usual_gap_and_the_chance_of_being_alive(spark):
+    from segmentation.lifecycle import LifecycleConfig, lifecycle_summary, with_lifecycle
+
+    # Repeat buyers every 33.4 days (334 days over 10 repeats): the shop's usual gap, which one-time buyers are held to.
+    repeat = {"first": "2011-01-01", "last": "2011-12-01", "frequency": 10}
+    rows = [
+        _customer("new", first="2011-11-20", last="2011-11-20", frequency=0, p_alive=1.0),
+        _customer("active", **repeat, p_alive=0.95),
+        _customer("late", **{**repeat, "first": "2010-11-06", "last": "2011-10-06"}, p_alive=0.95),  # 65 days: under 2 gaps
+        _customer("overdue", **{**repeat, "first": "2010-10-28", "last": "2011-09-27"}, p_alive=0.95),  # 74 days: over 2 gaps
+        _customer("gone", **{**repeat, "first": "2010-08-14", "last": "2011-07-14"}, p_alive=0.95),  # 149 days: over 4 gaps
+        _customer("doubtful", **repeat, p_alive=0.6),
+        _customer("unlikely", **repeat, p_alive=0.4, segment="high", spend=5000.0),
+        _customer("once_lately", first="2011-11-01", last="2011-11-01", frequency=0, p_alive=1.0),  # 39 days: new is 30
+        _customer("once_long_ago", first="2011-06-01", last="2011-06-01", frequency=0, p_alive=1.0, segment="low"),
+    ]
+    customers = spark.createDataFrame(pd.DataFrame(rows))
+    found = with_lifecycle(customers, as_of=dt.date(2011, 12, 10)).toPandas().set_index("customer_id")
+    assert found["lifecycle"].to_dict() == {
+        "new": "new", "active": "active", "late": "active", "overdue": "at_risk", "gone": "lapsed", "doubtful": "at_risk",
+        "unlikely": "lapsed", "once_lately": "active", "once_long_ago": "lapsed"}
+    assert found.loc["active", "usual_gap_days"] == pytest.approx(33.4) == found.loc["once_long_ago", "usual_gap_days"]
+    # Thresholds are settings: a longer "new" and a stricter chance of being alive.
+    stricter = with_lifecycle(customers, as_of=dt.date(2011, 12, 10), config=LifecycleConfig(new_days=60, at_risk_p_alive=0.99))
+    assert stricter.toPandas().set_index("customer_id")["lifecycle"][["once_lately", "active"]].tolist() == ["new", "at_risk"]
+    summary = lifecycle_summary(with_lifecycle(customers, as_of=dt.date(2011, 12, 10))).toPandas().set_index(["lifecycle", "segment"])
+    assert summary.loc[("lapsed", "high"), "revenue"] == 5000.0 and summary["customers"].sum() == len(rows)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"at_risk_gaps": 4.0, "lapsed_gaps": 2.0}, "lifecycle.at_risk_gaps (4.0) must be above 0 and below lifecycle.lapsed_gaps (2.0)"),
+    ({"lapsed_p_alive": 0.9}, "lifecycle.lapsed_p_alive (0.9) must be at most lifecycle.at_risk_p_alive (0.8)"),
+    ({"new_days": -1}, "lifecycle.new_days must be 0 or more"),
+])
+def test_lifecycle_thresholds_that_contradict_each_other_are_refused(settings, message):
+    from segmentation.lifecycle import LifecycleConfig
+
+    with pytest.raises(SegmentationError, match=re.escape(message)):
+        LifecycleConfig(**settings)

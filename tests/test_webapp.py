@@ -107,6 +107,9 @@ def test_an_unknown_customer_gets_trending_for_their_country_or_everyone(client)
     assert [item["item_id"] for item in france["items"]] == ["I021", "I022", "I023"] and france["country"] == "France"
     elsewhere = client.get("/api/v1/customers/new-1/recommendations?n=3&country=Atlantis").get_json()
     assert [item["item_id"] for item in elsewhere["items"]] == ["I001", "I002", "I003"] and elsewhere["country"] is None
+    for name in ("Côte d'Ivoire", "Türkiye", "日本"):  # names in any script are countries, not bad input
+        accented = client.get("/api/v1/customers/new-1/recommendations", query_string={"n": 3, "country": name})
+        assert accented.status_code == 200 and accented.get_json()["country"] is None
 
 
 @pytest.mark.parametrize("query, message", [
@@ -115,6 +118,7 @@ def test_an_unknown_customer_gets_trending_for_their_country_or_everyone(client)
     ("n=ten", "n must be a whole number from 1 to 100"),
     ("list=popular", "list must be one of for_you, discover, buy_again"),
     ("country=%3Cscript%3E", "country must be a country name"),
+    ("country=Fr4nce", "country must be a country name"),
 ])
 def test_bad_parameters_are_400_with_a_message(client, query, message):
     assert message in error_of(client.get(f"/api/v1/customers/c5/recommendations?{query}"), 400)
@@ -294,6 +298,13 @@ def test_dashboard_shows_segments_and_charts_with_security_headers(client):
     page = client.get("/")
     text = page.get_data(as_text=True)
     assert page.status_code == 200 and "high" in text and 'src="/charts/segment_sizes.png"' in text
+    # Lifecycle states by their plain names, each explained, with customers per value segment (store_data: c<k> in state k % 4)
+    lifecycle = text[text.index('<table id="lifecycle">'):]
+    lifecycle = lifecycle[:lifecycle.index("</table>")]
+    assert [re.sub("<.*?>", " ", row).split()[:2] for row in re.findall(r"<tr>(.*?)</tr>", lifecycle, re.S)[1:]] == [
+        ["New", "new"], ["Active", "active"], ["At", "risk"], ["Lapsed", "lapsed"]]
+    assert 'title="at_risk"' in lifecycle and "lapsed explained." in lifecycle
+    assert "lapsed explained.</td>\n      <td>10</td><td>€21,000.00</td>" in lifecycle  # c3, c7, .., c39, in the store's currency
     assert page.headers["X-Frame-Options"] == "DENY" and "default-src 'self'" in page.headers["Content-Security-Policy"]
     assert page.headers["X-Content-Type-Options"] == "nosniff"
     chart = client.get("/charts/segment_sizes.png")
@@ -478,7 +489,26 @@ def test_results_from_an_uploaded_csv(client):
     page = client.get(path).get_data(as_text=True)
     personalised = sum(row["variant"] == "personalised" for row in rows)
     assert f"{4 / personalised * 100:.1f}%" in page and 'id="uplift"' in page
+    control = len(rows) - personalised
+    expected = experiments.results({row["customer_id"]: row["variant"] for row in rows},
+                                   [(c, dt.date(2011, 12, 20), 50.0) for c in buyers])["uplift"]
+    assert f"<td>Conversion</td><td>{100 * (4 / personalised - 0 / control):+.1f} pp</td>" in page
+    assert f"<td>{expected['conversion_p_value']:.3f}</td>" in page and "no buyers in a group" in page  # no control buyer: no ratio
     assert client.get(f"{path}/results.png").mimetype == "image/png"
+
+
+def test_the_planner_says_how_many_customers_the_test_needs(client):
+    path = create_campaign(client).headers["Location"]
+    rows = read_export(client, path)
+    page = client.get(path, query_string={"baseline": "2", "uplift": "25"}).get_data(as_text=True)
+    plan = experiments.TestPlan(baseline=0.02, relative_uplift=0.25, control_share=0.25, audience=len(rows))
+    assert f"need\n  <strong>{plan.needed()['total']:,}</strong> customers" in page.replace("needs", "need")
+    assert f"This audience has {len(rows):,}:\n  too few." in page
+    assert f"The smallest uplift it can detect is {100 * plan.detectable():+.1f}%." in page
+    for query, message in (({"baseline": "abc"}, "must be numbers"), ({"baseline": "0"}, "expected conversion must be above 0%"),
+                           ({"uplift": "-5"}, "uplift hoped for must be above 0%")):
+        response = client.get(path, query_string=query)
+        assert response.status_code == 400 and message in response.get_data(as_text=True)
 
 
 def test_bad_uploads_list_their_rows_and_change_nothing(client):
@@ -530,6 +560,50 @@ def test_uplift_and_its_interval_match_the_textbook_formula():
     se = math.sqrt(0.2 * 0.8 / 200 + 0.1 * 0.9 / 100)
     assert uplift["conversion_ci95"] == pytest.approx([0.1 - 1.96 * se, 0.1 + 1.96 * se], abs=1e-3)
     assert uplift["significant"] and summary["variants"]["personalised"]["revenue_per_customer"] == pytest.approx(2.0)
+    # The two-proportion z-test's p-value, from the normal distribution by hand
+    z = 0.1 / se
+    assert uplift["conversion_p_value"] == pytest.approx(math.erfc(z / math.sqrt(2)), rel=1e-6)
+    # Relative: 20% against 10% is +100%; its interval from the log ratio, 1.96 standard errors either side
+    log_se = math.sqrt(1 / 40 - 1 / 200 + 1 / 10 - 1 / 100)
+    assert uplift["relative_conversion"] == pytest.approx(1.0)
+    assert uplift["relative_conversion_ci95"] == pytest.approx([2 * math.exp(-1.96 * log_se) - 1, 2 * math.exp(1.96 * log_se) - 1], abs=1e-3)
+    # Revenue per customer: Welch's t-test on each customer's spend (2.0 against 1.0)
+    from scipy import stats
+
+    spend = {name: [10.0] * buyers + [0.0] * (size - buyers) for name, buyers, size in (("t", 40, 200), ("k", 10, 100))}
+    welch = stats.ttest_ind(spend["t"], spend["k"], equal_var=False)
+    assert uplift["revenue_per_customer"] == pytest.approx(1.0) and uplift["relative_revenue"] == pytest.approx(1.0)
+    assert uplift["revenue_p_value"] == pytest.approx(welch.pvalue) and uplift["revenue_per_customer_ci95"][0] > 0
+
+
+def test_no_difference_is_not_significant_and_a_control_without_buyers_has_no_ratio():
+    audience = {f"t{i}": experiments.TREATMENT for i in range(100)} | {f"k{i}": experiments.CONTROL for i in range(100)}
+    same = experiments.results(audience, [(f"{side}{i}", None, 5.0) for side in "tk" for i in range(10)])["uplift"]
+    assert same["conversion"] == 0 and same["conversion_p_value"] == pytest.approx(1.0) and not same["significant"]
+    assert same["revenue_p_value"] == pytest.approx(1.0)
+    none_in_control = experiments.results(audience, [(f"t{i}", None, 5.0) for i in range(10)])["uplift"]
+    assert none_in_control["relative_conversion"] is None and none_in_control["relative_revenue"] is None
+
+
+def test_the_test_plan_gives_the_textbook_sample_size_and_what_an_audience_can_detect():
+    import math
+
+    from scipy.stats import norm
+
+    plan = experiments.TestPlan(baseline=0.05, relative_uplift=0.2, control_share=0.5, audience=10_000)
+    needed = plan.needed()
+    # Equal groups: n = 2 ((z_a/2 + z_b) / h)^2 per group, h = Cohen's effect size for two proportions (each arcsine has variance 1/n)
+    h = 2 * math.asin(math.sqrt(0.06)) - 2 * math.asin(math.sqrt(0.05))
+    assert needed["personalised"] == math.ceil(2 * ((norm.ppf(0.975) + norm.ppf(0.8)) / h) ** 2) == needed["control"]
+    assert needed["total"] == 2 * needed["personalised"]
+    # An audience of exactly that size detects that uplift; a smaller control share needs more customers in all
+    exact = experiments.TestPlan(baseline=0.05, relative_uplift=0.2, control_share=0.5, audience=needed["total"])
+    assert exact.detectable() == pytest.approx(0.2, abs=0.002)
+    assert experiments.TestPlan(baseline=0.05, relative_uplift=0.2, control_share=0.1, audience=1).needed()["total"] > needed["total"]
+    assert experiments.TestPlan(baseline=0.05, relative_uplift=0.2, control_share=0.5, audience=3).detectable() is None
+    for settings in ({"baseline": 0.0}, {"relative_uplift": -0.1}, {"baseline": 0.9, "relative_uplift": 0.2}, {"control_share": 1.0}):
+        with pytest.raises(ValueError):
+            experiments.TestPlan(**{"baseline": 0.05, "relative_uplift": 0.2, "control_share": 0.5, "audience": 100, **settings})
 
 
 # ------------------------------------------------------------------ trust: sign-in, roles, keys, audit

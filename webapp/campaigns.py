@@ -130,10 +130,40 @@ def create():
     return redirect(url_for("campaigns.show", campaign_id=campaign_id))
 
 
+PLAN_DEFAULT_UPLIFT = 10.0  # percent, relative: what the planner assumes until the marketer says what they hope for
+RECENT_DAYS = 30
+
+
+def recent_conversion(members: dict, as_of: str) -> float | None:
+    """The share of ``members`` who bought in the RECENT_DAYS before ``as_of``: the planner's default expected conversion."""
+    if not members:
+        return None
+    since = (dt.date.fromisoformat(as_of) - dt.timedelta(days=RECENT_DAYS)).isoformat()
+    buyers = {row["customer_id"] for row in get_store().query(
+        "SELECT DISTINCT customer_id FROM customer_days WHERE day >= ? AND day < ?", (since, as_of))}
+    return sum(1 for customer_id in members if customer_id in buyers) / len(members)
+
+
+def _plan(campaign: dict, members: dict, args) -> dict:
+    """The test planner's figures for the page: from the form's expected conversion and hoped-for uplift (percent), else defaults."""
+    recent = recent_conversion(members, campaign["as_of"])
+    fields = {"baseline": args.get("baseline", "").strip(), "uplift": args.get("uplift", "").strip()}
+    try:
+        baseline = float(fields["baseline"]) / 100 if fields["baseline"] else (recent or 0.05)
+        uplift = float(fields["uplift"]) / 100 if fields["uplift"] else PLAN_DEFAULT_UPLIFT / 100
+        plan = experiments.TestPlan(baseline=baseline, relative_uplift=uplift, control_share=campaign["control_share"], audience=len(members))
+    except ValueError as error:
+        message = str(error) if "must" in str(error) else "the expected conversion and the uplift must be numbers (percent)"
+        raise BadRequest(message) from None
+    return {"baseline": baseline, "uplift": uplift, "recent": recent, "needed": plan.needed(), "detectable": plan.detectable(),
+            "audience": len(members), "fields": fields}
+
+
 @blueprint.get("/<int:campaign_id>")
 def show(campaign_id: int):
     campaign = _campaign(campaign_id)
     members = audience(campaign)
+    plan = _plan(campaign, members, request.args)
     sizes = {name: sum(1 for _, _, v in members.values() if v == name) for name in (experiments.TREATMENT, experiments.CONTROL)}
     preview = list(export_rows(campaign, members, limit=PREVIEW_ROWS))
     stored = [dict(row) for row in get_state().query(
@@ -143,7 +173,7 @@ def show(campaign_id: int):
         result["summary"] = json.loads(result["summary"])
     newer = get_store().version().meta["as_of"] > campaign["as_of"]
     return render_template("campaign.html", campaign=campaign, sizes=sizes, header=preview[0], preview=preview[1:],
-                           result=result, history=stored[1:], newer_data=newer)
+                           result=result, history=stored[1:], newer_data=newer, plan=plan)
 
 
 @blueprint.get("/<int:campaign_id>/export.csv")
@@ -223,6 +253,23 @@ def percent(value) -> str:
     return "" if value is None else f"{100 * value:.1f}%"
 
 
+@blueprint.app_template_filter("points")
+def points(value) -> str:
+    """A difference of two rates, in percentage points."""
+    return "" if value is None else f"{100 * value:+.1f} pp"
+
+
+@blueprint.app_template_filter("signed_percent")
+def signed_percent(value) -> str:
+    return "n/a" if value is None else f"{100 * value:+.1f}%"
+
+
+@blueprint.app_template_filter("p_value")
+def p_value(value) -> str:
+    return "n/a" if value is None else ("< 0.001" if value < 0.001 else f"{value:.3f}")
+
+
 @blueprint.app_template_filter("money")
 def money(value) -> str:
-    return "" if value is None else f"{value:,.2f}"
+    """An amount with the currency the report was configured with (``[report] currency``), if any."""
+    return "" if value is None else f"{get_store().version().meta.get('currency', '')}{value:,.2f}"

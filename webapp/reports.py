@@ -26,7 +26,8 @@ def dashboard():
     store = get_store()
     names = [row["name"] for row in store.query("SELECT name FROM charts ORDER BY name")]
     charts = [(name, CHART_TITLES.get(name, name.replace("_", " ").capitalize())) for name in names]
-    return render_template("dashboard.html", segments=serving.segments(), charts=charts, meta=store.version().meta)
+    return render_template("dashboard.html", segments=serving.segments(), lifecycle=serving.lifecycle(), charts=charts,
+                           meta=store.version().meta)
 
 
 @blueprint.get("/charts/<name>.png")

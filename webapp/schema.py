@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 
-VERSION = 3  # 2: bought; 3: items with price, buyers, first_sold and item_group; new_arrivals; content neighbours
+VERSION = 4  # 2: bought; 3: items with price, buyers, first_sold and item_group; new_arrivals; content neighbours; 4: lifecycle
 EVERY_COUNTRY = ""  # the trending rows for visitors of any country
 
 # table -> (columns with their SQL types, primary key)
@@ -17,7 +17,9 @@ TABLES = {
         "customer_id": "TEXT", "segment": "TEXT NOT NULL", "country": "TEXT", "frequency": "REAL", "recency": "REAL", "T": "REAL",
         "monetary_value": "REAL", "orders": "INTEGER", "total_spend": "REAL", "first_purchase": "TEXT", "last_purchase": "TEXT",
         "days_since_last": "INTEGER", "p_alive": "REAL", "expected_purchases": "REAL", "expected_avg_spend": "REAL", "clv": "REAL",
+        "lifecycle": "TEXT NOT NULL", "usual_gap_days": "REAL",
     }, ("customer_id",)),
+    "lifecycle": ({"lifecycle": "TEXT", "segment": "TEXT", "customers": "INTEGER", "revenue": "REAL"}, ("lifecycle", "segment")),
     "segments": ({
         "segment": "TEXT", "customers": "INTEGER", "share_of_customers": "REAL", "revenue": "REAL", "share_of_revenue": "REAL",
         "mean_frequency": "REAL", "mean_recency": "REAL", "mean_total_spend": "REAL", "mean_days_since_last": "REAL",
@@ -44,7 +46,7 @@ DDL = "\n".join(
     for name, (columns, key) in TABLES.items()
 ) + "\n" + INDEXES
 # Tables that must have rows for the store to be served.
-NON_EMPTY = ("meta", "customers", "segments", "recommendations", "trending", "items")
+NON_EMPTY = ("meta", "customers", "segments", "lifecycle", "recommendations", "trending", "items")
 META_KEYS = ("run_id", "as_of", "created_at", "schema_version")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 
 from flask import current_app
@@ -18,7 +19,8 @@ EVENT_TYPES = tuple(live.EVENT_WEIGHTS)
 RECENT_EVENTS = 20  # a shopper's newest events that move their lists
 # Matched against the whole value (fullmatch): "$" alone would let a trailing newline through.
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,63}")
-COUNTRY_PATTERN = re.compile(r"[A-Za-z][A-Za-z .'()\-]{0,63}")
+# Letters of any script (Côte d'Ivoire, Türkiye, 日本), spaces and . ' ( ) -; no digits, underscores or control characters.
+COUNTRY_PATTERN = re.compile(r"[^\W\d_](?:[^\W\d_]|[ .'()\-]){0,63}")
 MAX_EVENTS_PER_CUSTOMER = 1000  # the newest are kept: enough for the lists (RECENT_EVENTS) and for the next run to take in
 MAX_EVENTS_PER_KEY = 100_000  # so that no client, however many customer ids it makes up, grows the database without limit
 RULED_DEPTH = 500  # stored rows read when a group or price rule may leave out many
@@ -269,6 +271,23 @@ def similar(item_id: str, n: int, filters: rules.Filters = rules.NO_FILTERS) -> 
 
 def segments() -> list[dict]:
     return [dict(row) for row in get_store().query("SELECT * FROM segments ORDER BY mean_clv DESC")]
+
+
+LIFECYCLE_STATES = {"new": "New", "active": "Active", "at_risk": "At risk", "lapsed": "Lapsed"}
+
+
+def lifecycle() -> list[dict]:
+    """Per lifecycle state (in LIFECYCLE_STATES' order): its name, one sentence, customers and revenue in all and per segment."""
+    store = get_store()
+    explained = json.loads(store.version().meta.get("lifecycle_explained", "{}"))
+    rows = store.query("SELECT lifecycle, segment, customers, revenue FROM lifecycle")
+    states = []
+    for state, name in LIFECYCLE_STATES.items():
+        here = [row for row in rows if row["lifecycle"] == state]
+        states.append({"state": state, "name": name, "explained": explained.get(state, ""),
+                       "customers": sum(row["customers"] for row in here), "revenue": sum(row["revenue"] or 0.0 for row in here),
+                       "by_segment": {row["segment"]: row["customers"] for row in here}})
+    return states
 
 
 def health() -> dict:

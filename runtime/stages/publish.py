@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import sqlite3
 import tempfile
@@ -131,6 +132,7 @@ def build_store(spark, output_uri: str, recs_stage: str, path: str, *, run: dict
         "customers": customers.withColumns({
             "first_purchase": F.date_format("first_purchase", "yyyy-MM-dd"), "last_purchase": F.date_format("last_purchase", "yyyy-MM-dd")}),
         "segments": spark.read.parquet(storage.join(segments_stage, "segments")),
+        "lifecycle": spark.read.parquet(storage.join(segments_stage, "lifecycle")),
         "recommendations": spark.read.parquet(storage.join(recs_stage, "recommendations")),
         "trending": spark.read.parquet(storage.join(recs_stage, "trending")).fillna({C.COUNTRY: schema.EVERY_COUNTRY}),
         **content_tables(spark, catalogue, descriptions, spark.read.parquet(storage.join(recs_stage, "similar_items")), run["as_of"],
@@ -151,10 +153,14 @@ def build_store(spark, output_uri: str, recs_stage: str, path: str, *, run: dict
         connection.executemany("INSERT INTO charts (name, png) VALUES (?, ?)",
                                [(name[:-len(".png")], fs.read_bytes(storage.join(charts_dir, name))) for name in charts])
         counts["charts"] = len(charts)
+        report = storage.join(charts_dir, "report.json")
+        currency = storage.read_json(spark, report).get("currency", "") if fs.exists(report) else ""
         connection.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", [
             ("run_id", run.get("run_id") or "manual"), ("as_of", run["as_of"]),
             ("created_at", dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")),
             ("schema_version", str(schema.VERSION)),
+            ("currency", currency),
+            ("lifecycle_explained", json.dumps(storage.read_json(spark, storage.join(segments_stage, "summary.json"))["lifecycle_explained"])),
         ])
         connection.commit()
         problems = schema.problems(connection)

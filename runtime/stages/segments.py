@@ -8,6 +8,7 @@ from runtime import layout, storage
 from runtime.config import Settings
 from segmentation import backtest
 from segmentation.customers import segment_customers
+from segmentation.lifecycle import STATES, lifecycle_summary, with_lifecycle
 from segmentation.rfm import SegmentationError
 from segmentation.segments import segment_summary
 from segmentation.windows import read_history
@@ -27,10 +28,12 @@ def run_segment(spark, output_uri: str, *, as_of: dt.date | None, settings: Sett
     except SegmentationError as error:
         raise SegmentationError(f"{error} (segmenting as of {history.describe_as_of()})") from None
     with storage.atomic_output(spark, layout.stage(output_uri, STAGE)) as staging:
-        result.customers.write.parquet(storage.join(staging, "customers"))
+        with_lifecycle(result.customers, as_of=as_of, config=settings.lifecycle).write.parquet(storage.join(staging, "customers"))
         customers = spark.read.parquet(storage.join(staging, "customers"))
         summary_rows = segment_summary(customers)
         summary_rows.write.parquet(storage.join(staging, "segments"))
+        lifecycle_summary(customers).write.parquet(storage.join(staging, "lifecycle"))
+        lifecycle = {(row["lifecycle"], row["segment"]): row for row in spark.read.parquet(storage.join(staging, "lifecycle")).collect()}
         result.model.save(storage.join(staging, "model"))
         storage.FileSystem(spark).write_text(storage.join(staging, "clv.json"), result.clv.to_json())
         sizes = {row["segment"]: row["customers"] for row in spark.read.parquet(storage.join(staging, "segments")).collect()}
@@ -45,6 +48,10 @@ def run_segment(spark, output_uri: str, *, as_of: dt.date | None, settings: Sett
             "notes": result.clv.notes,
             "horizon_months": clv_config.horizon_months,
             "features": list(segment_config.features),
+            "lifecycle": {state: {"customers": sum(row["customers"] for (name, _), row in lifecycle.items() if name == state),
+                                  "revenue": round(sum(row["revenue"] or 0.0 for (name, _), row in lifecycle.items() if name == state), 2)}
+                          for state in STATES},
+            "lifecycle_explained": settings.lifecycle.explain(),
         }
         storage.write_json(spark, storage.join(staging, "summary.json"), summary)
     return summary
