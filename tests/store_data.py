@@ -53,6 +53,12 @@ def build(path, *, as_of: str = "2011-12-10", run_id: str = "run-a", drop_table:
         "customer_days": [{"customer_id": c, "day": day, "revenue": 10.0}
                           for c in ("c1", "c8", "c9") for day in ("2011-11-01", "2011-12-15")],
         "charts": [{"name": "segment_sizes", "png": b"\x89PNG\r\n\x1a\nfake"}],
+        # c<k> bought I<k> on 2011-0<k % 9 + 1>-15 (and I<k+1> on 2011-11-15)
+        "purchases_by_day": [{"item_id": ITEMS[k], "day": f"2011-0{k % 9 + 1}-15", "customer_id": f"c{k}"} for k in range(1, 40)]
+        + [{"item_id": ITEMS[k + 1], "day": "2011-11-15", "customer_id": f"c{k}"} for k in range(1, 40)],
+        # the customers most likely to buy I005: c39, c38, .. (rank 1 is c39); for group red: c1, c2, ..
+        "affinity": [{"kind": "item", "key": "I005", "rank": rank, "customer_id": f"c{40 - rank}", "score": 1.0 / rank} for rank in range(1, 40)]
+        + [{"kind": "group", "key": "red", "rank": rank, "customer_id": f"c{rank}", "score": 1.0 / rank} for rank in range(1, 40)],
     }
     for segment, members in SEGMENTS.items():
         for state in LIFECYCLE:

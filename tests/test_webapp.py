@@ -473,7 +473,8 @@ def test_bad_campaign_forms_say_everything_that_is_wrong(client):
     response = create_campaign(client, name="", segments=["vip"], n="99", control_share="80")
     text = response.get_data(as_text=True)
     assert response.status_code == 400
-    for message in ("give the campaign a name", "choose one or more of the segments", "from 1 to 20", "percentage from 1 to 50"):
+    for message in ("give the campaign a name", "choose a saved audience or one or more of the segments", "from 1 to 20",
+                    "percentage from 1 to 50"):
         assert message in text
 
 
@@ -614,7 +615,7 @@ def page_endpoints(app) -> list[str]:
     for rule in app.url_map.iter_rules():
         if rule.endpoint in ("static", "auth.sign_in") or rule.rule.startswith("/api/"):
             continue
-        path = rule.rule.replace("<int:campaign_id>", "1").replace("<name>", "x").replace("<customer_id>", "c5")
+        path = rule.rule.replace("<int:campaign_id>", "1").replace("<int:audience_id>", "1").replace("<name>", "x").replace("<customer_id>", "c5")
         paths.append((sorted(rule.methods - {"HEAD", "OPTIONS"})[0], path))
     return paths
 

@@ -63,7 +63,7 @@ def check_secret_key(secret: str) -> None:
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    from webapp import admin, api, auth, campaigns, errors, merchandising, reports, security, state
+    from webapp import admin, api, audiences, auth, campaigns, errors, merchandising, reports, security, state
     from webapp.erasure import ErasureRunner
     from webapp.store import Store
 
@@ -94,6 +94,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     auth.init_app(app)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(reports.blueprint)
+    app.register_blueprint(audiences.blueprint)
     app.register_blueprint(campaigns.blueprint)
     app.register_blueprint(merchandising.blueprint)
     app.register_blueprint(admin.blueprint)

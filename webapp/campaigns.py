@@ -17,9 +17,10 @@ import secrets
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, stream_with_context, url_for
 
-from webapp import audit, experiments, serving
+from webapp import audiences, audit, experiments, serving
+from webapp.audience_rules import describe
 from webapp.auth import requires
-from webapp.errors import BadRequest
+from webapp.errors import BadRequest, Conflict
 from webapp.exports import spreadsheet_safe
 from webapp.state import get_state, get_store
 
@@ -29,27 +30,58 @@ MAX_LIST = 20
 SQLITE_MAX_INTEGER = 2 ** 63 - 1
 
 
+DRAFT, EXPORTED, RESULTS, ARCHIVED = "draft", "exported", "results", "archived"
+
+
 def _campaign(campaign_id: int):
     if campaign_id > SQLITE_MAX_INTEGER:
         abort(404, description=f"there is no campaign {campaign_id}")
     rows = get_state().query("SELECT * FROM campaigns WHERE id = ?", (campaign_id,))
     if not rows:
         abort(404, description=f"there is no campaign {campaign_id}")
-    campaign = dict(rows[0])
-    campaign["segments"] = json.loads(campaign["segments"])
+    campaign = _with_audience(dict(rows[0]))
+    has_results = bool(get_state().query("SELECT 1 FROM campaign_results WHERE campaign_id = ? LIMIT 1", (campaign_id,)))
+    campaign["status"] = campaign_status(campaign, has_results)
+    return campaign
+
+
+def campaign_status(campaign: dict, has_results: bool) -> str:
+    """Draft until exported, then exported, then results once any are in; archived above all."""
+    if campaign["archived_at"]:
+        return ARCHIVED
+    return RESULTS if has_results else EXPORTED if campaign["exported_at"] else DRAFT
+
+
+def _with_audience(campaign: dict) -> dict:
+    """The campaign with its audience definition (campaigns made before audiences targeted whole segments) in words."""
+    segments = json.loads(campaign["segments"])
+    campaign["definition"] = (json.loads(campaign["audience"]) if campaign.get("audience")
+                              else {"match": "all", "rules": [{"field": "segment", "in": segments}]})
+    campaign["described"] = describe(campaign["definition"])
     return campaign
 
 
 def _read_form(form) -> dict:
-    """The builder's fields, checked; every problem is reported at once."""
+    """The builder's fields, checked; every problem is reported at once. The audience is a saved one or whole segments."""
     problems = []
     name = form.get("name", "").strip()
     if not 1 <= len(name) <= 100:
         problems.append("give the campaign a name of 1 to 100 characters")
-    known = [row["segment"] for row in get_store().query("SELECT segment FROM segments")]
-    chosen = form.getlist("segments")
-    if not chosen or any(segment not in known for segment in chosen):
-        problems.append(f"choose one or more of the segments {', '.join(sorted(known))}")
+    definition, source = None, ""
+    audience_id = form.get("audience", "").strip()
+    if audience_id:
+        rows = get_state().query("SELECT name, definition FROM audiences WHERE id = ?", (audience_id,)) if audience_id.isdigit() else []
+        if rows:
+            definition, source = json.loads(rows[0]["definition"]), f"audience {rows[0]['name']}"
+        else:
+            problems.append("choose one of the saved audiences")
+    else:
+        known = [row["segment"] for row in get_store().query("SELECT segment FROM segments")]
+        chosen = form.getlist("segments")
+        if not chosen or any(segment not in known for segment in chosen):
+            problems.append(f"choose a saved audience or one or more of the segments {', '.join(sorted(known))}")
+        else:
+            definition, source = {"match": "all", "rules": [{"field": "segment", "in": sorted(chosen)}]}, f"segments {', '.join(chosen)}"
     list_name = form.get("list", "")
     if list_name not in serving.LISTS:
         problems.append(f"the list must be one of {', '.join(serving.LISTS)}")
@@ -69,16 +101,15 @@ def _read_form(form) -> dict:
         control_share = 0.0
     if problems:
         raise BadRequest("; ".join(problems))
-    return {"name": name, "segments": chosen, "list": list_name, "n": n, "control_share": control_share}
+    segments = next((rule["in"] for rule in definition["rules"] if rule["field"] == "segment"), [])
+    return {"name": name, "segments": segments, "definition": definition, "source": source, "list": list_name, "n": n,
+            "control_share": control_share}
 
 
 def audience(campaign: dict) -> dict[str, tuple[str, str | None, str]]:
-    """customer_id -> (segment, country, variant) for the campaign's target segments."""
-    placeholders = ", ".join("?" for _ in campaign["segments"])
-    rows = get_store().query(f"SELECT customer_id, segment, country FROM customers WHERE segment IN ({placeholders}) ORDER BY customer_id",
-                             campaign["segments"])
-    return {row["customer_id"]: (row["segment"], row["country"],
-                                 experiments.variant(row["customer_id"], campaign["salt"], campaign["control_share"])) for row in rows}
+    """customer_id -> (segment, country, variant) for everyone the campaign's audience selects (never a suppressed customer)."""
+    return {customer_id: (segment, country, experiments.variant(customer_id, campaign["salt"], campaign["control_share"]))
+            for customer_id, (segment, country) in audiences.members(campaign["definition"]).items()}
 
 
 def export_rows(campaign: dict, members: dict | None = None, limit: int | None = None):
@@ -103,15 +134,20 @@ def export_rows(campaign: dict, members: dict | None = None, limit: int | None =
         yield [customer_id, segment, variant] + cells + [""] * (2 * n - len(cells))
 
 
-def _builder_page(form, selected: list[str], error: str | None = None) -> str:
-    campaigns = [dict(row) for row in get_state().query("SELECT * FROM campaigns ORDER BY id DESC")]
-    return render_template("campaigns.html", campaigns=campaigns, segments=serving.segments(), lists=serving.LISTS,
-                           max_list=MAX_LIST, form=form, selected=selected, error=error)
+def _builder_page(form, error: str | None = None, status: int = 200):
+    shown = "all" if request.args.get("show") == "all" else "current"
+    campaigns = [_with_audience(dict(row)) for row in get_state().query(
+        "SELECT c.*, EXISTS (SELECT 1 FROM campaign_results r WHERE r.campaign_id = c.id) AS has_results FROM campaigns c "
+        "WHERE c.archived_at IS NULL OR ? ORDER BY c.id DESC", (shown == "all",))]
+    for campaign in campaigns:
+        campaign["status"] = campaign_status(campaign, campaign["has_results"])
+    return render_template("campaigns.html", campaigns=campaigns, segments=serving.segments(), audiences=audiences.saved(),
+                           lists=serving.LISTS, max_list=MAX_LIST, form=form, error=error, shown=shown), status
 
 
 @blueprint.get("/")
 def index():
-    return _builder_page({}, [])
+    return _builder_page(request.args)
 
 
 @blueprint.post("/")
@@ -120,13 +156,55 @@ def create():
     try:
         fields = _read_form(request.form)
     except BadRequest as error:
-        return _builder_page(request.form, request.form.getlist("segments"), error=str(error)), 400
-    meta = get_store().version().meta
-    campaign_id = get_state().write(
-        "INSERT INTO campaigns (name, segments, list, n, control_share, salt, store_run, as_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (fields["name"], json.dumps(fields["segments"]), fields["list"], fields["n"], fields["control_share"],
-         secrets.token_hex(8), meta["run_id"], meta["as_of"]))
-    audit.record(get_state(), "campaign-create", f"campaign {campaign_id}", detail=f"segments {', '.join(fields['segments'])}")
+        return _builder_page(request.form, error=str(error), status=400)
+    campaign_id = _insert(fields, get_store().version().meta)
+    audit.record(get_state(), "campaign-create", f"campaign {campaign_id}", detail=fields["source"][:500])
+    return redirect(url_for("campaigns.show", campaign_id=campaign_id))
+
+
+def _insert(fields: dict, meta: dict) -> int:
+    """A new draft campaign with its own salt (so its split is its own), on the store's current data."""
+    return get_state().write(
+        "INSERT INTO campaigns (name, segments, audience, list, n, control_share, salt, store_run, as_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (fields["name"], json.dumps(fields["segments"]), json.dumps(fields["definition"]), fields["list"], fields["n"],
+         fields["control_share"], secrets.token_hex(8), meta["run_id"], meta["as_of"]))
+
+
+@blueprint.post("/<int:campaign_id>/edit")
+@requires("editor")
+def edit(campaign_id: int):
+    """While a draft (never exported), everything may change; its split is kept."""
+    campaign = _campaign(campaign_id)
+    if campaign["status"] != DRAFT:
+        raise Conflict(f"campaign {campaign_id} is {campaign['status']}: only a draft can be changed; duplicate it to change a copy")
+    fields = _read_form(request.form)
+    get_state().write("UPDATE campaigns SET name = ?, segments = ?, audience = ?, list = ?, n = ?, control_share = ?, "
+                      "updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE id = ?",
+                      (fields["name"], json.dumps(fields["segments"]), json.dumps(fields["definition"]), fields["list"], fields["n"],
+                       fields["control_share"], campaign_id))
+    audit.record(get_state(), "campaign-edit", f"campaign {campaign_id}", detail=fields["source"][:500])
+    return redirect(url_for("campaigns.show", campaign_id=campaign_id))
+
+
+@blueprint.post("/<int:campaign_id>/duplicate")
+@requires("editor")
+def duplicate(campaign_id: int):
+    campaign = _campaign(campaign_id)
+    fields = {**campaign, "name": f"Copy of {campaign['name']}"[:100], "segments": json.loads(campaign["segments"])}
+    copy_id = _insert(fields, get_store().version().meta)
+    audit.record(get_state(), "campaign-duplicate", f"campaign {copy_id}", detail=f"copy of campaign {campaign_id}")
+    return redirect(url_for("campaigns.show", campaign_id=copy_id))
+
+
+@blueprint.post("/<int:campaign_id>/archive")
+@requires("editor")
+def archive(campaign_id: int):
+    """Archived campaigns leave the list (kept, with their results, under "show archived"); archiving again restores."""
+    campaign = _campaign(campaign_id)
+    archiving = campaign["status"] != ARCHIVED
+    get_state().write("UPDATE campaigns SET archived_at = CASE WHEN ? THEN strftime('%Y-%m-%dT%H:%M:%SZ', 'now') END WHERE id = ?",
+                      (archiving, campaign_id))
+    audit.record(get_state(), "campaign-archive" if archiving else "campaign-restore", f"campaign {campaign_id}")
     return redirect(url_for("campaigns.show", campaign_id=campaign_id))
 
 
@@ -168,18 +246,24 @@ def show(campaign_id: int):
     preview = list(export_rows(campaign, members, limit=PREVIEW_ROWS))
     stored = [dict(row) for row in get_state().query(
         "SELECT id, source, rows, summary, created_at FROM campaign_results WHERE campaign_id = ? ORDER BY id DESC", (campaign_id,))]
+    for row in stored:
+        row["summary"] = json.loads(row["summary"])
     result = stored[0] if stored else None
-    if result:
-        result["summary"] = json.loads(result["summary"])
     newer = get_store().version().meta["as_of"] > campaign["as_of"]
     return render_template("campaign.html", campaign=campaign, sizes=sizes, header=preview[0], preview=preview[1:],
-                           result=result, history=stored[1:], newer_data=newer, plan=plan)
+                           result=result, history=stored[1:], newer_data=newer, plan=plan, segments=serving.segments(),
+                           audiences=audiences.saved(), lists=serving.LISTS, max_list=MAX_LIST)
 
 
 @blueprint.get("/<int:campaign_id>/export.csv")
 @requires("editor")
 def export(campaign_id: int):
     campaign = _campaign(campaign_id)
+    if campaign["status"] == ARCHIVED:
+        raise Conflict(f"campaign {campaign_id} is archived: restore it to export it")
+    # Exported once, the split is what was sent: the campaign is no longer a draft to be changed.
+    get_state().write("UPDATE campaigns SET exported_at = COALESCE(exported_at, strftime('%Y-%m-%dT%H:%M:%SZ', 'now')) WHERE id = ?",
+                      (campaign_id,))
     audit.record(get_state(), "campaign-export", f"campaign {campaign_id}")
 
     def generate():
@@ -246,6 +330,16 @@ def results_chart(campaign_id: int):
     if not stored:
         abort(404, description="this campaign has no results yet")
     return Response(experiments.chart_png(json.loads(stored[0]["summary"])), mimetype="image/png")
+
+
+@blueprint.app_context_processor
+def plain_names() -> dict:
+    """Plain names for what pages show; the technical name stays on hover."""
+    return {"list_names": LIST_NAMES, "lifecycle_names": serving.LIFECYCLE_STATES}
+
+
+LIST_NAMES = {"for_you": "For you (best picks)", "discover": "Discover (new to them)", "buy_again": "Buy again",
+              "new_arrivals": "New arrivals"}
 
 
 @blueprint.app_template_filter("percent")

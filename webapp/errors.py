@@ -17,6 +17,10 @@ class BadRequest(ValueError):
     """A parameter that fails validation; the message is shown to the caller."""
 
 
+class Conflict(ValueError):
+    """A request the thing's current state refuses (changing a campaign already sent, say); the message says why."""
+
+
 def _wants_json() -> bool:
     return request.path.startswith("/api/")
 
@@ -34,6 +38,10 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(BadRequest)
     def bad_request(error):
         return _respond(400, str(error))
+
+    @app.errorhandler(Conflict)
+    def conflict(error):
+        return _respond(409, str(error))
 
     @app.errorhandler(StoreUnavailable)
     def unavailable(error):

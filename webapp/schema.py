@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import sqlite3
 
-VERSION = 4  # 2: bought; 3: items with price, buyers, first_sold and item_group; new_arrivals; content neighbours; 4: lifecycle
+VERSION = 4  # 2: bought; 3: items with price, buyers, first_sold and item_group; new_arrivals; content neighbours;
+# 4: lifecycle, purchases_by_day and affinity for audiences
 EVERY_COUNTRY = ""  # the trending rows for visitors of any country
 
 # table -> (columns with their SQL types, primary key)
@@ -37,6 +38,9 @@ TABLES = {
                "item_group": "TEXT"}, ("item_id",)),
     "bought": ({"customer_id": "TEXT", "item_id": "TEXT"}, ("customer_id", "item_id")),  # so discover never offers what was bought
     "customer_days": ({"customer_id": "TEXT", "day": "TEXT", "revenue": "REAL"}, ("customer_id", "day")),
+    # audience rules: who bought an item (or a group's) in a period, and who is most likely to (kind: item or group)
+    "purchases_by_day": ({"item_id": "TEXT", "day": "TEXT", "customer_id": "TEXT"}, ("item_id", "day", "customer_id")),
+    "affinity": ({"kind": "TEXT", "key": "TEXT", "rank": "INTEGER", "customer_id": "TEXT NOT NULL", "score": "REAL"}, ("kind", "key", "rank")),
     "charts": ({"name": "TEXT", "png": "BLOB NOT NULL"}, ("name",)),
 }
 INDEXES = "CREATE INDEX items_by_group ON items (item_group, buyers);"  # rules that restrict to a group top up from it

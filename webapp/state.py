@@ -53,6 +53,14 @@ CREATE TABLE IF NOT EXISTS item_rules (
     set_by TEXT NOT NULL, set_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 );
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS audiences (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL, definition TEXT NOT NULL, created_by TEXT NOT NULL,
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')), updated_at TEXT
+);
+-- Customers who opted out: no audience, preview or export ever includes them.
+CREATE TABLE IF NOT EXISTS suppressed (
+    customer_id TEXT PRIMARY KEY, added_by TEXT NOT NULL, added_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS campaign_results (
     id INTEGER PRIMARY KEY, campaign_id INTEGER NOT NULL REFERENCES campaigns (id), source TEXT NOT NULL,
     rows INTEGER NOT NULL, summary TEXT NOT NULL,
@@ -68,6 +76,11 @@ def _upgrade(connection: sqlite3.Connection) -> None:
         if column not in present:  # events posted before the column existed have none
             connection.execute(f"ALTER TABLE events ADD COLUMN {column} {kind}")
     connection.execute("CREATE INDEX IF NOT EXISTS events_by_key ON events (key_name)")
+    present = {column[1] for column in connection.execute("PRAGMA table_info(campaigns)")}
+    # audience: the definition the campaign targets (older campaigns targeted whole segments); a campaign is a draft until exported
+    for column, kind in (("audience", "TEXT"), ("exported_at", "TEXT"), ("archived_at", "TEXT"), ("updated_at", "TEXT")):
+        if column not in present:
+            connection.execute(f"ALTER TABLE campaigns ADD COLUMN {column} {kind}")
 
 
 class State:
