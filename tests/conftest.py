@@ -173,3 +173,19 @@ def trained(pipeline_run, synthetic):
     tables = {name: pd.read_parquet(stage / name) for name in ("recommendations", "trending", "similar_items")}
     manifest = json.loads((stage / "manifest.json").read_text())
     return pipeline_run, manifest, tables, synthetic.place("clean").toPandas()
+
+
+@pytest.fixture
+def app(tmp_path):
+    """The web app on store_data's store (tests/webclient.py)."""
+    from tests import webclient
+
+    return webclient.make_app(tmp_path)
+
+
+@pytest.fixture
+def client(app):
+    """An editor signed in, whose requests also carry an API key with every scope."""
+    from tests import webclient
+
+    return webclient.editor_with_key(app)

@@ -11,7 +11,7 @@ import re
 import pytest
 
 from tests import store_data
-from tests.test_webapp import app, client, create_campaign, csrf, read_export, signed_in  # noqa: F401 - fixtures and helpers
+from tests.webclient import create_campaign, csrf, read_export, signed_in
 from webapp import audience_rules
 
 CUSTOMERS = {f"c{k}": {"segment": segment, "lifecycle": store_data.LIFECYCLE[k % 4], "spend": 100.0 * k, "country": "France" if k % 2 else "United Kingdom"}

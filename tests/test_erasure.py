@@ -59,7 +59,7 @@ def erased(spark, pipeline_run, synthetic, tmp_path_factory):
     """A copy of the full run, published, with app events for two customers; then one of them erased by an admin on the
     admin page, which erases from the app's files at once and runs ``jobs.erase`` on the output in its own process."""
     from runtime.stages.publish import publish
-    from tests.test_webapp import SECRET_KEY, csrf, signed_in
+    from tests.webclient import SECRET_KEY, csrf, signed_in
     from webapp import create_app
 
     output = tmp_path_factory.mktemp("erasure") / "out"

@@ -12,59 +12,10 @@ from contextlib import closing
 import pytest
 
 from tests import store_data
+from tests.webclient import (PASSWORD, SECRET_KEY, add_user, create_campaign, csrf, error_of, make_key, read_export, sign_in,
+                             signed_in)
 from webapp import ConfigurationError, accounts, audit, create_app, experiments
 from webapp.state import get_state
-
-SECRET_KEY = "k3y-for-tests-only-0123456789abcdefXYZ"
-PASSWORD = "correct horse battery"
-
-
-@pytest.fixture
-def app(tmp_path):
-    """The app on store_data's store; no exploration slots, so lists are the stored ones (test_new_items_* explore)."""
-    store = store_data.build(tmp_path / "segrec.sqlite")
-    return create_app({"SEGREC_DB": store, "SEGREC_STATE_DB": str(tmp_path / "state.sqlite"), "SECRET_KEY": SECRET_KEY,
-                       "SEGREC_STORE_CHECK_SECONDS": 0.0, "MAX_CONTENT_LENGTH": 64 * 1024, "SEGREC_EXPLORATION_SHARE": 0.0})
-
-
-def add_user(app, name, role):
-    with app.app_context():
-        accounts.add_user(get_state(), name, role, PASSWORD)
-
-
-def make_key(app, scopes=accounts.SCOPES, name="storefront", rate=accounts.DEFAULT_RATE_PER_MINUTE) -> str:
-    with app.app_context():
-        return accounts.create_key(get_state(), name, scopes, rate)
-
-
-def sign_in(client, name, password=PASSWORD):
-    return client.post("/sign-in", data={"name": name, "password": password, "csrf_token": csrf(client, "/sign-in")})
-
-
-def signed_in(app, role):
-    add_user(app, role, role)
-    client = app.test_client()
-    assert sign_in(client, role).status_code == 302
-    return client
-
-
-@pytest.fixture
-def client(app):
-    """An editor signed in, whose requests also carry an API key with every scope."""
-    client = signed_in(app, "editor")
-    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {make_key(app)}"
-    return client
-
-
-def csrf(client, path="/campaigns/"):
-    return re.search(r'name="csrf_token" value="([^"]+)"', client.get(path).get_data(as_text=True)).group(1)
-
-
-def error_of(response, status):
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.is_json and "Traceback" not in response.get_data(as_text=True)
-    return response.get_json()["error"]["message"]
-
 
 # ------------------------------------------------------------------ configuration
 
@@ -433,15 +384,6 @@ def test_promoted_items_take_their_share_of_the_slots(client, app):
 
 
 # ------------------------------------------------------------------ campaigns
-
-def create_campaign(client, **fields):
-    form = {"name": "Winter", "segments": ["mid", "low"], "list": "discover", "n": "3", "control_share": "25", **fields}
-    return client.post("/campaigns/", data={**form, "csrf_token": csrf(client)})
-
-
-def read_export(client, campaign_path):
-    return list(csv.DictReader(io.StringIO(client.get(f"{campaign_path}/export.csv").get_data(as_text=True))))
-
 
 def test_forms_without_a_valid_csrf_token_are_refused(client):
     response = client.post("/campaigns/", data={"name": "x", "segments": "mid", "list": "discover", "n": "3", "control_share": "10"})
