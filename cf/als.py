@@ -171,6 +171,57 @@ class ALSRecommender(Recommender):
         similar_names = self._items.frame.select(F.col(C.ITEM_ID).alias(C.SIMILAR_ITEM_ID), F.col(C.ITEM_INDEX).alias("_similar_index"))
         return top_n(named.join(similar_names, "_similar_index"), n, key=C.ITEM_ID, item=C.SIMILAR_ITEM_ID)
 
+    def likely_buyers(self, targets, n: int):
+        """kind, key, rank, customer_id, score: for each target, the ``n`` customers the model finds most likely to buy it.
+
+        ``targets``: kind, key, item_id; a target is one item (kind "item") or a group's items (kind "group").
+        A customer's score is their factors against the mean of the target's item factors: their
+        predicted preference averaged over its items. The targets' vectors are broadcast (a few
+        thousand at most); each executor keeps the best ``n`` per target of its customers, so at most
+        partitions x targets x n rows meet in the final ranking.
+        """
+        import numpy as np
+        from pyspark.sql import Window
+        from pyspark.sql import functions as F
+        from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
+
+        self._ready(n)
+        factors = self._items.encode(targets).join(self._model.itemFactors.select(F.col("id").alias(C.ITEM_INDEX), "features"), C.ITEM_INDEX)
+        means = factors.groupBy("kind", "key").agg(F.array(*(F.avg(F.col("features")[i]) for i in range(self.rank))).alias("vector"))
+        wanted = means.toPandas()  # one row per target
+        if wanted.empty:
+            return targets.sparkSession.createDataFrame([], "kind string, key string, rank int, customer_id string, score double")
+        shared = self._model.itemFactors.sparkSession.sparkContext.broadcast(
+            (wanted["kind"].to_numpy(), wanted["key"].to_numpy(), np.vstack(wanted["vector"].to_numpy()).astype(np.float32)))
+
+        def best_per_target(batches):
+            import pandas as pd
+
+            kinds, keys, vectors = shared.value
+            kept_scores = np.empty((0, len(keys)), np.float32)
+            kept_customers = np.empty((0, len(keys)), np.int64)
+            rows_per_chunk = max(1, 4_000_000 // len(keys))
+            for batch in batches:
+                for start in range(0, len(batch), rows_per_chunk):
+                    chunk = batch.iloc[start:start + rows_per_chunk]
+                    scores = np.vstack(chunk["features"].to_numpy()).astype(np.float32) @ vectors.T
+                    customers = np.broadcast_to(chunk["id"].to_numpy()[:, None], scores.shape)
+                    kept_scores, kept_customers = np.vstack([kept_scores, scores]), np.vstack([kept_customers, customers])
+                    if len(kept_scores) > n:
+                        best = np.argpartition(-kept_scores, n - 1, axis=0)[:n]
+                        kept_scores = np.take_along_axis(kept_scores, best, axis=0)
+                        kept_customers = np.take_along_axis(kept_customers, best, axis=0)
+            if len(kept_scores):
+                yield pd.DataFrame({"kind": np.tile(kinds, len(kept_scores)), "key": np.tile(keys, len(kept_scores)),
+                                    C.CUSTOMER_INDEX: kept_customers.ravel(), C.SCORE: kept_scores.ravel().astype(np.float64)})
+
+        schema = StructType([StructField("kind", StringType()), StructField("key", StringType()), StructField(C.CUSTOMER_INDEX, IntegerType()),
+                             StructField(C.SCORE, DoubleType())])
+        scored = self._model.userFactors.select("id", "features").mapInPandas(best_per_target, schema=schema)
+        order = Window.partitionBy("kind", "key").orderBy(F.desc(C.SCORE), F.col(C.CUSTOMER_ID))
+        return (self._customers.decode(scored).withColumn(C.RANK, F.row_number().over(order)).where(F.col(C.RANK) <= n)
+                .select("kind", "key", C.RANK, C.CUSTOMER_ID, C.SCORE))
+
     def _save_state(self, path: str) -> None:
         self._model.write().overwrite().save(f"{path}/als")
         self._customers.save(f"{path}/customer_ids")

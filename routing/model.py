@@ -74,7 +74,11 @@ class RoutedRecommender(Recommender):
     def models_used(self) -> list[str]:
         """The models the routes, "also bought" and the top-up of short lists need: the only ones fitted and saved."""
         parts = {part for routes in self.routes.values() for route in routes.values() for part in source_parts(route["source"])}
-        return sorted(parts | {BASELINE, "buy_again", self.similar_items_source})
+        return sorted(parts | {BASELINE, "buy_again", self.similar_items_source} | ({"als"} if self.lists_likely_buyers else set()))
+
+    @property
+    def lists_likely_buyers(self) -> bool:
+        return self.config.affinity_items > 0 and "als" in self.config.models
 
     # ------------------------------------------------------------------ fitting
 
@@ -138,6 +142,24 @@ class RoutedRecommender(Recommender):
     def similar_items(self, items, n: int = 10):
         self._check_fitted()
         return self._sources.models[self.similar_items_source].similar_items(items, n)
+
+    def likely_buyers(self, purchases):
+        """kind, key, rank, customer_id, score: the ``config.affinity_customers`` customers the global ALS finds likeliest to buy
+        each of the ``config.affinity_items`` items most bought before the as-of date, and each item group (the affinity
+        audiences); None when ALS is not among the models."""
+        from pyspark.sql import functions as F
+
+        self._check_fitted()
+        if not self.lists_likely_buyers:
+            return None
+        before = purchases.where(F.col(C.TIMESTAMP) < F.lit(self.as_of).cast("timestamp"))
+        popular = (before.groupBy(C.ITEM_ID).agg(F.count_distinct(C.CUSTOMER_ID).alias("_buyers"))
+                   .orderBy(F.desc("_buyers"), C.ITEM_ID).limit(self.config.affinity_items))
+        targets = popular.select(F.lit("item").alias("kind"), F.col(C.ITEM_ID).alias("key"), C.ITEM_ID)
+        if C.ITEM_GROUP in before.columns:
+            groups = before.where(F.col(C.ITEM_GROUP).isNotNull()).select(F.lit("group").alias("kind"), F.col(C.ITEM_GROUP).alias("key"), C.ITEM_ID)
+            targets = targets.unionByName(groups.distinct())
+        return self._sources.models["als"].likely_buyers(targets, self.config.affinity_customers)
 
     # ------------------------------------------------------------------ persistence
 

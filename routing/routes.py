@@ -74,8 +74,12 @@ class RoutingConfig:
     similar_items: int = 20  # length of each item's "also bought" list
     cooccurrence_max_items: int = 50  # per customer; co-occurrence costs grow with its square
     models: tuple[str, ...] = MODELS  # the models to fit (popularity always is); fewer models, less time
+    affinity_items: int = 500  # the most-bought items (and every item group) whose likeliest buyers are listed; 0: none
+    affinity_customers: int = 1000  # customers listed per item or group, likeliest first
 
     def __post_init__(self):
+        if min(self.affinity_items, self.affinity_customers - 1) < 0:
+            raise RecommendationError("routing.affinity_items must be 0 or more and routing.affinity_customers 1 or more")
         if min(self.validation_customers, self.cooccurrence_max_items, self.min_route_customers, self.validation_windows) < 1:
             raise RecommendationError("routing.validation_customers, routing.cooccurrence_max_items, routing.min_route_customers "
                                       "and routing.validation_windows must be 1 or more")

@@ -366,3 +366,23 @@ def test_cooccurrence_scores_match_the_pandas_reference(training, customers, exc
     assert len(merged) > 1000
     assert (merged["item_id_expected"] == merged["item_id_actual"]).mean() > 0.999  # float sums may tie differently
     assert merged["score_expected"].to_numpy() == pytest.approx(merged["score_actual"].to_numpy(), rel=1e-9)
+
+
+def test_likely_buyers_are_the_customers_whose_factors_score_the_item_or_the_groups_mean_highest(spark, fitted, training):
+    import numpy as np
+
+    als = fitted("als")
+    users = als._model.userFactors.toPandas().merge(als._customers.frame.toPandas(), left_on="id", right_on="customer_index")
+    items = als._model.itemFactors.toPandas().merge(als._items.frame.toPandas(), left_on="id", right_on="item_index").set_index("item_id")
+    popular = training.groupBy("item_id").count().orderBy("count", ascending=False).limit(5).toPandas()["item_id"].tolist()
+    targets = [("item", item, item) for item in popular[:2]] + [("group", "favourites", item) for item in popular[2:]]
+    found = als.likely_buyers(spark.createDataFrame(targets, "kind string, key string, item_id string"), 7).toPandas()
+    vectors = np.vstack(users["features"].to_numpy())
+    for kind, key, members in (("item", popular[0], popular[:1]), ("item", popular[1], popular[1:2]), ("group", "favourites", popular[2:])):
+        target = np.mean(np.vstack(items.loc[members, "features"].to_numpy()), axis=0)
+        scores = vectors @ target
+        best = np.argsort(-scores, kind="stable")[:7]
+        here = found[(found["kind"] == kind) & (found["key"] == key)].sort_values("rank")
+        assert here["rank"].tolist() == list(range(1, 8))
+        assert here["score"].to_numpy() == pytest.approx(scores[best], rel=1e-4)
+        assert set(here["customer_id"]) == set(users["customer_id"].to_numpy()[best])

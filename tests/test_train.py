@@ -56,6 +56,18 @@ def test_routes_are_chosen_on_two_windows_and_say_why(trained):
                 assert route["vs_baseline"][1] > 0, route
 
 
+def test_the_likeliest_buyers_of_the_most_bought_items_are_listed_for_affinity_audiences(trained, pipeline_run):
+    _, manifest, _, purchases = trained
+    assert manifest["affinity"] == {"items": 20, "customers": 100}  # jobs/profiles/quick.toml
+    affinity = pd.read_parquet(pipeline_run / RECOMMENDATIONS / "affinity")
+    buyers = purchases.groupby("item_id")["customer_id"].nunique().rename("buyers").reset_index()
+    most_bought = buyers.sort_values(["buyers", "item_id"], ascending=[False, True])["item_id"][:20]
+    assert set(affinity["key"]) == set(most_bought) and set(affinity["kind"]) == {"item"}  # the synthetic shop has no groups
+    assert (affinity.groupby("key")["rank"].apply(lambda ranks: sorted(ranks) == list(range(1, 101)))).all()
+    assert affinity.sort_values(["key", "rank"]).groupby("key")["score"].is_monotonic_decreasing.all()
+    assert set(affinity["customer_id"]) <= set(purchases["customer_id"])
+
+
 def test_discover_never_lists_a_bought_item(trained):
     _, _, tables, purchases = trained
     discover = tables["recommendations"].query("list == 'discover'")

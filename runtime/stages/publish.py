@@ -141,6 +141,8 @@ def build_store(spark, output_uri: str, recs_stage: str, path: str, *, run: dict
         "items": with_groups(spark, catalogue, descriptions),
         "bought": purchases.select(C.CUSTOMER_ID, C.ITEM_ID).distinct(),
         "customer_days": customer_days(purchases),
+        "affinity": spark.read.parquet(storage.join(recs_stage, "affinity")) if storage.FileSystem(spark).exists(
+            storage.join(recs_stage, "affinity")) else spark.createDataFrame([], "kind string, key string, rank int, customer_id string, score double"),
         "purchases_by_day": purchases.select(C.ITEM_ID, F.date_format(C.TIMESTAMP, "yyyy-MM-dd").alias("day"), C.CUSTOMER_ID).distinct(),
     }
     counts = {}

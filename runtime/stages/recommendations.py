@@ -20,6 +20,7 @@ from segmentation import columns as C
 from segmentation.windows import read_history
 
 STAGE = layout.RECOMMENDATIONS
+AFFINITY_SCHEMA = "kind string, key string, rank int, customer_id string, score double"  # empty when ALS is not fitted
 
 
 def last_manifest(spark, output_uri: str) -> dict | None:
@@ -75,6 +76,8 @@ def run_train(spark, output_uri: str, *, as_of: dt.date | None, settings: Settin
             "similar_items": lambda: routed.similar_items(items, routing_config.similar_items).write.parquet(
                 storage.join(staging, "similar_items")),
             "model": lambda: routed.save(storage.join(staging, "model")),
+            "affinity": lambda: (routed.likely_buyers(purchases) or spark.createDataFrame([], AFFINITY_SCHEMA)).write.parquet(
+                storage.join(staging, "affinity")),
         })
         written = spark.read.parquet(storage.join(staging, "recommendations"))
         counts = {row[C.LIST]: row["count"] for row in written.groupBy(C.LIST).count().collect()}
@@ -88,6 +91,8 @@ def run_train(spark, output_uri: str, *, as_of: dt.date | None, settings: Settin
             "similar_items_source": routed.similar_items_source,
             "trending_source": routed.routes["cold"][ALL_SEGMENTS]["source"],
             "models": routed.models_used(),
+            "affinity": {"items": routing_config.affinity_items, "customers": routing_config.affinity_customers}
+            if routed.lists_likely_buyers else None,
             "als_settings": {name: dataclasses.asdict(values) for name, values in chosen["als_settings"].items()},
             "tifu_settings": dataclasses.asdict(chosen["tifu_settings"]),
             "tuning": chosen["window"]["tuning"],
