@@ -52,7 +52,7 @@ def build(path, *, as_of: str = "2011-12-10", run_id: str = "run-a", drop_table:
         "bought": [{"customer_id": f"c{k}", "item_id": ITEMS[k]} for k in range(1, 40)],
         "customer_days": [{"customer_id": c, "day": day, "revenue": 10.0}
                           for c in ("c1", "c8", "c9") for day in ("2011-11-01", "2011-12-15")],
-        "charts": [{"name": "segment_sizes", "png": b"\x89PNG\r\n\x1a\nfake"}],
+        "charts": [],  # drawn below, as the report stage draws them
         # c<k> bought I<k> on 2011-0<k % 9 + 1>-15 (and I<k+1> on 2011-11-15)
         "purchases_by_day": [{"item_id": ITEMS[k], "day": f"2011-0{k % 9 + 1}-15", "customer_id": f"c{k}"} for k in range(1, 40)]
         + [{"item_id": ITEMS[k + 1], "day": "2011-11-15", "customer_id": f"c{k}"} for k in range(1, 40)],
@@ -72,6 +72,7 @@ def build(path, *, as_of: str = "2011-12-10", run_id: str = "run-a", drop_table:
                 source = "segment_als" if list_name == "discover" else list_name
                 rows["recommendations"] += [{"customer_id": c, "list": list_name, "rank": r, "item_id": item, "score": 1.0 / r, "source": source}
                                             for r, item in enumerate(items, start=1)]
+    rows["charts"] = [{"name": name, "png": png} for name, png in charts(rows)]
     with closing(sqlite3.connect(path)) as connection:
         connection.executescript(schema.DDL)
         for table, values in rows.items():
@@ -83,3 +84,27 @@ def build(path, *, as_of: str = "2011-12-10", run_id: str = "run-a", drop_table:
                                    [tuple(row[c] for c in columns) for row in values])
         connection.commit()
     return str(path)
+
+
+_DRAWN: list[tuple[str, bytes]] = []
+
+
+def charts(rows: dict) -> list[tuple[str, bytes]]:
+    """The report's charts of the store's rows, drawn by segmentation.charts as the report stage draws them (real PNGs to look at);
+    drawn once per test run, the rows they show being the same in every store."""
+    import pandas as pd
+
+    from segmentation import charts as drawing
+
+    if _DRAWN:
+        return _DRAWN
+    customers = pd.DataFrame(rows["customers"])
+    stats = [{"segment": segment, "measure": measure, **{f"p{q:02d}": values[measure].quantile(q / 100) for q in (5, 25, 50, 75, 95)}}
+             for segment, values in customers.groupby("segment") for measure in drawing.DISTRIBUTION_MEASURES]
+    bought = pd.DataFrame(rows["purchases_by_day"]).merge(customers[["customer_id", "segment"]]).merge(
+        pd.DataFrame(rows["items"])[["item_id", "description"]])
+    top = bought.groupby(["segment", "item_id", "description"])["customer_id"].nunique().rename("buyers").reset_index()
+    top["rank"] = top.sort_values(["buyers", "item_id"], ascending=[False, True]).groupby("segment").cumcount() + 1
+    _DRAWN.extend((chart.name, chart.png) for chart in (drawing.segment_sizes(pd.DataFrame(rows["segments"])),
+                                                        drawing.distributions(pd.DataFrame(stats), "€"), drawing.top_items(top[top["rank"] <= 10])))
+    return _DRAWN

@@ -204,3 +204,69 @@ def test_an_editor_blocks_and_promotes_items_and_the_customer_page_follows(serve
         page.locator("#rules button", has_text="Remove").first.click()
         page.wait_for_load_state()
     assert "No item is blocked or promoted" in page.inner_text("main")
+
+
+def test_a_marketer_builds_an_audience_and_takes_a_campaign_from_draft_to_two_results(server, page, tmp_path):
+    # The dashboard's charts are shown one per row at a legible size, each a link to the full-size image.
+    page.goto(server)
+    for chart in page.locator(".charts img").all():
+        natural, shown = chart.evaluate("image => [image.naturalWidth, image.getBoundingClientRect().width]")
+        assert natural >= 700 and shown >= 700, (chart.get_attribute("alt"), natural, shown)
+    assert page.locator(".charts a[title='Open full size']").count() == page.locator(".charts img").count() == 3
+    assert "Lapsed" in page.inner_text("#lifecycle")
+    page.screenshot(path=str(SCREENSHOTS / "dashboard-charts.png"), full_page=True)
+
+    # Two rules and an affinity rule: slipping or lapsed customers, of 1,000 or more spent, among the 10 likeliest to buy I005
+    page.click("nav >> text=Audiences")
+    page.check("input[name=lifecycle][value=at_risk]")
+    page.check("input[name=lifecycle][value=lapsed]")
+    page.fill("input[name=total_spend_min]", "1000")
+    page.fill("input[name=affinity_amount]", "10")
+    page.fill("input[name=affinity_target]", "I005")
+    page.click("#builder button[type=submit]")
+    page.wait_for_selector("#count")
+    members = {f"c{k}" for k in range(30, 40) if k % 4 in (2, 3)}  # store_data: c39, c38, .. likeliest; c<k> spent 100 k
+    assert page.inner_text("#count").startswith(f"{len(members)} customers")
+    assert {cell.inner_text() for cell in page.locator("#sample tbody tr td:first-child").all()} == members
+    page.screenshot(path=str(SCREENSHOTS / "audience-builder.png"), full_page=True)
+    page.fill("#save #name", "Slipping big spenders who like I005")
+    page.click("#save button[type=submit]")
+    page.wait_for_selector("#described")
+    assert "top 10 customers most likely to buy item I005" in page.inner_text("#described")
+
+    # A campaign from it: created as a draft, changed, exported (no longer a draft), then two results uploads
+    page.click("#new-campaign")
+    page.fill("#builder #name", "Win back I005 fans")
+    page.select_option("#builder #list", "for_you")
+    page.fill("#builder #n", "3")
+    page.fill("#builder #control_share", "50")
+    page.click("#builder button[type=submit]")
+    page.wait_for_selector("#preview")
+    assert page.inner_text("#status") == "draft"
+    page.click("#edit-campaign summary")
+    page.fill("#edit #name", "Win back I005 fans, November")
+    page.fill("#edit #n", "4")
+    page.click("#edit button[type=submit]")
+    page.wait_for_selector("#preview")
+    assert "November" in page.inner_text("h1") and page.locator("#preview thead th").count() == 3 + 2 * 4
+    page.screenshot(path=str(SCREENSHOTS / "campaign-draft.png"), full_page=True)
+    with page.expect_download() as download_info:
+        page.click("#export")
+    path = tmp_path / "export.csv"
+    download_info.value.save_as(path)
+    rows = list(csv.DictReader(path.open()))
+    assert {row["customer_id"] for row in rows} == members
+    page.reload()
+    assert page.inner_text("#status") == "exported" and page.locator("#edit-campaign").count() == 0
+
+    for number, buyers in ((1, sorted(members)[:2]), (2, sorted(members)[:4])):
+        upload = tmp_path / f"results-{number}.csv"
+        upload.write_text("customer_id,date,revenue\n" + "".join(f"{customer},2011-12-20,{10 * number}\n" for customer in buyers))
+        page.set_input_files("#purchases", str(upload))
+        page.click("#upload button[type=submit]")
+        page.wait_for_selector(f"#results-source >> text=results-{number}.csv")
+    assert page.inner_text("#status") == "results"
+    assert page.locator("#history tbody tr").count() == 1 and "results-1.csv" in page.inner_text("#history")
+    assert "upload results-2.csv" in page.inner_text("#results-source")
+    assert "pp" in page.inner_text("#uplift") and "p-value" in page.inner_text("#uplift")
+    page.screenshot(path=str(SCREENSHOTS / "campaign-results.png"), full_page=True)

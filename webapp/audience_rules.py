@@ -21,6 +21,7 @@ CHOICE_FIELDS = {"segment": "Value segment", "lifecycle": "Lifecycle state", "co
 RANGE_FIELDS = {"clv": "Predicted 12-month value", "p_alive": "Chance still a customer (0 to 1)",
                 "days_since_last": "Days since the last purchase", "total_spend": "Total spend so far"}
 BOUGHT, AFFINITY = "bought", "affinity"
+LIFECYCLE_NAMES = {"new": "New", "active": "Active", "at_risk": "At risk", "lapsed": "Lapsed"}  # segmentation.lifecycle's states
 MATCHES = {"all": " AND ", "any": " OR "}
 MAX_RULES = 20
 MAX_CHOICES = 200
@@ -161,7 +162,8 @@ def describe(definition: dict) -> str:
     def words(rule: dict) -> str:
         field = rule["field"]
         if field in CHOICE_FIELDS:
-            return f"{CHOICE_FIELDS[field].lower()} is {' or '.join(rule['in'])}"
+            values = [LIFECYCLE_NAMES.get(value, value).lower() for value in rule["in"]] if field == "lifecycle" else rule["in"]
+            return f"{CHOICE_FIELDS[field].lower()} is {' or '.join(values)}"
         if field in RANGE_FIELDS:
             name = RANGE_FIELDS[field].lower()
             if rule["min"] is not None and rule["max"] is not None:

@@ -58,6 +58,7 @@ def _with_audience(campaign: dict) -> dict:
     campaign["definition"] = (json.loads(campaign["audience"]) if campaign.get("audience")
                               else {"match": "all", "rules": [{"field": "segment", "in": segments}]})
     campaign["described"] = describe(campaign["definition"])
+    campaign["segments_targeted"] = [] if campaign.get("audience_id") else segments
     return campaign
 
 
@@ -102,8 +103,8 @@ def _read_form(form) -> dict:
     if problems:
         raise BadRequest("; ".join(problems))
     segments = next((rule["in"] for rule in definition["rules"] if rule["field"] == "segment"), [])
-    return {"name": name, "segments": segments, "definition": definition, "source": source, "list": list_name, "n": n,
-            "control_share": control_share}
+    return {"name": name, "segments": segments, "definition": definition, "audience_id": int(audience_id) if audience_id else None,
+            "source": source, "list": list_name, "n": n, "control_share": control_share}
 
 
 def audience(campaign: dict) -> dict[str, tuple[str, str | None, str]]:
@@ -165,9 +166,10 @@ def create():
 def _insert(fields: dict, meta: dict) -> int:
     """A new draft campaign with its own salt (so its split is its own), on the store's current data."""
     return get_state().write(
-        "INSERT INTO campaigns (name, segments, audience, list, n, control_share, salt, store_run, as_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (fields["name"], json.dumps(fields["segments"]), json.dumps(fields["definition"]), fields["list"], fields["n"],
-         fields["control_share"], secrets.token_hex(8), meta["run_id"], meta["as_of"]))
+        "INSERT INTO campaigns (name, segments, audience, audience_id, list, n, control_share, salt, store_run, as_of) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (fields["name"], json.dumps(fields["segments"]), json.dumps(fields["definition"]), fields["audience_id"], fields["list"],
+         fields["n"], fields["control_share"], secrets.token_hex(8), meta["run_id"], meta["as_of"]))
 
 
 @blueprint.post("/<int:campaign_id>/edit")
@@ -178,10 +180,10 @@ def edit(campaign_id: int):
     if campaign["status"] != DRAFT:
         raise Conflict(f"campaign {campaign_id} is {campaign['status']}: only a draft can be changed; duplicate it to change a copy")
     fields = _read_form(request.form)
-    get_state().write("UPDATE campaigns SET name = ?, segments = ?, audience = ?, list = ?, n = ?, control_share = ?, "
+    get_state().write("UPDATE campaigns SET name = ?, segments = ?, audience = ?, audience_id = ?, list = ?, n = ?, control_share = ?, "
                       "updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE id = ?",
-                      (fields["name"], json.dumps(fields["segments"]), json.dumps(fields["definition"]), fields["list"], fields["n"],
-                       fields["control_share"], campaign_id))
+                      (fields["name"], json.dumps(fields["segments"]), json.dumps(fields["definition"]), fields["audience_id"], fields["list"],
+                       fields["n"], fields["control_share"], campaign_id))
     audit.record(get_state(), "campaign-edit", f"campaign {campaign_id}", detail=fields["source"][:500])
     return redirect(url_for("campaigns.show", campaign_id=campaign_id))
 

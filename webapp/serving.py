@@ -9,6 +9,7 @@ import re
 from flask import current_app
 
 from webapp import live, rules
+from webapp.audience_rules import LIFECYCLE_NAMES
 from webapp.errors import BadRequest
 from webapp.schema import EVERY_COUNTRY
 from webapp.state import get_state, get_store
@@ -273,7 +274,7 @@ def segments() -> list[dict]:
     return [dict(row) for row in get_store().query("SELECT * FROM segments ORDER BY mean_clv DESC")]
 
 
-LIFECYCLE_STATES = {"new": "New", "active": "Active", "at_risk": "At risk", "lapsed": "Lapsed"}
+LIFECYCLE_STATES = LIFECYCLE_NAMES
 
 
 def lifecycle() -> list[dict]:

@@ -78,7 +78,8 @@ def _upgrade(connection: sqlite3.Connection) -> None:
     connection.execute("CREATE INDEX IF NOT EXISTS events_by_key ON events (key_name)")
     present = {column[1] for column in connection.execute("PRAGMA table_info(campaigns)")}
     # audience: the definition the campaign targets (older campaigns targeted whole segments); a campaign is a draft until exported
-    for column, kind in (("audience", "TEXT"), ("exported_at", "TEXT"), ("archived_at", "TEXT"), ("updated_at", "TEXT")):
+    for column, kind in (("audience", "TEXT"), ("audience_id", "INTEGER"), ("exported_at", "TEXT"), ("archived_at", "TEXT"),
+                         ("updated_at", "TEXT")):
         if column not in present:
             connection.execute(f"ALTER TABLE campaigns ADD COLUMN {column} {kind}")
 
