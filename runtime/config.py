@@ -33,6 +33,7 @@ from routing.validation import EvaluationConfig
 from runtime.spark import SparkSettings
 from segmentation.backtest import BacktestConfig
 from segmentation.clv import CLVConfig
+from runtime.history import HistoryConfig
 from segmentation.lifecycle import LifecycleConfig
 from segmentation.report import ReportConfig
 from segmentation.segments import SegmentConfig
@@ -65,6 +66,7 @@ class Settings:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     content: ContentConfig = dataclasses.field(default_factory=ContentConfig)
     report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
+    history: HistoryConfig = dataclasses.field(default_factory=HistoryConfig)
 
     @classmethod
     def resolve(cls, *layers: Mapping[str, Mapping[str, Any]] | None) -> "Settings":

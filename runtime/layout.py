@@ -7,6 +7,7 @@
     <output>/report/           index.html and a PNG per chart
     <output>/evaluation/       evaluation.json (jobs.evaluate, run on its own)
     <output>/run.json          what jobs.pipeline ran, with figures per stage
+    <output>/runs/             each run's customers under its run id, and CURRENT (runtime/history.py)
     <output>/segrec.sqlite     what jobs.publish made of it all, for the web app
 """
 
@@ -24,6 +25,7 @@ REPORT = "report"
 EVALUATION = "evaluation"
 REPLAY = "evaluation-replay"
 RUN_SUMMARY = "run.json"
+RUNS = "runs"
 
 
 PRODUCED_BY = {

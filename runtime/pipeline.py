@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from runtime import layout, storage
+from runtime import history, layout, storage
 from runtime.cli import JobError
 from runtime.config import Settings
 from runtime.stages.ingest import run_ingest
@@ -133,6 +133,9 @@ def run_pipeline(context: RunContext, stages: list[str]) -> dict:
         run["as_of"] = run["as_of"] or result.as_of
     run["seconds"] = round(time.monotonic() - started, 2)
     storage.write_json(context.spark, storage.join(context.output_uri, layout.RUN_SUMMARY), run)
+    if layout.SEGMENTS in stages:  # a run with new segments joins the history and becomes the current run
+        pruned = history.archive_run(context.spark, context.output_uri, run, context.settings.history)
+        echo(f"history: run {run['run_id']} kept as the current run" + (f"; pruned {', '.join(pruned)}" if pruned else ""))
     for window in run["windows"].values():
         echo(describe_window(window))
     echo(f"done: {len(stages)} stage(s) in {run['seconds']:.1f}s; outputs under {context.output_uri}")

@@ -125,6 +125,28 @@ def frequency_vs_spend(sample: pd.DataFrame, currency: str = "") -> Chart:
     return Chart("frequency_vs_spend", "Purchase frequency against spend", caption, _png(figure))
 
 
+def migration(moved: pd.DataFrame, before: str, after: str) -> Chart:
+    """``moved``: from_segment, to_segment, customers (one row per pair); ``before``/``after``: the two runs' dates."""
+    sources = ordered_segments(set(moved.from_segment) - {"(new)"}) + (["(new)"] if "(new)" in set(moved.from_segment) else [])
+    targets = ordered_segments(set(moved.to_segment) - {"(gone)"}) + (["(gone)"] if "(gone)" in set(moved.to_segment) else [])
+    grid = moved.pivot_table(index="from_segment", columns="to_segment", values="customers", aggfunc="sum", fill_value=0).reindex(
+        index=sources, columns=targets, fill_value=0)
+    figure, ax = plt.subplots(figsize=(1.6 * len(targets) + 3, 1.0 * len(sources) + 2))
+    ax.imshow(grid.to_numpy(), cmap="Blues")
+    for (row, column), value in np.ndenumerate(grid.to_numpy()):
+        ax.text(column, row, f"{value:,}", ha="center", va="center", fontsize=12,
+                color="white" if value > grid.to_numpy().max() / 2 else "black")
+    ax.set_xticks(range(len(targets)), targets, fontsize=11)
+    ax.set_yticks(range(len(sources)), sources, fontsize=11)
+    ax.set_xlabel(f"segment as of {after}", fontsize=11)
+    ax.set_ylabel(f"segment as of {before}", fontsize=11)
+    ax.set_title(f"Customers moving between segments, {before} to {after}", fontsize=12)
+    stayed = int(sum(grid.loc[name, name] for name in sources if name in grid.columns))
+    known = int(grid.drop(index="(new)", errors="ignore").to_numpy().sum())
+    caption = f"{stayed:,} of the {known:,} customers of {before} stayed in their segment; the rest moved as the cells show."
+    return Chart("migration", "Customers moving between segments", caption, _png(figure))
+
+
 def clv_backtest(by_frequency: pd.DataFrame, backtest: dict) -> Chart:
     """``by_frequency``: calibration_frequency, customers, actual, predicted_plain, predicted."""
     figure, ax = plt.subplots(figsize=(7, 4))

@@ -29,7 +29,8 @@ def build(path, *, as_of: str = "2011-12-10", run_id: str = "run-a", drop_table:
     rows = {
         "meta": [{"key": "run_id", "value": run_id}, {"key": "as_of", "value": as_of},
                  {"key": "created_at", "value": "2026-11-22T10:00:00+00:00"}, {"key": "schema_version", "value": str(schema.VERSION)},
-                 {"key": "currency", "value": "€"}, {"key": "lifecycle_explained", "value": json.dumps({state: f"{state} explained." for state in LIFECYCLE})}],
+                 {"key": "currency", "value": "€"}, {"key": "previous_run_id", "value": "run-before"},
+                 {"key": "previous_as_of", "value": "2011-11-10"}, {"key": "lifecycle_explained", "value": json.dumps({state: f"{state} explained." for state in LIFECYCLE})}],
         "customers": [_customer(c, segment) for segment, members in SEGMENTS.items() for c in members],
         "segments": [{"segment": segment, "customers": len(members), "share_of_customers": len(members) / 39, "revenue": 1000.0,
                       "share_of_revenue": 0.3, "mean_frequency": 2.0, "mean_recency": 100.0, "mean_total_spend": 500.0,
@@ -53,6 +54,14 @@ def build(path, *, as_of: str = "2011-12-10", run_id: str = "run-a", drop_table:
         "customer_days": [{"customer_id": c, "day": day, "revenue": 10.0}
                           for c in ("c1", "c8", "c9") for day in ("2011-11-01", "2011-12-15")],
         "charts": [],  # drawn below, as the report stage draws them
+        "runs": [{"run_id": "run-before", "as_of": "2011-11-10", "started_at": "2026-10-22T10:00:00+00:00", "customers": 35, "current": 0},
+                 {"run_id": run_id, "as_of": as_of, "started_at": "2026-11-22T10:00:00+00:00", "customers": 39, "current": 1}],
+        # two high customers fell to mid, four new customers came in as low
+        "migration": [{"from_segment": "high", "to_segment": "high", "customers": 3, "revenue": 600.0},
+                      {"from_segment": "high", "to_segment": "mid", "customers": 2, "revenue": 900.0},
+                      {"from_segment": "mid", "to_segment": "mid", "customers": 2, "revenue": 1100.0},
+                      {"from_segment": "low", "to_segment": "low", "customers": 28, "revenue": 20000.0},
+                      {"from_segment": "(new)", "to_segment": "low", "customers": 4, "revenue": 1000.0}],
         # c<k> bought I<k> on 2011-0<k % 9 + 1>-15 (and I<k+1> on 2011-11-15)
         "purchases_by_day": [{"item_id": ITEMS[k], "day": f"2011-0{k % 9 + 1}-15", "customer_id": f"c{k}"} for k in range(1, 40)]
         + [{"item_id": ITEMS[k + 1], "day": "2011-11-15", "customer_id": f"c{k}"} for k in range(1, 40)],

@@ -263,6 +263,16 @@ def test_dashboard_shows_segments_and_charts_with_security_headers(client):
     assert chart.status_code == 200 and chart.mimetype == "image/png"
 
 
+def test_the_runs_page_shows_the_history_and_how_customers_moved(client):
+    page = client.get("/runs").get_data(as_text=True)
+    assert page.count("<td><strong>current</strong></td>") == 1 and "run-before" in page and "2011-11-10" in page
+    migration = page[page.index('<table id="migration">'):page.index("</table>", page.index('<table id="migration">'))]
+    rows = [re.sub(r"<.*?>", " ", row).split() for row in re.findall(r"<tr>(.*?)</tr>", migration, re.S)]
+    assert rows[0] == ["From", "\\", "to", "high", "mid", "low"]
+    assert rows[1:] == [["high", "3", "€600.00", "2", "€900.00"], ["mid", "2", "€1,100.00"], ["low", "28", "€20,000.00"],
+                        ["(new)", "4", "€1,000.00"]]
+
+
 @pytest.mark.parametrize("path", ["/charts/../../etc/passwd.png", "/charts/..%2F..%2Fetc%2Fpasswd.png", "/charts/Segment-Sizes.png",
                                   "/charts/unknown.png"])
 def test_chart_routes_never_reach_the_file_system(client, path):

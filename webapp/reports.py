@@ -19,15 +19,32 @@ CHART_TITLES = {
     "top_items": "Top items per segment",
     "clv_backtest": "CLV backtest: predicted against actual",
 }
+RUN_CHARTS = ("migration",)  # shown on the runs page, not the dashboard
 
 
 @blueprint.get("/")
 def dashboard():
     store = get_store()
-    names = [row["name"] for row in store.query("SELECT name FROM charts ORDER BY name")]
+    names = [row["name"] for row in store.query("SELECT name FROM charts ORDER BY name") if row["name"] not in RUN_CHARTS]
     charts = [(name, CHART_TITLES.get(name, name.replace("_", " ").capitalize())) for name in names]
     return render_template("dashboard.html", segments=serving.segments(), lifecycle=serving.lifecycle(), charts=charts,
                            meta=store.version().meta)
+
+
+@blueprint.get("/runs")
+def runs():
+    """The pipeline runs kept, and how customers moved between the segments of the current one and the one before."""
+    store = get_store()
+    kept = [dict(row) for row in store.query("SELECT * FROM runs ORDER BY started_at DESC")]
+    moved = [dict(row) for row in store.query("SELECT * FROM migration")]
+    segments = [row["segment"] for row in serving.segments()]
+    order = {name: position for position, name in enumerate([*segments, "(new)", "(gone)"])}
+    cells = {(row["from_segment"], row["to_segment"]): row for row in moved}
+    sources = sorted({row["from_segment"] for row in moved}, key=lambda name: order.get(name, len(order)))
+    targets = sorted({row["to_segment"] for row in moved}, key=lambda name: order.get(name, len(order)))
+    has_chart = bool(store.query("SELECT 1 FROM charts WHERE name = 'migration'"))
+    return render_template("runs.html", runs=kept, cells=cells, sources=sources, targets=targets, meta=store.version().meta,
+                           has_chart=has_chart)
 
 
 @blueprint.get("/charts/<name>.png")

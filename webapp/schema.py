@@ -8,7 +8,7 @@ from __future__ import annotations
 import sqlite3
 
 VERSION = 4  # 2: bought; 3: items with price, buyers, first_sold and item_group; new_arrivals; content neighbours;
-# 4: lifecycle, purchases_by_day and affinity for audiences
+# 4: lifecycle, purchases_by_day and affinity for audiences, runs and migration
 EVERY_COUNTRY = ""  # the trending rows for visitors of any country
 
 # table -> (columns with their SQL types, primary key)
@@ -42,6 +42,9 @@ TABLES = {
     "purchases_by_day": ({"item_id": "TEXT", "day": "TEXT", "customer_id": "TEXT"}, ("item_id", "day", "customer_id")),
     "affinity": ({"kind": "TEXT", "key": "TEXT", "rank": "INTEGER", "customer_id": "TEXT NOT NULL", "score": "REAL"}, ("kind", "key", "rank")),
     "charts": ({"name": "TEXT", "png": "BLOB NOT NULL"}, ("name",)),
+    # the pipeline runs kept (runtime/history.py), and how customers moved between the segments of the last two
+    "runs": ({"run_id": "TEXT", "as_of": "TEXT", "started_at": "TEXT", "customers": "INTEGER", "current": "INTEGER"}, ("run_id",)),
+    "migration": ({"from_segment": "TEXT", "to_segment": "TEXT", "customers": "INTEGER", "revenue": "REAL"}, ("from_segment", "to_segment")),
 }
 INDEXES = "CREATE INDEX items_by_group ON items (item_group, buyers);"  # rules that restrict to a group top up from it
 # WITHOUT ROWID keeps each table clustered on its key: one B-tree lookup per request.

@@ -25,7 +25,7 @@ from transactions.suppression import Suppression, new_key
 
 ERASURE = "erasure"
 KEY_ENVIRONMENT = "SEGREC_ERASURE_KEY"
-STAGES = (layout.INGEST, layout.SEGMENTS, layout.BACKTEST, layout.RECOMMENDATIONS, layout.EVALUATION, layout.REPORT)
+STAGES = (layout.INGEST, layout.SEGMENTS, layout.BACKTEST, layout.RECOMMENDATIONS, layout.EVALUATION, layout.REPORT, layout.RUNS)
 
 
 def _key(spark, output_uri: str, *, create: bool) -> str | None:

@@ -9,8 +9,10 @@ import sqlite3
 import tempfile
 from contextlib import closing
 
+import pandas as pd
+
 from coldstart import content
-from runtime import cli, layout, storage
+from runtime import cli, history, layout, storage
 from segmentation import columns as C
 from webapp import schema
 
@@ -156,6 +158,13 @@ def build_store(spark, output_uri: str, recs_stage: str, path: str, *, run: dict
         connection.executemany("INSERT INTO charts (name, png) VALUES (?, ?)",
                                [(name[:-len(".png")], fs.read_bytes(storage.join(charts_dir, name))) for name in charts])
         counts["charts"] = len(charts)
+        history_tables = _history_tables(spark, output_uri)
+        for table, rows in history_tables["tables"].items():
+            connection.executemany(f"INSERT INTO {table} ({', '.join(schema.columns(table))}) VALUES ({', '.join('?' for _ in schema.columns(table))})",
+                                   [tuple(row[column] for column in schema.columns(table)) for row in rows])
+            counts[table] = len(rows)
+        if history_tables["chart"] is not None:
+            connection.execute("INSERT INTO charts (name, png) VALUES (?, ?)", (history_tables["chart"].name, history_tables["chart"].png))
         report = storage.join(charts_dir, "report.json")
         currency = storage.read_json(spark, report).get("currency", "") if fs.exists(report) else ""
         connection.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", [
@@ -163,6 +172,8 @@ def build_store(spark, output_uri: str, recs_stage: str, path: str, *, run: dict
             ("created_at", dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")),
             ("schema_version", str(schema.VERSION)),
             ("currency", currency),
+            ("previous_run_id", history_tables["previous"]["run_id"] if history_tables["previous"] else ""),
+            ("previous_as_of", history_tables["previous"]["as_of"] if history_tables["previous"] else ""),
             ("lifecycle_explained", json.dumps(storage.read_json(spark, storage.join(segments_stage, "summary.json"))["lifecycle_explained"])),
         ])
         connection.commit()
@@ -171,6 +182,22 @@ def build_store(spark, output_uri: str, recs_stage: str, path: str, *, run: dict
     if problems:
         raise cli.JobError(f"the new store failed its sanity check ({'; '.join(problems)}); the previous one is kept")
     return counts
+
+
+def _history_tables(spark, output_uri: str) -> dict:
+    """The store's runs and migration rows (runtime/history.py), the migration chart, and the previous run; empty without a history."""
+    from segmentation import charts as drawing
+
+    current, previous = history.current_and_previous(spark, output_uri)
+    current_id = current["run_id"] if current else None
+    runs = [{"run_id": run["run_id"], "as_of": run["as_of"], "started_at": run["started_at"], "current": int(run["run_id"] == current_id),
+             "customers": next((stage["rows_out"] for stage in run["stages"] if stage["stage"] == layout.SEGMENTS), None)}
+            for run in history.runs(spark, output_uri)]
+    moved, chart = [], None
+    if current is not None and previous is not None:
+        moved = [row.asDict() for row in history.migration(spark, output_uri, previous, current).collect()]  # a few cells
+        chart = drawing.migration(pd.DataFrame(moved), previous["as_of"], current["as_of"])
+    return {"tables": {"runs": runs, "migration": moved}, "chart": chart, "previous": previous}
 
 
 def publish(spark, output_uri: str, db_path: str, config: content.ContentConfig = content.ContentConfig()) -> dict:
