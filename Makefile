@@ -62,8 +62,10 @@ chromium:
 jvm-cache: setup
 	$(PY) -m devtools.jvm_cache
 
+# The bundled data's currency and credit (jobs/profiles/online_retail_ii.toml); CONFIG= for none, or your own file.
+CONFIG ?= $(if $(filter data/online_retail_ii.parquet,$(INPUT)),jobs/profiles/online_retail_ii.toml,)
 pipeline: setup
-	$(PY) -m jobs.pipeline --input $(INPUT) --output $(OUTPUT) $(PIPELINE_ARGS)
+	$(PY) -m jobs.pipeline --input $(INPUT) --output $(OUTPUT) $(if $(CONFIG),--config $(CONFIG)) $(PIPELINE_ARGS)
 
 publish: setup
 	$(PY) -m jobs.publish --output $(OUTPUT) --db $(DB)

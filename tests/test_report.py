@@ -25,10 +25,11 @@ def run(pipeline_run):
 def test_every_stage_ran_and_published(run):
     record = json.loads((run / "run.json").read_text())
     assert [stage["stage"] for stage in record["stages"]] == ["ingest", "segments", "backtest", "recommendations", "report"]
-    assert sorted(p.name for p in run.iterdir()) == ["backtest", "ingest", "recommendations", "report", "run.json", "segments"]
+    assert sorted(p.name for p in run.iterdir()) == ["backtest", "ingest", "recommendations", "report", "run.json", "runs", "segments"]
     segments = json.loads((run / "segments" / "summary.json").read_text())
     assert set(segments["segments"]) == {"high", "mid", "low"}
-    assert sorted(p.name for p in (run / "segments").iterdir()) == ["clv.json", "customers", "model", "segments", "summary.json"]
+    assert sorted(p.name for p in (run / "segments").iterdir()) == ["clv.json", "customers", "lifecycle", "model", "segments", "summary.json"]
+    assert sum(state["customers"] for state in segments["lifecycle"].values()) == sum(segments["segments"].values())
     backtest = json.loads((run / "backtest" / "backtest.json").read_text())
     assert [row["variant"] for row in backtest["variants"]] == ["bgnbd", "bgnbd+seasonal", "past spend"]
 
@@ -77,6 +78,23 @@ def test_top_items_come_with_descriptions(spark, run):
         customers.select("customer_id", "segment").toPandas(), on="customer_id")
     buyers = bought.groupby(["segment", "item_id"]).customer_id.nunique()
     assert all(buyers[(row.segment, row.item_id)] == row.buyers for row in items.itertuples())
+
+
+def test_the_report_explains_the_lifecycle_states_in_the_configured_currency_and_credits_the_data(spark, run, tmp_path):
+    page = (run / "report" / "index.html").read_text()
+    assert "Made by segrec. Data: transactions." in page  # no credit configured: the input's name
+    run = shutil.copytree(run, tmp_path / "run")
+    config = tmp_path / "segrec.toml"
+    config.write_text('[report]\ncurrency = "€"\ndata_credit = "Data: a test shop <demo>."\n')
+    assert cli.run(report.main, ["--output", str(run), "--config", str(config)]) == 0
+    page = (run / "report" / "index.html").read_text()
+    assert "Made by segrec. Data: a test shop &lt;demo&gt;." in page and "£" not in page
+    lifecycle = page[page.index("<h2>Lifecycle: who is still buying</h2>"):].split("</section>")[0]
+    summary = json.loads((run / "segments" / "summary.json").read_text())
+    for state, name in (("new", "New"), ("active", "Active"), ("at_risk", "At risk"), ("lapsed", "Lapsed")):
+        figures = summary["lifecycle"][state]
+        assert f"<td>{name}</td><td>{summary['lifecycle_explained'][state]}</td><td>{figures['customers']:,}</td><td>€{figures['revenue']:,.0f}</td>" in lifecycle
+    assert json.loads((run / "report" / "report.json").read_text()) == {"currency": "€"}
 
 
 def test_report_before_segments_says_what_to_run(spark, tmp_path, capsys):

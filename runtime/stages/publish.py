@@ -125,6 +125,10 @@ def build_store(spark, output_uri: str, recs_stage: str, path: str, *, run: dict
     from pyspark.sql import functions as F
 
     segments_stage = layout.open_stage(spark, output_uri, layout.SEGMENTS)
+    for stage, table in ((layout.SEGMENTS, "lifecycle"), (layout.RECOMMENDATIONS, "affinity")):
+        if not storage.FileSystem(spark).exists(storage.join(layout.stage(output_uri, stage), table)):
+            raise cli.JobError(f"{layout.stage(output_uri, stage)} was written by an older segrec, without {table}: run "
+                               f"{layout.PRODUCED_BY[stage]} again (or jobs.pipeline), then publish")
     purchases, _ = layout.read_transactions(spark, output_uri)
     customers = spark.read.parquet(storage.join(segments_stage, "customers"))
     catalogue = item_catalogue(purchases)
@@ -143,8 +147,7 @@ def build_store(spark, output_uri: str, recs_stage: str, path: str, *, run: dict
         "items": with_groups(spark, catalogue, descriptions),
         "bought": purchases.select(C.CUSTOMER_ID, C.ITEM_ID).distinct(),
         "customer_days": customer_days(purchases),
-        "affinity": spark.read.parquet(storage.join(recs_stage, "affinity")) if storage.FileSystem(spark).exists(
-            storage.join(recs_stage, "affinity")) else spark.createDataFrame([], "kind string, key string, rank int, customer_id string, score double"),
+        "affinity": spark.read.parquet(storage.join(recs_stage, "affinity")),
         "purchases_by_day": purchases.select(C.ITEM_ID, F.date_format(C.TIMESTAMP, "yyyy-MM-dd").alias("day"), C.CUSTOMER_ID).distinct(),
     }
     counts = {}
