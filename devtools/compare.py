@@ -22,12 +22,14 @@ RELATIVE_TOLERANCE = 1e-6
 RUN_SPECIFIC_KEYS = frozenset({"created_at", "started_at", "run_id", "input", "output", "seconds"})
 # Saved Spark ML stages are named <index>_<Class>_<random uid>: compare them by index and class.
 STAGE_UID = re.compile(r"(\d+_[A-Za-z]+)_[0-9a-f]{12}")
+# The run history keeps each run under its id (runtime/history.py): a run's tables are compared whatever its id.
+RUN_ID = re.compile(r"^runs/[0-9a-f]{12}/")
 NAMES = ("first", "second")
 
 
 def _published(root: Path, pattern: str) -> dict[str, Path]:
     """Published files matching ``pattern`` under ``root`` (no staging or hidden ones), by their uid-free relative path."""
-    return {STAGE_UID.sub(r"\1", found.relative_to(root).as_posix()): found for found in sorted(root.rglob(pattern))
+    return {RUN_ID.sub("runs/<run>/", STAGE_UID.sub(r"\1", found.relative_to(root).as_posix())): found for found in sorted(root.rglob(pattern))
             if not any(piece.startswith(".") for piece in found.relative_to(root).parts)}
 
 
@@ -102,8 +104,8 @@ def compare_tables(expected, actual) -> str | None:
 
 
 def _summaries(root: Path) -> dict[str, Path]:
-    # run.json is the log of the run itself (timings, where it wrote), not an output to compare.
-    return {name: path for name, path in _published(root, "*.json").items() if name != "run.json"}
+    # run.json (and its copy in the history) is the log of the run itself (timings, where it wrote), not an output to compare.
+    return {name: path for name, path in _published(root, "*.json").items() if not name.endswith("run.json")}
 
 
 def _compare_each(first: dict[str, Path], second: dict[str, Path], compare, names: tuple[str, str]) -> dict[str, str | None]:

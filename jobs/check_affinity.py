@@ -33,8 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=100, help="audience size: the top customers listed for the item (default 100)")
     parser.add_argument("--item", help="item id (default: the listed item most bought before the as-of date)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
-    parser.add_argument("--config", help="TOML or JSON file with settings per stage")
-    parser.add_argument("--master", help="Spark master when not run through spark-submit")
+    cli.add_session_arguments(parser)
     args = parser.parse_args(argv)
     if args.days < 1 or args.top < 1:
         raise cli.JobError("--days and --top must be 1 or more")

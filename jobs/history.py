@@ -22,8 +22,7 @@ from segmentation.lifecycle import STATES
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", required=True, help="pipeline output directory")
-    parser.add_argument("--config", help="TOML or JSON file with settings per stage")
-    parser.add_argument("--master", help="Spark master when not run through spark-submit")
+    cli.add_session_arguments(parser)
     args = parser.parse_args(argv)
     spark = build_session(cli.resolve_settings(args, app_name="segrec-history").spark)
     kept = history.runs(spark, args.output)

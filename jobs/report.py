@@ -19,8 +19,7 @@ from runtime.stages.report import STAGE, run_report
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", required=True, help="pipeline output directory (reads segments, backtest, ingest)")
-    parser.add_argument("--config", help="TOML or JSON file with settings per stage")
-    parser.add_argument("--master", help="Spark master when not run through spark-submit")
+    cli.add_session_arguments(parser)
     args = parser.parse_args(argv)
     settings = cli.resolve_settings(args, app_name="segrec-report")
     spark = build_session(settings.spark)

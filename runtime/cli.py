@@ -30,14 +30,19 @@ USER_ERRORS = (JobError, ConfigError, StorageError, JavaNotFoundError, Segmentat
 ERROR_CLASS_ALONE = re.compile(r"\[[A-Z][A-Z0-9_.]*\]$")
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+def add_session_arguments(parser: argparse.ArgumentParser) -> None:
+    """--config and --master: what every job that builds a session takes."""
     parser.add_argument("--config", help="TOML or JSON file with settings per stage")
+    parser.add_argument("--master", help="Spark master when not run through spark-submit (default local[*])")
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    add_session_arguments(parser)
     parser.add_argument(
         "--as-of",
         type=as_of_date,
         help="treat this date (YYYY-MM-DD) as now: transactions on or after it are ignored",
     )
-    parser.add_argument("--master", help="Spark master when not run through spark-submit (default local[*])")
 
 
 def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:

@@ -67,6 +67,13 @@ def test_a_bad_rule_is_400_with_its_message(client, query, message):
     assert response.status_code == 400 and message in html.unescape(response.get_data(as_text=True))
 
 
+def test_the_live_count_is_json_and_says_what_is_wrong(client):
+    found = client.get("/audiences/count", query_string={"lifecycle": "lapsed", "total_spend_min": "2000"}).get_json()
+    assert found["customers"] == 5 and found["text"] == "5 customers, who have spent €15,500.00 so far"  # c23, c27, .., c39
+    bad = client.get("/audiences/count", query_string={"clv_min": "x"})
+    assert bad.status_code == 400 and bad.get_json()["error"] == "the lowest predicted 12-month value must be a number, got 'x'"
+
+
 def test_definitions_are_checked_whole_and_described_in_words():
     with pytest.raises(audience_rules.AudienceError, match="rule 1: unknown field 'colour'.*rule 2: choose 1 to 200 values"):
         audience_rules.parse({"rules": [{"field": "colour"}, {"field": "segment", "in": []}]})

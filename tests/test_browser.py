@@ -101,6 +101,15 @@ def page(browser, server):
     return signed_in_page(browser, server, "editor")
 
 
+def downloaded_export(page, tmp_path) -> list[dict]:
+    """The rows of the campaign export the page's download button gives."""
+    with page.expect_download() as download_info:
+        page.click("#export")
+    path = tmp_path / "export.csv"
+    download_info.value.save_as(path)
+    return list(csv.DictReader(path.open()))
+
+
 def test_each_role_sees_what_it_may_use(browser, server):
     for role in ROLES:
         page = signed_in_page(browser, server, role)
@@ -144,11 +153,7 @@ def test_a_marketer_builds_a_campaign_and_downloads_its_export(server, page, tmp
     assert "Browser winter campaign" in page.inner_text("h1")
     page.screenshot(path=str(SCREENSHOTS / "campaign.png"), full_page=True)
 
-    with page.expect_download() as download_info:
-        page.click("#export")
-    path = tmp_path / "export.csv"
-    download_info.value.save_as(path)
-    rows = list(csv.DictReader(path.open()))
+    rows = downloaded_export(page, tmp_path)
     assert {row["customer_id"] for row in rows} == set(store_data.SEGMENTS["mid"] + store_data.SEGMENTS["low"])
     assert {row["variant"] for row in rows} == {"personalised", "control"}
     assert all(row["item_4"] and row["item_4_description"].startswith("Item number") for row in rows)
@@ -216,23 +221,24 @@ def test_a_marketer_builds_an_audience_and_takes_a_campaign_from_draft_to_two_re
     assert "Lapsed" in page.inner_text("#lifecycle")
     page.screenshot(path=str(SCREENSHOTS / "dashboard-charts.png"), full_page=True)
 
-    # Two rules and an affinity rule: slipping or lapsed customers, of 1,000 or more spent, among the 10 likeliest to buy I005
+    # Two rules and an affinity rule: slipping or lapsed customers, of 1,000 or more spent, among the 30 likeliest to buy I005
     page.click("nav >> text=Audiences")
     page.check("input[name=lifecycle][value=at_risk]")
     page.check("input[name=lifecycle][value=lapsed]")
     page.fill("input[name=total_spend_min]", "1000")
-    page.fill("input[name=affinity_amount]", "10")
+    page.fill("input[name=affinity_amount]", "30")
     page.fill("input[name=affinity_target]", "I005")
+    members = {f"c{k}" for k in range(10, 40) if k % 4 in (2, 3)}  # store_data: c39, c38, .. likeliest; c<k> spent 100 k
+    page.locator("#live-count", has_text=f"{len(members)} customers, who have spent").wait_for()  # counted as the rules change
     page.click("#builder button[type=submit]")
     page.wait_for_selector("#count")
-    members = {f"c{k}" for k in range(30, 40) if k % 4 in (2, 3)}  # store_data: c39, c38, .. likeliest; c<k> spent 100 k
     assert page.inner_text("#count").startswith(f"{len(members)} customers")
     assert {cell.inner_text() for cell in page.locator("#sample tbody tr td:first-child").all()} == members
     page.screenshot(path=str(SCREENSHOTS / "audience-builder.png"), full_page=True)
     page.fill("#save #name", "Slipping big spenders who like I005")
     page.click("#save button[type=submit]")
     page.wait_for_selector("#described")
-    assert "top 10 customers most likely to buy item I005" in page.inner_text("#described")
+    assert "top 30 customers most likely to buy item I005" in page.inner_text("#described")
 
     # A campaign from it: created as a draft, changed, exported (no longer a draft), then two results uploads
     page.click("#new-campaign")
@@ -250,11 +256,7 @@ def test_a_marketer_builds_an_audience_and_takes_a_campaign_from_draft_to_two_re
     page.wait_for_selector("#preview")
     assert "November" in page.inner_text("h1") and page.locator("#preview thead th").count() == 3 + 2 * 4
     page.screenshot(path=str(SCREENSHOTS / "campaign-draft.png"), full_page=True)
-    with page.expect_download() as download_info:
-        page.click("#export")
-    path = tmp_path / "export.csv"
-    download_info.value.save_as(path)
-    rows = list(csv.DictReader(path.open()))
+    rows = downloaded_export(page, tmp_path)
     assert {row["customer_id"] for row in rows} == members
     page.reload()
     assert page.inner_text("#status") == "exported" and page.locator("#edit-campaign").count() == 0
@@ -268,5 +270,7 @@ def test_a_marketer_builds_an_audience_and_takes_a_campaign_from_draft_to_two_re
     assert page.inner_text("#status") == "results"
     assert page.locator("#history tbody tr").count() == 1 and "results-1.csv" in page.inner_text("#history")
     assert "upload results-2.csv" in page.inner_text("#results-source")
-    assert "pp" in page.inner_text("#uplift") and "p-value" in page.inner_text("#uplift")
+    # An uplift needs two customers on each side; the salted split of 16 customers at 50% has them but once in 2,000 campaigns
+    if min(sum(row["variant"] == variant for row in rows) for variant in ("personalised", "control")) > 1:
+        assert "pp" in page.inner_text("#uplift") and "p-value" in page.inner_text("#uplift")
     page.screenshot(path=str(SCREENSHOTS / "campaign-results.png"), full_page=True)

@@ -283,6 +283,10 @@ def test_chart_routes_never_reach_the_file_system(client, path):
 def test_customer_lookup_escapes_what_it_shows(client):
     text = client.get("/customers?id=c5").get_data(as_text=True)
     assert "mid" in text and "&lt;b&gt;bold&lt;/b&gt;" in text and "<b>bold</b>" not in text
+    # plain names, the technical ones on hover: c5 is active (store_data), its lists are buy_again's and segment_als'
+    assert '<span title="active">Active</span>' in text and '<h3 title="for_you">For you (best picks)' in text
+    assert '<small title="segment_als">from similar tastes in their segment (ALS)</small>' in text
+    assert 'title="p_alive (BG/NBD)">Chance still a customer' in text and "P(alive)" not in text and "RFM (lifetimes)" not in text
     assert "unknown customers are served trending" in client.get("/customers?id=zz").get_data(as_text=True)
     assert "must be 1-64 letters" in client.get("/customers?id=%3Cscript%3E").get_data(as_text=True)
 

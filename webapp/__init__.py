@@ -63,7 +63,7 @@ def check_secret_key(secret: str) -> None:
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    from webapp import admin, api, audiences, auth, campaigns, errors, merchandising, reports, security, state
+    from webapp import admin, api, audiences, auth, campaigns, errors, merchandising, names, reports, security, state
     from webapp.erasure import ErasureRunner
     from webapp.store import Store
 
@@ -91,6 +91,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["segrec_erasure"] = ErasureRunner(output, app.config["SEGREC_DB"], app.extensions["segrec_state"])
     security.init_app(app, api.blueprint)
     errors.init_app(app)
+    names.init_app(app)
     auth.init_app(app)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(reports.blueprint)

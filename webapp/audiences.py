@@ -11,17 +11,19 @@ import csv
 import io
 import json
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 
 from webapp import audit, serving
 from webapp.audit import actor as current_actor
-from webapp.audience_rules import BOUGHT, AFFINITY, CHOICE_FIELDS, RANGE_FIELDS, AudienceError, describe, parse, where
+from webapp.audience_rules import AFFINITY, BOUGHT, CHOICE_FIELDS, LIFECYCLE_NAMES, RANGE_FIELDS, AudienceError, describe, parse, where
 from webapp.auth import requires
 from webapp.errors import BadRequest
 from webapp.state import get_state, get_store
+from webapp.uploads import uploaded_text
 
 blueprint = Blueprint("audiences", __name__, url_prefix="/audiences")
 SAMPLE = 20
+SUPPRESSED_PER_QUERY = 500  # ids per lookup, well under SQLite's limit on parameters
 MAX_SUPPRESSED_UPLOAD = 200_000
 SQLITE_MAX_INTEGER = 2 ** 63 - 1
 
@@ -40,17 +42,33 @@ def members(definition: dict) -> dict[str, tuple[str, str | None]]:
 
 
 def preview(definition: dict) -> dict:
-    """How many customers the definition selects, their revenue so far and expected value, a sample, and how many opted out."""
+    """How many customers the definition selects, their revenue so far and expected value, the biggest spenders, and how many
+    opted out. Counted in SQL, so a preview costs the same for any audience size; the suppressed are looked up by id."""
     condition, parameters = where(definition)
-    rows = get_store().query(f"SELECT c.customer_id, c.segment, c.lifecycle, c.country, c.total_spend, c.clv FROM customers c "
-                             f"WHERE {condition} ORDER BY c.total_spend DESC", parameters)
-    left_out = suppressed()
-    kept = [row for row in rows if row["customer_id"] not in left_out]
-    by_segment: dict[str, int] = {}
-    for row in kept:
-        by_segment[row["segment"]] = by_segment.get(row["segment"], 0) + 1
-    return {"customers": len(kept), "revenue": sum(row["total_spend"] or 0.0 for row in kept), "clv": sum(row["clv"] or 0.0 for row in kept),
-            "suppressed": len(rows) - len(kept), "by_segment": by_segment, "sample": [dict(row) for row in kept[:SAMPLE]]}
+    store = get_store()
+    by_segment = {row["segment"]: dict(row) for row in store.query(
+        f"SELECT c.segment, COUNT(*) AS customers, SUM(c.total_spend) AS revenue, SUM(c.clv) AS clv FROM customers c "
+        f"WHERE {condition} GROUP BY c.segment", parameters)}
+    left_out = sorted(suppressed())
+    matched = []
+    for start in range(0, len(left_out), SUPPRESSED_PER_QUERY):
+        chunk = left_out[start:start + SUPPRESSED_PER_QUERY]
+        matched += store.query(f"SELECT c.customer_id, c.segment, c.total_spend, c.clv FROM customers c WHERE ({condition}) "
+                               f"AND c.customer_id IN ({', '.join('?' for _ in chunk)})", [*parameters, *chunk])
+    for row in matched:
+        here = by_segment[row["segment"]]
+        here["customers"] -= 1
+        here["revenue"] -= row["total_spend"] or 0.0
+        here["clv"] -= row["clv"] or 0.0
+    biggest = store.query(f"SELECT c.customer_id, c.segment, c.lifecycle, c.country, c.total_spend, c.clv FROM customers c "
+                          f"WHERE {condition} ORDER BY c.total_spend DESC, c.customer_id LIMIT ?", [*parameters, SAMPLE + len(matched)])
+    gone = {row["customer_id"] for row in matched}
+    return {"customers": sum(row["customers"] for row in by_segment.values()),
+            "revenue": sum(row["revenue"] or 0.0 for row in by_segment.values()),
+            "clv": sum(row["clv"] or 0.0 for row in by_segment.values()), "suppressed": len(matched),
+            "by_segment": {segment["segment"]: by_segment[segment["segment"]]["customers"] for segment in serving.segments()
+                           if by_segment.get(segment["segment"], {}).get("customers")},
+            "sample": [dict(row) for row in biggest if row["customer_id"] not in gone][:SAMPLE]}
 
 
 def from_form(form) -> dict:
@@ -121,7 +139,7 @@ def saved() -> list[dict]:
 def _choices() -> dict:
     store = get_store()
     return {"segment": [row["segment"] for row in store.query("SELECT segment FROM segments ORDER BY mean_clv DESC")],
-            "lifecycle": list(serving.LIFECYCLE_STATES.items()),
+            "lifecycle": list(LIFECYCLE_NAMES.items()),
             "country": [row["country"] for row in store.query("SELECT DISTINCT country FROM customers WHERE country IS NOT NULL ORDER BY country")]}
 
 
@@ -143,14 +161,34 @@ def index():
     return _builder(request.args)
 
 
+def _named(form) -> tuple[str, dict]:
+    """The name and definition the save and change forms give, checked."""
+    name = form.get("name", "").strip()
+    definition = from_form(form)
+    if not 1 <= len(name) <= 100:
+        raise BadRequest("give the audience a name of 1 to 100 characters")
+    return name, definition
+
+
+@blueprint.get("/count")
+def count():
+    """The builder's live count (static/audiences.js asks as the rules change): JSON, a 400 with the reason for bad rules."""
+    try:
+        found = preview(from_form(request.args))
+    except BadRequest as error:
+        return jsonify({"error": str(error)}), 400
+    money = current_app.jinja_env.filters["money"]
+    text = f"{found['customers']:,} customers, who have spent {money(found['revenue'])} so far"
+    if found["suppressed"]:
+        text += f" ({found['suppressed']:,} more match but opted out)"
+    return jsonify({"customers": found["customers"], "revenue": found["revenue"], "suppressed": found["suppressed"], "text": text})
+
+
 @blueprint.post("/")
 @requires("editor")
 def create():
-    name = request.form.get("name", "").strip()
     try:
-        definition = from_form(request.form)
-        if not 1 <= len(name) <= 100:
-            raise BadRequest("give the audience a name of 1 to 100 characters")
+        name, definition = _named(request.form)
     except BadRequest as error:
         return _builder(request.form, status=400, error=str(error))
     audience_id = get_state().write("INSERT INTO audiences (name, definition, created_by) VALUES (?, ?, ?)",
@@ -171,11 +209,8 @@ def show(audience_id: int):
 @requires("editor")
 def update(audience_id: int):
     audience = _audience(audience_id)
-    name = request.form.get("name", "").strip()
     try:
-        definition = from_form(request.form)
-        if not 1 <= len(name) <= 100:
-            raise BadRequest("give the audience a name of 1 to 100 characters")
+        name, definition = _named(request.form)
     except BadRequest as error:
         return _builder(request.form, audience=audience, status=400, error=str(error))
     get_state().write("UPDATE audiences SET name = ?, definition = ?, updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE id = ?",
@@ -217,13 +252,7 @@ def suppression():
 @requires("editor")
 def upload_suppression():
     """A CSV with a customer_id column: every id joins the list (ids already on it stay); a bad file changes nothing."""
-    upload = request.files.get("customers")
-    if upload is None or not upload.filename:
-        raise BadRequest("choose a CSV file with a customer_id column")
-    try:
-        text = upload.read().decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise BadRequest("the file is not UTF-8 text; export it as CSV (UTF-8)") from None
+    text, filename = uploaded_text("customers", "choose a CSV file with a customer_id column")
     reader = csv.DictReader(io.StringIO(text))
     if "customer_id" not in [name.strip().lower() for name in reader.fieldnames or []]:
         raise BadRequest("the header must name a customer_id column")
@@ -246,6 +275,6 @@ def upload_suppression():
         connection.executemany("INSERT OR IGNORE INTO suppressed (customer_id, added_by) VALUES (?, ?)",
                                [(customer_id, current_actor()) for customer_id in ids])
         added = connection.execute("SELECT COUNT(*) FROM suppressed").fetchone()[0] - before
-    audit.record(get_state(), "suppression-upload", "suppression list", detail=f"{upload.filename[:80]}: {len(ids):,} rows, {added:,} new")
+    audit.record(get_state(), "suppression-upload", "suppression list", detail=f"{filename[:80]}: {len(ids):,} rows, {added:,} new")
     flash(f"{added:,} customers added to the suppression list ({len(ids) - added:,} were on it already)")
     return redirect(url_for("audiences.suppression"))

@@ -23,6 +23,7 @@ from webapp.auth import requires
 from webapp.errors import BadRequest, Conflict
 from webapp.exports import spreadsheet_safe
 from webapp.state import get_state, get_store
+from webapp.uploads import uploaded_text
 
 blueprint = Blueprint("campaigns", __name__, url_prefix="/campaigns")
 PREVIEW_ROWS = 20
@@ -309,19 +310,13 @@ def upload_results(campaign_id: int):
             return redirect(url_for("campaigns.show", campaign_id=campaign_id))
         _store_result(campaign, "transactions", purchases, len(purchases), since)
         return redirect(url_for("campaigns.show", campaign_id=campaign_id))
-    upload = request.files.get("purchases")
-    if upload is None or not upload.filename:
-        raise BadRequest("choose a CSV file of purchases to upload")
-    try:
-        text = upload.read().decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise BadRequest("the file is not UTF-8 text; export it as CSV (UTF-8)") from None
+    text, filename = uploaded_text("purchases", "choose a CSV file of purchases to upload")
     parsed = experiments.parse_purchases(text)
     if parsed.errors:
         shown = parsed.errors[:experiments.MAX_ERRORS_SHOWN]
         more = len(parsed.errors) - len(shown)
         return render_template("upload_errors.html", campaign=campaign, errors=shown, more=more, rows=parsed.rows), 400
-    _store_result(campaign, f"upload {upload.filename[:80]}", parsed.purchases, parsed.rows, dt.date.fromisoformat(campaign["as_of"]))
+    _store_result(campaign, f"upload {filename[:80]}", parsed.purchases, parsed.rows, dt.date.fromisoformat(campaign["as_of"]))
     return redirect(url_for("campaigns.show", campaign_id=campaign_id))
 
 
@@ -332,16 +327,6 @@ def results_chart(campaign_id: int):
     if not stored:
         abort(404, description="this campaign has no results yet")
     return Response(experiments.chart_png(json.loads(stored[0]["summary"])), mimetype="image/png")
-
-
-@blueprint.app_context_processor
-def plain_names() -> dict:
-    """Plain names for what pages show; the technical name stays on hover."""
-    return {"list_names": LIST_NAMES, "lifecycle_names": serving.LIFECYCLE_STATES}
-
-
-LIST_NAMES = {"for_you": "For you (best picks)", "discover": "Discover (new to them)", "buy_again": "Buy again",
-              "new_arrivals": "New arrivals"}
 
 
 @blueprint.app_template_filter("percent")

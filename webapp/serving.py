@@ -274,16 +274,13 @@ def segments() -> list[dict]:
     return [dict(row) for row in get_store().query("SELECT * FROM segments ORDER BY mean_clv DESC")]
 
 
-LIFECYCLE_STATES = LIFECYCLE_NAMES
-
-
 def lifecycle() -> list[dict]:
-    """Per lifecycle state (in LIFECYCLE_STATES' order): its name, one sentence, customers and revenue in all and per segment."""
+    """Per lifecycle state (in LIFECYCLE_NAMES' order): its name, one sentence, customers and revenue in all and per segment."""
     store = get_store()
     explained = json.loads(store.version().meta.get("lifecycle_explained", "{}"))
     rows = store.query("SELECT lifecycle, segment, customers, revenue FROM lifecycle")
     states = []
-    for state, name in LIFECYCLE_STATES.items():
+    for state, name in LIFECYCLE_NAMES.items():
         here = [row for row in rows if row["lifecycle"] == state]
         states.append({"state": state, "name": name, "explained": explained.get(state, ""),
                        "customers": sum(row["customers"] for row in here), "revenue": sum(row["revenue"] or 0.0 for row in here),
