@@ -25,7 +25,9 @@ RUN_CHARTS = ("migration",)  # shown on the runs page, not the dashboard
 @blueprint.get("/")
 def dashboard():
     store = get_store()
-    names = [row["name"] for row in store.query("SELECT name FROM charts ORDER BY name") if row["name"] not in RUN_CHARTS]
+    order = list(CHART_TITLES)  # the report's order; charts it does not know come after, by name
+    names = sorted((row["name"] for row in store.query("SELECT name FROM charts") if row["name"] not in RUN_CHARTS),
+                   key=lambda name: (order.index(name) if name in order else len(order), name))
     charts = [(name, CHART_TITLES.get(name, name.replace("_", " ").capitalize())) for name in names]
     return render_template("dashboard.html", segments=serving.segments(), lifecycle=serving.lifecycle(), charts=charts,
                            meta=store.version().meta)
