@@ -159,3 +159,38 @@ class TrendingRecommender(PopularityRecommender):
 
     def _grouped_scores(self, grouped):
         return self._trend(grouped, ["group", C.ITEM_ID])
+
+
+class FirstBasketRecommender(PopularityRecommender):
+    """What newcomers buy first: popularity among the first purchase days of the customers who first bought within
+    ``days`` before ``as_of``. Customers the models do not know are newcomers, and a first basket is not an average one.
+
+    It learns from purchase rows (customer_id, item_id, timestamp), not interactions.
+    """
+
+    name = "first_basket"
+
+    def __init__(self, *, as_of: str | None = None, days: int = 90):
+        super().__init__()
+        self.as_of = as_of
+        self.days = days
+
+    def settings(self) -> dict:
+        return {"as_of": self.as_of, "days": self.days}
+
+    def fit(self, interactions, customers=None):
+        from pyspark.sql import Window
+        from pyspark.sql import functions as F
+
+        if not self.as_of:
+            raise RecommendationError("first_basket needs the as-of date its newcomers are counted back from")
+        if C.TIMESTAMP not in interactions.columns:
+            raise RecommendationError("first_basket learns from purchase rows with a timestamp")
+        as_of = dt.date.fromisoformat(self.as_of)
+        days = interactions.where(F.col(C.TIMESTAMP) < F.lit(as_of).cast("timestamp")).select(
+            C.CUSTOMER_ID, C.ITEM_ID, F.to_date(C.TIMESTAMP).alias("_day"))
+        first = days.withColumn("_first", F.min("_day").over(Window.partitionBy(C.CUSTOMER_ID)))
+        baskets = first.where((F.col("_day") == F.col("_first")) & (F.col("_first") >= F.lit(as_of - dt.timedelta(days=self.days))))
+        super().fit(baskets.select(C.CUSTOMER_ID, C.ITEM_ID).distinct().withColumn(C.STRENGTH, F.lit(1.0)), customers)
+        self._remember(days.select(C.CUSTOMER_ID, C.ITEM_ID).distinct().withColumn(C.STRENGTH, F.lit(1.0)))  # seen: every pair bought
+        return self

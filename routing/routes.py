@@ -31,7 +31,7 @@ from cf.nextbasket import NextBasketRecommender
 from cf.tifu import TifuRecommender, TifuSettings
 from cf.tuning import ALL_SEGMENTS, ALSSettings, InteractionCache
 from cf.neighbours import BuyAgainRecommender, CooccurrenceRecommender
-from coldstart.popularity import PopularityRecommender, TrendingRecommender
+from coldstart.popularity import FirstBasketRecommender, PopularityRecommender, TrendingRecommender
 from segmentation import columns as C
 from segmentation.windows import WindowRule
 
@@ -42,10 +42,10 @@ CANDIDATES = {
     "for_you": (BASELINE, "buy_again", "buy_again+trending", "als", "segment_als", "tifu", "next_basket", "buy_again+segment_als",
                 "tifu+segment_als", "tifu+trending", "next_basket+segment_als", "next_basket+trending"),
     "buy_again": ("buy_again",),
-    "cold": (BASELINE, "popularity_by_country", "trending", "popularity_by_country+trending"),
+    "cold": (BASELINE, "popularity_by_country", "trending", "first_basket", "popularity_by_country+trending"),
 }
 EXCLUDES_SEEN = {"discover": True, "for_you": False, "buy_again": False, "cold": False}
-MODELS = ("popularity_by_country", "trending", "buy_again", "cooccurrence", "als", "segment_als", "tifu", "next_basket")
+MODELS = ("popularity_by_country", "trending", "first_basket", "buy_again", "cooccurrence", "als", "segment_als", "tifu", "next_basket")
 # What each list is served when the history leaves no validation window: the first of these that is fitted.
 # None needs tuning, and each falls back to popularity where it has nothing to say.
 UNVALIDATED = {"discover": (BASELINE,), "for_you": ("buy_again",), "cold": ("popularity_by_country", BASELINE)}
@@ -66,6 +66,7 @@ class RoutingConfig:
     validation_customers: int = 50_000  # beyond this, validation uses a hash sample of customers
     buy_again_half_life_days: float = 180.0
     trending_half_life_days: float = 14.0
+    first_basket_days: int = 90  # first_basket: the first purchases of the customers who first bought this many days back
     fusion_weight: float = 0.5  # weight of the second source in a fused list
     fusion_offset: float = 10.0
     fusion_depth: int = 50  # how deep each source's list is read when fusing
@@ -166,6 +167,7 @@ def fit_sources(purchases, *, as_of: dt.date, segments, config: RoutingConfig = 
         BASELINE: lambda: PopularityRecommender().fit(counts),
         "popularity_by_country": lambda: PopularityRecommender(by=C.COUNTRY).fit(counts, countries),
         "trending": lambda: TrendingRecommender(as_of=as_of.isoformat(), half_life_days=config.trending_half_life_days).fit(counts),
+        "first_basket": lambda: FirstBasketRecommender(as_of=as_of.isoformat(), days=config.first_basket_days).fit(purchases),
         "buy_again": lambda: BuyAgainRecommender().fit(staples),
         "cooccurrence": lambda: CooccurrenceRecommender(max_items_per_customer=config.cooccurrence_max_items).fit(counts),
         "als": lambda: ALSRecommender(**overall.model_settings()).fit(cache.get(overall)),
@@ -195,7 +197,7 @@ def fit_sources(purchases, *, as_of: dt.date, segments, config: RoutingConfig = 
 
 
 # Models fitted one after the other within a chain, chains side by side (see fit_sources).
-FIT_CHAINS = ((BASELINE, "popularity_by_country", "trending", "buy_again"), ("cooccurrence",), ("als", "segment_als"),
+FIT_CHAINS = ((BASELINE, "popularity_by_country", "trending", "first_basket", "buy_again"), ("cooccurrence",), ("als", "segment_als"),
               ("tifu", "next_basket"))
 
 

@@ -12,7 +12,7 @@ from cf.neighbours import BuyAgainRecommender, CooccurrenceRecommender
 from cf.nextbasket import NextBasketRecommender
 from cf.tifu import TifuRecommender
 from cf.tuning import ALL_SEGMENTS, ALSSettings
-from coldstart.popularity import PopularityRecommender, TrendingRecommender
+from coldstart.popularity import FirstBasketRecommender, PopularityRecommender, TrendingRecommender
 from routing.model import RoutedRecommender
 
 AS_OF = dt.date(2011, 9, 9)
@@ -49,6 +49,8 @@ def make(name, training, tiers, purchases):
         return CooccurrenceRecommender().fit(training)
     if name == "als":
         return ALSRecommender(rank=16, max_iter=8).fit(training)
+    if name == "first_basket":
+        return FirstBasketRecommender(as_of=AS_OF.isoformat(), days=120).fit(purchases)
     if name == "tifu":
         return TifuRecommender(as_of=AS_OF.isoformat()).fit(purchases)
     if name == "next_basket":
@@ -59,7 +61,7 @@ def make(name, training, tiers, purchases):
     return SegmentedALS(rank=16, max_iter=8).fit(training, tiers)
 
 
-MODELS = ["popularity", "trending", "buy_again", "cooccurrence", "als", "segment_als", "tifu", "next_basket", "routed"]
+MODELS = ["popularity", "trending", "first_basket", "buy_again", "cooccurrence", "als", "segment_als", "tifu", "next_basket", "routed"]
 
 
 @pytest.fixture(scope="module")
@@ -386,3 +388,15 @@ def test_likely_buyers_are_the_customers_whose_factors_score_the_item_or_the_gro
         assert here["rank"].tolist() == list(range(1, 8))
         assert here["score"].to_numpy() == pytest.approx(scores[best], rel=1e-4)
         assert set(here["customer_id"]) == set(users["customer_id"].to_numpy()[best])
+
+
+def test_first_basket_ranks_what_recent_newcomers_bought_first_as_pandas_does(fitted, synthetic):
+    purchases = synthetic.place("clean").toPandas()
+    before = purchases[purchases["timestamp"] < pd.Timestamp(AS_OF)].assign(day=lambda rows: rows["timestamp"].dt.normalize())
+    first = before.groupby("customer_id")["day"].transform("min")
+    newcomers = before[(before["day"] == first) & (first >= pd.Timestamp(AS_OF) - pd.Timedelta(days=120))]
+    expected = newcomers.groupby("item_id")["customer_id"].nunique().rename("buyers").reset_index()
+    expected = expected.sort_values(["buyers", "item_id"], ascending=[False, True]).head(N)
+    ranked = fitted("first_basket").ranked(N).toPandas()
+    assert ranked["item_id"].tolist() == expected["item_id"].tolist() and ranked["score"].tolist() == expected["buyers"].astype(float).tolist()
+    assert newcomers["customer_id"].nunique() < before["customer_id"].nunique() / 2  # a list of its own, not overall popularity
