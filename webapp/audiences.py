@@ -11,7 +11,7 @@ import csv
 import io
 import json
 
-from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, jsonify, redirect, render_template, request, url_for
 
 from webapp import audit, serving
 from webapp.audit import actor as current_actor
@@ -25,7 +25,6 @@ blueprint = Blueprint("audiences", __name__, url_prefix="/audiences")
 SAMPLE = 20
 SUPPRESSED_PER_QUERY = 500  # ids per lookup, well under SQLite's limit on parameters
 MAX_SUPPRESSED_UPLOAD = 200_000
-SQLITE_MAX_INTEGER = 2 ** 63 - 1
 
 
 def suppressed() -> set[str]:
@@ -120,10 +119,7 @@ def from_form(form) -> dict:
 
 
 def _audience(audience_id: int) -> dict:
-    rows = get_state().query("SELECT * FROM audiences WHERE id = ?", (audience_id,)) if audience_id <= SQLITE_MAX_INTEGER else []
-    if not rows:
-        abort(404, description=f"there is no audience {audience_id}")
-    audience = dict(rows[0])
+    audience = get_state().row("audiences", audience_id, "audience")
     audience["definition"] = json.loads(audience["definition"])
     audience["described"] = describe(audience["definition"])
     return audience

@@ -28,19 +28,13 @@ from webapp.uploads import uploaded_text
 blueprint = Blueprint("campaigns", __name__, url_prefix="/campaigns")
 PREVIEW_ROWS = 20
 MAX_LIST = 20
-SQLITE_MAX_INTEGER = 2 ** 63 - 1
 
 
 DRAFT, EXPORTED, RESULTS, ARCHIVED = "draft", "exported", "results", "archived"
 
 
 def _campaign(campaign_id: int):
-    if campaign_id > SQLITE_MAX_INTEGER:
-        abort(404, description=f"there is no campaign {campaign_id}")
-    rows = get_state().query("SELECT * FROM campaigns WHERE id = ?", (campaign_id,))
-    if not rows:
-        abort(404, description=f"there is no campaign {campaign_id}")
-    campaign = _with_audience(dict(rows[0]))
+    campaign = _with_audience(get_state().row("campaigns", campaign_id, "campaign"))
     has_results = bool(get_state().query("SELECT 1 FROM campaign_results WHERE campaign_id = ? LIMIT 1", (campaign_id,)))
     campaign["status"] = campaign_status(campaign, has_results)
     return campaign

@@ -10,7 +10,9 @@ from __future__ import annotations
 import sqlite3
 import threading
 
-from flask import Flask, current_app
+from flask import Flask, abort, current_app
+
+SQLITE_MAX_INTEGER = 2 ** 63 - 1
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -103,6 +105,14 @@ class State:
 
     def query(self, sql: str, parameters=()) -> list[sqlite3.Row]:
         return self.connection().execute(sql, parameters).fetchall()
+
+    def row(self, table: str, row_id: int, what: str) -> dict:
+        """Row ``row_id`` of ``table`` (a page's campaign, audience, ..); 404 "there is no ``what`` .." when there is none
+        (an id past SQLite's integers included, which a query would refuse with an overflow)."""
+        rows = self.query(f"SELECT * FROM {table} WHERE id = ?", (row_id,)) if row_id <= SQLITE_MAX_INTEGER else []
+        if not rows:
+            abort(404, description=f"there is no {what} {row_id}")
+        return dict(rows[0])
 
     def write(self, sql: str, parameters=()) -> int:
         """Run one statement in its own transaction; the new row's id."""
