@@ -11,9 +11,10 @@ Each list has candidate sources: single models, or two models fused by
 weighted reciprocal rank (``a+b``: score = 1/(offset + rank in a) + w/(offset + rank in b);
 ``source_parts`` reads the names), listed from the simplest. ``choose_routes`` picks,
 per list and segment, on one or more validation windows (rolling origin): popularity
-unless a source beats it significantly on every window (paired difference of NDCG@k
-over the same customers, lower end of its 95% interval above zero), and a more
-complex source over a simpler one only when it scores higher on every window. What
+unless a source beats it on every window and significantly over them all (the paired
+difference of NDCG@k over the same customers, pooled across windows by a random-effects
+meta-analysis: the lower end of its 95% interval above zero), and a more complex source
+over a simpler one only when it scores higher on every window. What
 is served is ``routing.model.RoutedRecommender``: the chosen routes over the fitted sources.
 """
 
@@ -275,7 +276,8 @@ Z_95 = 1.959964  # a two-sided 95% interval is mean ± Z_95 standard errors
 def choose_routes(windows: list[list[dict]], metric: str = "ndcg", *, min_customers: int = 1) -> dict[str, dict]:
     """Per segment, the route ``windows`` (each a window's ``score_lists`` rows, the latest first) support; each says why.
 
-    A source is a candidate only when it beats popularity significantly on every window.
+    A source is a candidate only when it beats popularity on every window and significantly over them all
+    (``pooled_lead``: windows that disagree widen the interval, so one window's peak cannot carry it).
     From popularity, candidates are taken in the order they are listed (the simplest
     first), each replacing the choice so far when it scores higher on every window. A
     segment scored on fewer than ``min_customers`` customers chooses nothing of its own:
@@ -291,7 +293,10 @@ def choose_routes(windows: list[list[dict]], metric: str = "ndcg", *, min_custom
         return window.get(segment, {}).get(source)
 
     def beats_popularity(segment: str, source: str) -> bool:
-        return source == BASELINE or all(_significant_win(row(window, segment, source)) for window in scored)
+        if source == BASELINE:
+            return True
+        rows = [row(window, segment, source) for window in scored]
+        return all(_leads(found) for found in rows) and _significant_win(pooled_lead(rows))
 
     def better(segment: str, source: str, than: str) -> bool:
         return all(row(window, segment, source) and row(window, segment, than)
@@ -317,19 +322,21 @@ def choose_routes(windows: list[list[dict]], metric: str = "ndcg", *, min_custom
         if source not in here:  # a list without popularity among its candidates
             source = next(iter(here))
         chosen, baseline = here[source], here.get(BASELINE)
+        pooled = pooled_lead([row(window, segment, source) for window in scored]) if len(scored) > 1 else None
         routes[segment] = {
             "source": source, metric: chosen[metric], f"baseline_{metric}": baseline[metric] if baseline else None,
             "customers": chosen["customers"], "chosen_on": chosen_on, "windows": len(scored),
-            "vs_baseline": _interval(chosen),
-            "why": _why(source, small=small, customers=customers, overall=overall, windows=len(scored), here=here, metric=metric),
+            "vs_baseline": _interval(chosen), "pooled_vs_baseline": pooled and _interval(pooled),
+            "why": _why(source, small=small, customers=customers, overall=overall, windows=len(scored), here=here, metric=metric,
+                        pooled=pooled),
         }
     return routes
 
 
 def contenders_after(rows: list[dict]) -> list[str]:
-    """The sources ``choose_routes`` may still choose after a window's ``score_lists`` rows: popularity and those that beat it
-    significantly in some segment (a source needs that on every window), in the order of ``rows``."""
-    winners = {row["source"] for row in rows if _significant_win(row)}
+    """The sources ``choose_routes`` may still choose after a window's ``score_lists`` rows: popularity and those ahead of it
+    in some segment (a source needs that on every window), in the order of ``rows``."""
+    winners = {row["source"] for row in rows if _leads(row)}
     return [source for source in dict.fromkeys(row["source"] for row in rows) if source == BASELINE or source in winners]
 
 
@@ -340,6 +347,29 @@ def _by_segment(rows: list[dict]) -> dict[str, dict[str, dict]]:
         if row[C.SEGMENT] is not None:
             found.setdefault(row[C.SEGMENT], {})[row["source"]] = row
     return found
+
+
+def pooled_lead(rows: list[dict]) -> dict | None:
+    """One row's paired difference from popularity (``ndcg_vs_baseline`` and its ``_se``) pooled over several windows' rows of
+    a source: the random-effects mean (Paule-Mandel between-window variance, statsmodels), whose standard error grows when
+    the windows disagree. One row is itself; None when a window lacks the difference."""
+    import numpy as np
+    from statsmodels.stats.meta_analysis import combine_effects
+
+    if any(row is None or row.get("ndcg_vs_baseline_se") is None for row in rows):
+        return None
+    if len(rows) == 1:
+        return rows[0]
+    errors = np.array([row["ndcg_vs_baseline_se"] for row in rows])
+    if not errors.all():  # a window with no spread in the difference: nothing to weigh it by
+        return None
+    with np.errstate(divide="ignore", invalid="ignore"):  # its I² divides by Q, zero when the windows agree exactly
+        pooled = combine_effects(np.array([row["ndcg_vs_baseline"] for row in rows]), errors ** 2, method_re="pm")
+    return {"ndcg_vs_baseline": float(pooled.mean_effect_re), "ndcg_vs_baseline_se": float(pooled.sd_eff_w_re)}
+
+
+def _leads(row: dict | None) -> bool:
+    return row is not None and (row.get("ndcg_vs_baseline") or 0.0) > 0
 
 
 def _significant_win(row: dict | None) -> bool:
@@ -357,8 +387,10 @@ def _interval(row: dict) -> list[float] | None:
     return [round(value, 4) + 0.0 for value in (mean, mean - Z_95 * error, mean + Z_95 * error)]  # + 0.0: no "-0.0"
 
 
-def _why(source: str, *, small: bool, customers: int, overall: str | None, windows: int, here: dict, metric: str) -> str:
-    """One sentence for the manifest: why a segment with these ``customers`` and scores (``here``) is served ``source``."""
+def _why(source: str, *, small: bool, customers: int, overall: str | None, windows: int, here: dict, metric: str,
+         pooled: dict | None) -> str:
+    """One sentence for the manifest: why a segment with these ``customers`` and scores (``here``; ``pooled``: the source's lead
+    over the windows) is served ``source``."""
     on = f"on {windows} validation windows" if windows > 1 else "on the validation window"
     if small:
         too_few = f"{customers:,} customers are too few to choose a route of their own; "
@@ -370,8 +402,10 @@ def _why(source: str, *, small: bool, customers: int, overall: str | None, windo
         if best is None:
             return "popularity is the only candidate"
         return f"no source beats popularity significantly {on} (best on the latest: {best['source']}, {_describe_interval(best)})"
-    return (f"beats popularity significantly {on} ({_describe_interval(here[source])} on the latest window) "
-            f"and scores above every simpler candidate it replaced on each")
+    lead = _describe_interval(here[source]) + " on the latest window"
+    if pooled is not None:
+        lead = f"{_describe_interval(pooled)} pooled over them, {lead}"
+    return f"beats popularity significantly {on} ({lead}) and scores above every simpler candidate it replaced on each"
 
 
 def _describe_interval(row: dict) -> str:

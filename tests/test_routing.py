@@ -72,11 +72,27 @@ def test_rolling_origin_keeps_the_simpler_source_unless_the_other_wins_on_every_
                                   [row("popularity", "all", 0.05), row("als", "all", 0.051, popularity=0.05)]])["all"]["source"] == "popularity"
 
 
+def test_leads_too_small_for_one_window_count_when_every_window_agrees_and_not_when_they_disagree():
+    # first_basket leads by 0.009 ± 1.96 x 0.005 on each window: not significant on either, significant over both
+    agree = [[row("popularity", "all", 0.10), row("first_basket", "all", 0.109, popularity=0.10)],
+             [row("popularity", "all", 0.09), row("first_basket", "all", 0.1, popularity=0.09)]]
+    assert routing.choose_routes(agree[:1])["all"]["source"] == "popularity"
+    routes = routing.choose_routes(agree)
+    assert routes["all"]["source"] == "first_basket"
+    assert routes["all"]["pooled_vs_baseline"][1] > 0 and routes["all"]["pooled_vs_baseline"][0] == pytest.approx(0.0095, abs=1e-4)
+    assert "pooled over them" in routes["all"]["why"]
+    # a holiday peak on one window and a hair's lead on the other: the windows disagree, so the pooled interval is wide
+    disagree = [[row("popularity", "all", 0.05), row("als", "all", 0.09, popularity=0.05)],
+                [row("popularity", "all", 0.05), row("als", "all", 0.052, popularity=0.05)]]
+    assert routing.choose_routes(disagree)["all"]["source"] == "popularity"
+    assert routing.pooled_lead([row("als", "all", 0.09, popularity=0.05)]) == row("als", "all", 0.09, popularity=0.05)
+
+
 def test_an_earlier_window_needs_to_score_only_the_sources_still_in_the_running():
     latest = [row("popularity", "all", 0.05), row("trending", "all", 0.051, popularity=0.05), row("als", "all", 0.08, popularity=0.05),
               row("popularity", "low", 0.02), row("cooccurrence", "low", 0.06, popularity=0.02), row("als", "low", 0.01, popularity=0.02)]
-    assert routing.contenders_after(latest) == ["popularity", "als", "cooccurrence"]
-    assert routing.contenders_after([row("popularity", "all", 0.05), row("als", "all", 0.051, popularity=0.05)]) == ["popularity"]
+    assert routing.contenders_after(latest) == ["popularity", "trending", "als", "cooccurrence"]
+    assert routing.contenders_after([row("popularity", "all", 0.05), row("als", "all", 0.05, popularity=0.05)]) == ["popularity"]
     earlier = [row("popularity", "all", 0.05), row("trending", "all", 0.07, popularity=0.05), row("als", "all", 0.07, popularity=0.05),
                row("popularity", "low", 0.02), row("cooccurrence", "low", 0.05, popularity=0.02), row("als", "low", 0.03, popularity=0.02)]
     pruned = [scored for scored in earlier if scored["source"] in routing.contenders_after(latest)]
