@@ -157,8 +157,6 @@ class NextBasketRecommender(Recommender):
     # ------------------------------------------------------------------ lists
 
     def recommend(self, customers, n: int = 10, *, exclude_seen: bool = False):
-        from pyspark.sql import functions as F
-
         self._ready(n)
         candidates = self._model.scored(customers, max(n, self.depth), exclude_seen=exclude_seen)
         if self.ranker is None:
