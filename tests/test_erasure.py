@@ -2,6 +2,7 @@
 
 import getpass
 import json
+import time
 import re
 import shutil
 import sqlite3
@@ -143,3 +144,32 @@ def test_a_later_run_on_the_same_input_does_not_bring_the_customer_back(erased, 
     assert summary["erased"] > 0 and sum(summary["places"].values()) + summary["erased"] == summary["rows_in"]
     assert "erased" in capsys.readouterr().out
     assert holds(output, victim) == []
+
+
+def test_a_job_whose_worker_died_is_taken_over_by_the_next_worker_and_a_live_one_is_not(app):
+    """Jobs recorded as a worker records them (a row, and the ids in a pending file) whose worker then died."""
+    import fcntl
+    import os
+
+    runner = app.extensions["segrec_erasure"]
+
+    def recorded(ids: str) -> int:
+        number = runner.state.write("INSERT INTO erasure_jobs (requested_by, customers, removed_now) VALUES ('admin', 1, '{}')")
+        os.makedirs(runner.pending, mode=0o700, exist_ok=True)
+        Path(runner.pending, str(number)).write_text(ids)
+        return number
+
+    orphan, alive = recorded("c1\n"), recorded("c2\n")
+    lost = runner.state.write("INSERT INTO erasure_jobs (requested_by, customers, removed_now) VALUES ('admin', 1, '{}')")
+    with open(Path(runner.pending, str(alive))) as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # the worker running it is alive
+        assert runner.resume() == [orphan]
+        assert runner.resume() == []  # taken: the thread holds it now
+        deadline = time.monotonic() + 300
+        while {job["id"]: job["state"] for job in runner.jobs()}[orphan] == "running" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        states = {job["id"]: job for job in runner.jobs()}
+        assert states[orphan]["state"] in ("done", "failed") and states[orphan]["outcome"]
+        assert not Path(runner.pending, str(orphan)).exists()  # the ids are gone once the job ends
+        assert states[alive]["state"] == "running" and Path(runner.pending, str(alive)).exists()
+        assert states[lost]["state"] == "failed" and "erase these customers from it again" in states[lost]["outcome"]

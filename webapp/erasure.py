@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from contextlib import closing
+from contextlib import closing, contextmanager
 
 
 def _customer_tables(connection: sqlite3.Connection) -> list[str]:
@@ -84,20 +84,45 @@ class ErasureRunner:
     input so they stay out of the process list. Jobs are rows of the app's database (counts and outcome,
     never the ids), so every server process shows them all; a lock file beside that database makes them
     run one after another, whichever process took them.
+
+    Until its job ends, a job's ids wait in a file only the server's user can read (``<state db>.erasure-pending/<job>``;
+    the output still holds the customers then anyway), locked by the process running it. Each server worker, as it
+    starts (a restarted one, say), takes over with ``resume`` every job whose process died, so no erasure is left half done.
     """
 
     def __init__(self, output: str, store_db: str, state):
         self.output, self.store_db, self.state = output, store_db, state
+        self.pending = state.path + ".erasure-pending"
 
     def request(self, customer_ids: list[str], requested_by: str) -> int:
         """Erase ``customer_ids`` from the app's files now and start the job for the output; the job's number."""
         removed = {f"store/{table}": rows for table, rows in
                    (erase_from_store(self.store_db, customer_ids) if os.path.exists(self.store_db) else {}).items() if rows}
         removed.update({f"state/{table}": rows for table, rows in erase_from_state(self.state.path, customer_ids).items() if rows})
-        number = self.state.write("INSERT INTO erasure_jobs (requested_by, customers, removed_now) VALUES (?, ?, ?)",
-                                  (requested_by, len(customer_ids), json.dumps(removed)))
-        threading.Thread(target=self._run, args=(number, list(customer_ids)), name=f"segrec-erasure-{number}", daemon=True).start()
+        with self._registry():
+            number = self.state.write("INSERT INTO erasure_jobs (requested_by, customers, removed_now) VALUES (?, ?, ?)",
+                                      (requested_by, len(customer_ids), json.dumps(removed)))
+            os.makedirs(self.pending, mode=0o700, exist_ok=True)
+            descriptor = os.open(self._pending_file(number), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with open(descriptor, "w") as handle:
+                handle.write("\n".join(customer_ids) + "\n")
+            self._start(number)
         return number
+
+    def resume(self) -> list[int]:
+        """Start every job whose process died (its pending file unlocked); the numbers taken over. A job whose ids are gone
+        (recorded before pending files were kept) cannot run again and is marked failed, saying what is left to do."""
+        taken = []
+        with self._registry():
+            for row in self.state.query("SELECT id FROM erasure_jobs WHERE state = 'running'"):
+                number = row["id"]
+                if not os.path.exists(self._pending_file(number)):
+                    self.state.write("UPDATE erasure_jobs SET state = 'failed', outcome = ? WHERE id = ?",
+                                     ("interrupted, and its ids were not kept: the app's files were erased, the pipeline output "
+                                      "was not; erase these customers from it again (admin page or python -m jobs.erase)", number))
+                elif self._start(number):
+                    taken.append(number)
+        return taken
 
     def jobs(self) -> list[dict]:
         """Newest first, each with ``removed_now`` (rows per table of the app's files removed before the job ran)."""
@@ -113,11 +138,41 @@ class ErasureRunner:
             time.sleep(0.2)
         return True
 
-    def _run(self, number: int, customer_ids: list[str]) -> None:
-        with open(self.state.path + ".erasure-lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # one job at a time across the server's processes
-            state, outcome = self._erase_output(customer_ids)
-        self.state.write("UPDATE erasure_jobs SET state = ?, outcome = ? WHERE id = ?", (state, outcome, number))
+    def _pending_file(self, number: int) -> str:
+        return os.path.join(self.pending, str(number))
+
+    @contextmanager
+    def _registry(self):
+        """Recording a job and looking for orphaned ones exclude each other across the server's processes."""
+        with open(self.state.path + ".erasure-registry", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def _start(self, number: int) -> bool:
+        """Run job ``number`` in a thread holding its pending file's lock; False when a live process holds it already."""
+        try:
+            handle = open(self._pending_file(number))
+        except FileNotFoundError:  # its process finished it a moment ago
+            return False
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        if not self.state.query("SELECT 1 FROM erasure_jobs WHERE id = ? AND state = 'running'", (number,)):
+            handle.close()  # finished between our look and our lock
+            return False
+        threading.Thread(target=self._run, args=(number, handle), name=f"segrec-erasure-{number}", daemon=True).start()
+        return True
+
+    def _run(self, number: int, pending) -> None:
+        with pending:
+            customer_ids = [line for line in pending.read().splitlines() if line]
+            with open(self.state.path + ".erasure-lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # one job at a time across the server's processes
+                state, outcome = self._erase_output(customer_ids)
+            self.state.write("UPDATE erasure_jobs SET state = ?, outcome = ? WHERE id = ?", (state, outcome, number))
+            os.remove(self._pending_file(number))  # while still locked: no other process can take the job over any more
 
     def _erase_output(self, customer_ids: list[str]) -> tuple[str, str]:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

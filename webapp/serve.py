@@ -37,9 +37,11 @@ def first_admin(app) -> str | None:
 
 
 def _logged_app():
-    """The app as each worker serves it: made in the worker, after the fork, so no SQLite connection crosses it."""
+    """The app as each worker serves it: made in the worker, after the fork, so no SQLite connection crosses it. The worker
+    takes over the erasure jobs of workers that died."""
     app = create_app()
     access_log.init_app(app)
+    app.extensions["segrec_erasure"].resume()
     return app
 
 
