@@ -171,8 +171,9 @@ class ErasureRunner:
             with open(self.state.path + ".erasure-lock", "a") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)  # one job at a time across the server's processes
                 state, outcome = self._erase_output(customer_ids)
+            # The ids go before the job is marked ended, and both while it is locked: no process can take it over any more.
+            os.remove(self._pending_file(number))
             self.state.write("UPDATE erasure_jobs SET state = ?, outcome = ? WHERE id = ?", (state, outcome, number))
-            os.remove(self._pending_file(number))  # while still locked: no other process can take the job over any more
 
     def _erase_output(self, customer_ids: list[str]) -> tuple[str, str]:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
