@@ -50,7 +50,7 @@ def sqlite_holds(path: Path, customer_id: str) -> list[str]:
         tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
         found = [table for table in tables for column in connection.execute(f'PRAGMA table_info("{table}")')
                  if connection.execute(f'SELECT 1 FROM "{table}" WHERE CAST("{column[1]}" AS TEXT) = ? LIMIT 1', (customer_id,)).fetchone()]
-    raw = b"".join(file_bytes(file) for file in path.parent.glob(path.name + "*"))
+    raw = b"".join(file_bytes(file) for file in path.parent.glob(path.name + "*") if file.is_file())  # not the pending ids' folder
     records = [customer_id.encode() + follower for follower in (b"for_you", b"discover", b"buy_again", b"X1")]
     return found + [f"bytes {record!r}" for record in records if record in raw]
 
