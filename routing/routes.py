@@ -43,7 +43,8 @@ CANDIDATES = {
     "for_you": (BASELINE, "buy_again", "buy_again+trending", "als", "segment_als", "tifu", "next_basket", "buy_again+segment_als",
                 "tifu+segment_als", "tifu+trending", "next_basket+segment_als", "next_basket+trending"),
     "buy_again": ("buy_again",),
-    "cold": (BASELINE, "popularity_by_country", "trending", "first_basket", "popularity_by_country+trending"),
+    # first_basket+popularity: what newcomers bought first, hedged by what everyone buys when last quarter's newcomers were unusual
+    "cold": (BASELINE, "popularity_by_country", "trending", "first_basket", "popularity_by_country+trending", "first_basket+popularity"),
 }
 EXCLUDES_SEEN = {"discover": True, "for_you": False, "buy_again": False, "cold": False}
 MODELS = ("popularity_by_country", "trending", "first_basket", "buy_again", "cooccurrence", "als", "segment_als", "tifu", "next_basket")
