@@ -876,3 +876,12 @@ def test_results_uploads_that_say_nothing_are_refused_and_earlier_results_kept(c
         assert refused.status_code == 400 and message in refused.data, text
     page = client.get("/campaigns/1").get_data(as_text=True)
     assert page.count("upload p.csv") == 2 and 'id="history"' in page  # the latest, and the earlier one kept as history
+
+
+def test_every_source_a_list_can_be_served_from_has_a_plain_name():
+    from routing.routes import CANDIDATES, source_parts
+    from webapp.names import SOURCE_NAMES, source_name
+
+    parts = {part for sources in CANDIDATES.values() for source in sources for part in source_parts(source)}
+    assert parts - set(SOURCE_NAMES) == set()
+    assert source_name("first_basket+popularity") == "what newcomers buy first and most popular"

@@ -10,6 +10,7 @@ LIST_NAMES = {"for_you": "For you (best picks)", "discover": "Discover (new to t
               "new_arrivals": "New arrivals"}
 SOURCE_NAMES = {
     "popularity": "most popular", "popularity_by_country": "most popular in their country", "trending": "trending",
+    "first_basket": "what newcomers buy first",
     "buy_again": "their own staples", "cooccurrence": "bought together", "als": "shoppers with similar tastes (ALS)",
     "segment_als": "similar tastes in their segment (ALS)", "tifu": "shoppers with similar baskets (TIFU-KNN)",
     "next_basket": "due again (next basket)", "events": "their recent activity", "popular": "most popular",
