@@ -880,8 +880,11 @@ def test_results_uploads_that_say_nothing_are_refused_and_earlier_results_kept(c
 
 def test_every_source_a_list_can_be_served_from_has_a_plain_name():
     from routing.routes import CANDIDATES, source_parts
+    from webapp import live, rules, serving
     from webapp.names import SOURCE_NAMES, source_name
 
     parts = {part for sources in CANDIDATES.values() for source in sources for part in source_parts(source)}
+    # What the app itself puts in lists: events, exploration slots, promotions, new arrivals, the catalogue top-up.
+    parts |= {live.EVENTS_SOURCE, live.EXPLORED_SOURCE, rules.PROMOTED_SOURCE, serving.NEW_ARRIVALS, serving.CATALOGUE_SOURCE}
     assert parts - set(SOURCE_NAMES) == set()
     assert source_name("first_basket+popularity") == "what newcomers buy first and most popular"
