@@ -14,7 +14,8 @@ SOURCE_NAMES = {
     "buy_again": "their own staples", "cooccurrence": "bought together", "als": "shoppers with similar tastes (ALS)",
     "segment_als": "similar tastes in their segment (ALS)", "tifu": "shoppers with similar baskets (TIFU-KNN)",
     "next_basket": "due again (next basket)", "events": "their recent activity", "popular": "most popular",
-    "new": "a new item", "new_arrivals": "new in the catalogue", "promoted": "promoted", "also_bought": "bought together", "content": "similar descriptions",
+    "new": "a new item", "new_arrivals": "new in the catalogue", "promoted": "promoted", "also_bought": "bought together",
+    "content": "similar descriptions",
 }
 
 
