@@ -17,6 +17,8 @@ would cost as much as all the segment models together and serve no one.
 
 from __future__ import annotations
 
+import functools
+
 from cf.base import Recommender, in_parallel, read_small_json, top_n, write_small_json
 from cf.ids import IdMapping
 from cf.interactions import RecommendationError
@@ -313,14 +315,15 @@ class SegmentedALS(Recommender):
         return (self._global or self._made_once("_items_model", self._fit_global)).similar_items(items, n)
 
     def _save_state(self, path: str) -> None:
-        self._segments.write.mode("overwrite").parquet(f"{path}/segments")
         write_small_json(self._segments.sparkSession, f"{path}/state", {"global": self._global is not None})
+        parts = {"segments": lambda: self._segments.write.mode("overwrite").parquet(f"{path}/segments")}
         if self._global is not None:
-            self._global.save(f"{path}/global")
+            parts["global"] = lambda: self._global.save(f"{path}/global")
         else:  # what "also bought" would fit the global model on
-            self._interactions.write.mode("overwrite").parquet(f"{path}/interactions")
+            parts["interactions"] = lambda: self._interactions.write.mode("overwrite").parquet(f"{path}/interactions")
         for segment, model in self._by_segment.items():
-            model.save(f"{path}/by_segment/{segment}")
+            parts[f"by_segment/{segment}"] = functools.partial(model.save, f"{path}/by_segment/{segment}")
+        in_parallel(parts)  # independent writes, side by side
 
     def _load_state(self, spark, path: str) -> None:
         self._segments = spark.read.parquet(f"{path}/segments")

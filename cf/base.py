@@ -133,8 +133,14 @@ def _model_classes(cls) -> list[type]:
 
 
 def write_small_json(spark, path: str, payload: dict) -> None:
-    """One line of JSON as a text dataset: through Spark, so any URI a model is saved to works."""
-    spark.createDataFrame([(json.dumps(payload),)], "line string").coalesce(1).write.mode("overwrite").text(path)
+    """One line of JSON as a text dataset of one file (``read_small_json`` reads it back), written through Hadoop's file
+    system, so any URI a model is saved to works, without a Spark job per file."""
+    from runtime.storage import FileSystem
+
+    files = FileSystem(spark)
+    if files.exists(path):
+        files.delete(path)
+    files.write_text(f"{path}/part-00000.json", json.dumps(payload) + "\n")
 
 
 def read_small_json(spark, path: str) -> dict:
@@ -179,6 +185,20 @@ def in_parallel(tasks: dict, *, workers: int = 4) -> dict:
     with ThreadPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
         futures = {name: pool.submit(inherit(task)) for name, task in tasks.items()}
         return {name: future.result() for name, future in futures.items()}
+
+
+def in_background(task):
+    """Start ``task`` (Spark actions) on a driver thread of its own and return its ``Future``: work that the caller needs
+    later and that fills the cores the caller's own jobs leave idle meanwhile (see in_parallel)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pyspark.sql import SparkSession
+    from pyspark.util import inheritable_thread_target
+
+    pool = ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(inheritable_thread_target(SparkSession.active())(task))
+    pool.shutdown(wait=False)  # its thread ends with the task
+    return future
 
 
 def candidate_depth(n: int, exclude_seen: bool) -> int:

@@ -20,7 +20,7 @@ import dataclasses
 import datetime as dt
 import json
 
-from cf.base import Recommender, check_n, drop_seen
+from cf.base import Recommender, check_n, drop_seen, in_parallel
 from cf.interactions import RecommendationError
 from cf.tifu import TifuSettings
 from cf.tuning import ALL_SEGMENTS, ALSSettings
@@ -186,13 +186,16 @@ class RoutedRecommender(Recommender):
 
     def _save_state(self, path: str) -> None:
         """Each model the routes use in ``path``/sources/name; the seen pairs of those that learnt from all pairs, once."""
-        shared = None
-        for name in self.models_used():
-            on_all_pairs = name in self._sources.on_all_pairs
-            self._sources.models[name].save(f"{path}/sources/{name}", seen_in=shared if on_all_pairs else None)
-            if on_all_pairs and shared is None:
-                shared = name
-        self._segments.write.mode("overwrite").parquet(f"{path}/segments")
+        used = self.models_used()
+        shared = next((name for name in used if name in self._sources.on_all_pairs), None)
+
+        def save(name: str):
+            seen_in = shared if name in self._sources.on_all_pairs and name != shared else None
+            return lambda: self._sources.models[name].save(f"{path}/sources/{name}", seen_in=seen_in)
+
+        # The models are independent: written side by side (see in_parallel).
+        in_parallel({**{name: save(name) for name in used},
+                     "segments": lambda: self._segments.write.mode("overwrite").parquet(f"{path}/segments")})
 
     def _load_state(self, spark, path: str) -> None:
         models = {name: Recommender.load(f"{path}/sources/{name}") for name in self.models_used()}

@@ -334,11 +334,33 @@ def choose_routes(windows: list[list[dict]], metric: str = "ndcg", *, min_custom
     return routes
 
 
-def contenders_after(rows: list[dict]) -> list[str]:
-    """The sources ``choose_routes`` may still choose after a window's ``score_lists`` rows: popularity and those ahead of it
-    in some segment (a source needs that on every window), in the order of ``rows``."""
-    winners = {row["source"] for row in rows if _leads(row)}
-    return [source for source in dict.fromkeys(row["source"] for row in rows) if source == BASELINE or source in winners]
+def contenders_after(rows: list[dict]) -> dict[str, list[str]]:
+    """The sources ``choose_routes`` may still choose after a window's ``score_lists`` rows, in the order of ``rows``, each with
+    the segments it may still be chosen in: popularity in every segment, another source where it is ahead of popularity
+    (a source needs that on every window)."""
+    running: dict[str, list[str]] = {}
+    for row in rows:
+        if row[C.SEGMENT] is not None and (row["source"] == BASELINE or _leads(row)):
+            running.setdefault(row["source"], []).append(row[C.SEGMENT])
+    return {source: running[source] for source in dict.fromkeys(row["source"] for row in rows) if source in running}
+
+
+def still_in_the_running(rows: list[dict], contenders: dict[str, list[str]]) -> list[dict]:
+    """The ``score_lists`` rows of the ``contenders_after`` sources in the segments each may still be chosen in."""
+    return [row for row in rows if row[C.SEGMENT] in contenders.get(row["source"], ())]
+
+
+def segments_scored_with(contenders_by_list: dict[str, dict[str, list[str]]], model: str) -> list[str] | None:
+    """The segments whose customers ``model`` must serve to score the contenders (list -> ``contenders_after``); None when an
+    overall row needs it, which is scored on every customer."""
+    segments: set[str] = set()
+    for contenders in contenders_by_list.values():
+        for source, running in contenders.items():
+            if model in source_parts(source):
+                if ALL_SEGMENTS in running:
+                    return None
+                segments.update(running)
+    return sorted(segments)
 
 
 def _by_segment(rows: list[dict]) -> dict[str, dict[str, dict]]:

@@ -19,12 +19,12 @@ import math
 import time
 
 from cf import evaluation
-from cf.base import in_parallel
+from cf.base import in_background, in_parallel
 from cf.tifu import TifuSettings
 from cf.tuning import ALL_SEGMENTS, ALSSettings, TuningConfig, tune, tune_tifu
 from routing.model import RoutedRecommender
 from routing.routes import (RoutingConfig, candidate_lists, choose_routes, choose_similar_source, contenders_after, fit_sources, materialize,
-                            score_lists, similar_item_lists, source_parts, unvalidated_routes)
+                            score_lists, segments_scored_with, similar_item_lists, source_parts, still_in_the_running, unvalidated_routes)
 from segmentation import columns as C
 from segmentation.customers import segment_customers
 from segmentation.rfm import SegmentationError
@@ -36,24 +36,26 @@ RELEVANCE = {"discover": ("warm", "new"), "for_you": ("warm", "all"), "cold": ("
 
 def evaluate_window(purchases, returns, *, cutoff: dt.date, end: dt.date, config: RoutingConfig, clv_config, segment_config,
                     tuning: TuningConfig | None = None, als_settings: dict | None = None, tifu_settings: TifuSettings | None = None,
-                    routes: dict | None = None, contenders: dict[str, list[str]] | None = None, intervals: bool = False,
-                    echo=None) -> dict:
+                    routes: dict | None = None, contenders: dict[str, dict[str, list[str]]] | None = None, intervals: bool = False,
+                    segments=None, echo=None) -> dict:
     """Fit on purchases before ``cutoff`` and score [cutoff, end): every source, and the routed system when ``routes`` is given.
 
     With ``tuning``, ALS settings (per segment) and TIFU-KNN's are first searched on
     this window (so only ever on a validation window) and the sources use what won;
     otherwise they use ``als_settings`` and ``tifu_settings`` (from an earlier tuning) or the defaults.
-    With ``contenders`` (list -> sources: an earlier rolling-origin window, see ``validate``), only
-    those lists and sources are fitted and scored; otherwise every candidate, and the item-to-item
-    sources when ``scores_item_to_item`` says so. Every score has its bootstrap interval with ``intervals`` (the evaluation's test window). ``echo``, when
-    given, is told of each tuning trial, each model fitted and the scoring.
+    With ``contenders`` (list -> ``contenders_after``: an earlier rolling-origin window, see ``validate``), only
+    those lists and sources are fitted and scored, and kept in the segments where they may still be chosen (per-segment
+    ALS is fitted for those segments only); otherwise every candidate, and the item-to-item
+    sources when ``scores_item_to_item`` says so. Every score has its bootstrap interval with ``intervals`` (the evaluation's test window).
+    ``segments``: ``window_segments`` of this cutoff when made already. ``echo``, when given, is told of each tuning trial, each model
+    fitted and the scoring.
     """
     from pyspark.sql import functions as F
 
     started = time.monotonic()
     train, test = evaluation.split_by_time(purchases, cutoff=cutoff, end=end)
-    segments = segment_customers(train, returns, as_of=cutoff, clv_config=clv_config, segment_config=segment_config).customers.select(
-        C.CUSTOMER_ID, C.SEGMENT).cache()
+    if segments is None:
+        segments = window_segments(purchases, returns, cutoff=cutoff, clv_config=clv_config, segment_config=segment_config)
     known = train.select(C.CUSTOMER_ID).distinct()
     test_customers = test.groupBy(C.CUSTOMER_ID).agg(F.mode(C.COUNTRY, deterministic=True).alias(C.COUNTRY))
     groups = {
@@ -83,10 +85,14 @@ def evaluate_window(purchases, returns, *, cutoff: dt.date, end: dt.date, config
     elif tuning is not None:
         results["tuning"] = {}  # no budget: every model uses the first value of each parameter
         als_settings, tifu_settings = {ALL_SEGMENTS: tuning.start()}, tuning.tifu_start()
-    lists_scored = {name: config.candidates(name) for name in RELEVANCE} if contenders is None else contenders
-    needed = None if contenders is None else sorted({part for names in contenders.values() for name in names for part in source_parts(name)})
+    lists_scored = ({name: config.candidates(name) for name in RELEVANCE} if contenders is None
+                    else {name: list(running) for name, running in contenders.items()})
+    needed, segment_als_serves = None, None
+    if contenders is not None:  # and per-segment ALS only for the segments where it may still be chosen
+        needed = sorted({part for names in lists_scored.values() for name in names for part in source_parts(name)})
+        segment_als_serves = segments_scored_with(contenders, "segment_als")
     sources = fit_sources(train, as_of=cutoff, segments=segments, config=config, als_settings=als_settings, tifu_settings=tifu_settings,
-                          models=needed, echo=echo)
+                          models=needed, segment_als_serves=segment_als_serves, echo=echo)
     # What is served, over the same fitted sources: scored as it would be written.
     routed = None if routes is None else RoutedRecommender(routes=routes, als_settings=als_settings, tifu_settings=tifu_settings,
                                                            config=config).assemble(sources, segments)
@@ -111,12 +117,21 @@ def evaluate_window(purchases, returns, *, cutoff: dt.date, end: dt.date, config
              f"{results['cold_customers']:,} cold customers")
     # The lists are independent: made and scored side by side (see in_parallel).
     scored = in_parallel(tasks)
-    results["lists"] = {name: scored[name] for name in lists_scored}
+    results["lists"] = {name: scored[name] if contenders is None else still_in_the_running(scored[name], contenders[name])
+                        for name in lists_scored}
     results["similar_items"] = scored.get("similar_items", [])
     # Models, segments and customer groups of this window are not needed any more.
     purchases.sparkSession.catalog.clearCache()
     results["seconds"] = round(time.monotonic() - started, 1)
     return results
+
+
+def window_segments(purchases, returns, *, cutoff: dt.date, clv_config, segment_config):
+    """customer_id, segment: the value segments of the customers who bought before ``cutoff``, as of that day, computed
+    now and kept apart from the cache (a window clears that when it is done, while the next window's may be ready)."""
+    train, _ = evaluation.split_by_time(purchases, cutoff=cutoff)
+    segmented = segment_customers(train, returns, as_of=cutoff, clv_config=clv_config, segment_config=segment_config)
+    return segmented.customers.select(C.CUSTOMER_ID, C.SEGMENT).localCheckpoint(eager=True)
 
 
 def scores_item_to_item(config: RoutingConfig, routes: dict | None) -> bool:
@@ -193,6 +208,9 @@ def validate(purchases, returns, *, windows: list[Window], config: RoutingConfig
         return unvalidated_choice(config, tuning, window)
     purchases, returns, share = customer_sample(purchases, returns, config.validation_customers)
     common = {"config": config, "clv_config": clv_config, "segment_config": segment_config, "echo": echo}
+    # An earlier window's segments need nothing from the latest: segmented on the side while the latest is tuned and scored.
+    segmenting = {before: in_background(functools.partial(window_segments, purchases, returns, cutoff=before.start, clv_config=clv_config,
+                                                          segment_config=segment_config)) for before in earlier}
     try:
         validation = evaluate_window(purchases, returns, cutoff=window.start, end=window.end, tuning=tuning, **common)
     except SegmentationError as error:
@@ -203,7 +221,7 @@ def validate(purchases, returns, *, windows: list[Window], config: RoutingConfig
     tifu_settings = TifuSettings(**validation["tifu_tuning"]["chosen"]) if "tifu_tuning" in validation else tuning.tifu_start()
     scored = [validation]
     validation["earlier_windows"] = []
-    # Only what can still be chosen is scored again: popularity, and sources that beat it significantly somewhere.
+    # Only what can still be chosen is scored again: popularity, and sources ahead of it, in the segments where they are.
     contenders = {name: sources for name, rows in validation["lists"].items() if len(sources := contenders_after(rows)) > 1}
     for before in earlier:
         if not contenders:
@@ -215,7 +233,8 @@ def validate(purchases, returns, *, windows: list[Window], config: RoutingConfig
                  f"{before.describe()}, with the settings tuned on the latest")
         try:
             scored.append(evaluate_window(purchases, returns, cutoff=before.start, end=before.end, als_settings=als_settings,
-                                          tifu_settings=tifu_settings, contenders=contenders, **common))
+                                          tifu_settings=tifu_settings, contenders=contenders, segments=segmenting[before].result(),
+                                          **common))
             scored[-1]["window"] = before.as_dict()
             validation["earlier_windows"].append(scored[-1])
         except SegmentationError as error:

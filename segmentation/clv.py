@@ -18,12 +18,11 @@ exactly lifetimes' (``tests/test_clv.py``).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
-import io
 import json
 import math
+import threading
 import warnings
 from dataclasses import dataclass, field
 
@@ -105,16 +104,29 @@ def restore_models(fitted: FittedCLV):
     return purchases, spend
 
 
+_FITTING = threading.Lock()
+
+
+def _silence_lifetimes() -> None:
+    """lifetimes prints the optimiser's state when a fit fails; the notes say so instead. Its module's own ``print`` is
+    replaced, not ``sys.stdout``: swapping that would swallow what other threads print meanwhile (validation windows
+    are segmented side by side), and two threads restoring it in the wrong order would lose the job's output for good."""
+    import lifetimes.fitters
+
+    lifetimes.fitters.print = lambda *args, **kwargs: None
+
+
 def _fit_with_retries(make, fit_args: tuple, penalizers: tuple[float, ...], what: str, notes: list[str], unusable=None, **fit_kwargs):
     """Fit, adding a larger penalizer each time the optimiser fails or ``unusable(fitter)`` names a problem; say so in ``notes``."""
     import numpy as np
     from lifetimes.utils import ConvergenceError
 
+    _silence_lifetimes()
     for penalizer in penalizers:
         fitter = make(penalizer)
         try:
-            # lifetimes prints the optimiser's state when it fails; that goes into the note instead.
-            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            # One fit at a time: catching warnings swaps the process's filters, which another thread's fit would undo.
+            with _FITTING, warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 fitter.fit(*fit_args, **fit_kwargs)
         except (ConvergenceError, ValueError, FloatingPointError, np.linalg.LinAlgError) as error:

@@ -143,3 +143,41 @@ def test_a_model_that_cannot_forecast_the_data_is_replaced_by_one_that_can(spark
     assert any(note.startswith("bgnbd gave no finite forecast for") for note in fitted.notes)
     scored = clv.score_clv(features, fitted, horizon_days=360).toPandas()
     assert np.isfinite(scored[["p_alive", "expected_purchases", "clv"]].to_numpy()).all()
+
+
+def test_a_fit_prints_nothing_of_its_own_and_swallows_nothing_another_thread_prints(capsys):
+    """Validation windows are segmented on driver threads side by side: a failing lifetimes fit (lifetimes prints the
+    optimiser's state) must neither print nor hide what the job prints meanwhile, nor leave stdout redirected."""
+    import threading
+
+    import numpy as np
+    from lifetimes import BetaGeoFitter
+
+    rng = np.random.default_rng(0)
+    T = rng.uniform(30, 300, 500)
+    recency = T * rng.uniform(0, 1, 500)
+    frequency = np.where(recency > 0, rng.poisson(3, 500), 0)
+    inside, printed, errors = threading.Event(), threading.Event(), []
+
+    class WaitingFitter(BetaGeoFitter):
+        def fit(self, *args, **kwargs):
+            inside.set()
+            printed.wait(10)
+            return super().fit(*args, **kwargs)
+
+    def fit_that_fails():
+        try:  # one iteration is too few to converge
+            clv._fit_with_retries(lambda penalizer: WaitingFitter(penalizer_coef=penalizer), (frequency, recency, T), (0.0, 0.01),
+                                  "BG/NBD", [], maxiter=1)
+        except SegmentationError as error:
+            errors.append(error)
+
+    fitting = threading.Thread(target=fit_that_fails)
+    fitting.start()
+    inside.wait(10)
+    print("progress while fitting")
+    printed.set()
+    fitting.join()
+    print("progress after fitting")
+    assert len(errors) == 1 and "did not converge" in str(errors[0])
+    assert capsys.readouterr().out == "progress while fitting\nprogress after fitting\n"

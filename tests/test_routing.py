@@ -91,12 +91,21 @@ def test_leads_too_small_for_one_window_count_when_every_window_agrees_and_not_w
 def test_an_earlier_window_needs_to_score_only_the_sources_still_in_the_running():
     latest = [row("popularity", "all", 0.05), row("trending", "all", 0.051, popularity=0.05), row("als", "all", 0.08, popularity=0.05),
               row("popularity", "low", 0.02), row("cooccurrence", "low", 0.06, popularity=0.02), row("als", "low", 0.01, popularity=0.02)]
-    assert routing.contenders_after(latest) == ["popularity", "trending", "als", "cooccurrence"]
-    assert routing.contenders_after([row("popularity", "all", 0.05), row("als", "all", 0.05, popularity=0.05)]) == ["popularity"]
+    contenders = routing.contenders_after(latest)
+    # als trails popularity among the low customers: it can only be chosen overall, and its low row need not be scored again
+    assert contenders == {"popularity": ["all", "low"], "trending": ["all"], "als": ["all"], "cooccurrence": ["low"]}
+    assert routing.contenders_after([row("popularity", "all", 0.05), row("als", "all", 0.05, popularity=0.05)]) == {"popularity": ["all"]}
     earlier = [row("popularity", "all", 0.05), row("trending", "all", 0.07, popularity=0.05), row("als", "all", 0.07, popularity=0.05),
-               row("popularity", "low", 0.02), row("cooccurrence", "low", 0.05, popularity=0.02), row("als", "low", 0.03, popularity=0.02)]
-    pruned = [scored for scored in earlier if scored["source"] in routing.contenders_after(latest)]
+               row("popularity", "low", 0.02), row("cooccurrence", "low", 0.05, popularity=0.02), row("als", "low", 0.03, popularity=0.02),
+               row("cooccurrence", "all", 0.09, popularity=0.05)]
+    pruned = routing.still_in_the_running(earlier, contenders)
+    assert len(pruned) == len(earlier) - 2
     assert routing.choose_routes([latest, pruned]) == routing.choose_routes([latest, earlier])
+    # a model is fitted for the segments its contenders are scored in; for everyone when one is scored overall
+    assert routing.segments_scored_with({"for_you": contenders}, "cooccurrence") == ["low"]
+    assert routing.segments_scored_with({"for_you": contenders, "discover": {"trending+als": ["high"]}}, "als") is None
+    assert routing.segments_scored_with({"for_you": {"buy_again+segment_als": ["low"]}, "discover": {"segment_als": ["mid"]}},
+                                        "segment_als") == ["low", "mid"]
 
 
 def test_short_lists_are_topped_up_after_their_own_items_and_full_lists_are_untouched(spark):
