@@ -184,7 +184,7 @@ def bench_size(rows: int, work_dir: Path, *, profile: Path, reference: bool, ref
     env["PYSPARK_SUBMIT_ARGS"] = f"--driver-memory {driver_memory} pyspark-shell"  # the JVM's heap is fixed when it starts
     python = sys.executable
     result: dict = {"rows_requested": rows, "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                    "commit": code_version(report), "java": pipeline_java()}
+                    "commit": code_version(report), "java": pipeline_java(), "cpu": cpu_model()}
 
     if not (data / "transactions" / "_SUCCESS").exists():
         log = base / "synth.log"
@@ -248,9 +248,13 @@ def bench_size(rows: int, work_dir: Path, *, profile: Path, reference: bool, ref
 # --------------------------------------------------------------------------- the write-up
 
 
+def cpu_model() -> str:
+    return next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "?")
+
+
 def machine() -> dict:
     memory = next((int(line.split()[1]) * 1024 for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal:")), 0)
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "?")
+    model = cpu_model()
     choose_java()  # the Java the pipelines it runs will choose
     java = subprocess.run([java_executable(), "-version"], capture_output=True, text=True).stderr.splitlines()[0]
     import pyspark
@@ -310,8 +314,9 @@ def _gigabytes(setting: str) -> float:
 
 
 def _code(result: dict) -> str:
-    """The commit a row measured, and its Java where recorded."""
-    return result.get("commit", "unknown") + (f", {result['java']}" if result.get("java") else "")
+    """The commit a row measured, and its Java and CPU where recorded: the same code ran half as fast again on one
+    2-core machine as on another, so rows measured on different machines are not comparable."""
+    return ", ".join([result.get("commit", "unknown"), *(result[key] for key in ("java", "cpu") if result.get(key))])
 
 
 def target_verdict(result: dict) -> str:
@@ -339,7 +344,7 @@ def write_report(results: list[dict], target: Path, plot: Path, *, about: dict, 
         "",
         f"Machine: {about['cpu']}, {about['cores']} cores, {about['memory_gb']} GB; {about['os']}; "
         f"Python {about['python']}, PySpark {about['pyspark']}; the jobs would run on {about['java']} now "
-        "(each row's Java is in its code column when it was recorded).",
+        "(each row's Java and CPU are in its code column when they were recorded).",
         "",
         f"![time against rows]({plot.name})",
         "",

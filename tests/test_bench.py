@@ -70,7 +70,8 @@ def test_report_has_a_row_per_size_with_target_verdicts_ratios_and_the_plot(tmp_
                                    "step_seconds": {}}),
     ]
     failed = {"rows_requested": 50_000_000, "pipeline_seconds": 1800.0, "pipeline_failed": "status 1; see pipeline.log",
-              "peak_bytes": {"jvm": 5 * bench.GB}, "driver_memory": "4g", "commit": "abc1234", "java": "Java 25", "peak_note": "sampled by hand",
+              "peak_bytes": {"jvm": 5 * bench.GB}, "driver_memory": "4g", "commit": "abc1234", "java": "Java 25", "cpu": "AMD EPYC",
+              "peak_note": "sampled by hand",
               "reference": {"seconds": 300.0, "peak_bytes": 20 * bench.GB, "result": "out of memory (passed the 20 GB cap)", "step_seconds": {}}}
     results.append(failed)
     about = {"cpu": "test cpu", "cores": 2, "memory_gb": 24, "os": "linux", "python": "3.11", "java": "java 17", "pyspark": "4"}
@@ -81,7 +82,7 @@ def test_report_has_a_row_per_size_with_target_verdicts_ratios_and_the_plot(tmp_
     assert "| 9,999,990 | 5,000,000 | 100,000 |" in text and "| **15.0** | 12.0 ✗ |" in text
     assert "| 999,990 | completed | 0.2 | 1.0 | 1.7 | 10.0× |" in text
     assert "out of memory (passed the 20 GB cap) | 10.0 | 20.0 | 15.0 | reference did not finish |" in text
-    assert "| 50,000,000 (requested) | – | – | – | – | – | – | – | failed after 30.0 | 60.0, driver ≤ 4 GB ✗ | 4g | 5.0 | – | abc1234, Java 25 |" in text
+    assert "| 50,000,000 (requested) | – | – | – | – | – | – | – | failed after 30.0 | 60.0, driver ≤ 4 GB ✗ | 4g | 5.0 | – | abc1234, Java 25, AMD EPYC |" in text
     assert "- 50,000,000 rows: sampled by hand." in text
     assert (tmp_path / "BENCHMARKS.png").stat().st_size > 10_000
 
