@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
+from cf.base import in_parallel
 from runtime import layout, storage
 from runtime.stages.erasure import read_suppression
 from transactions.ingest import (ERASED, PLACES, IngestConfig, IngestError, check_strict, classify, count_places, events_as_source,
@@ -45,8 +47,9 @@ def run_ingest(spark, input_uri: str, output_uri: str, config: IngestConfig, as_
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         })
         with storage.atomic_output(spark, layout.stage(output_uri, STAGE)) as staging:
-            for place, frame in split_places(classified, raw.columns).items():
-                frame.write.parquet(storage.join(staging, place))
+            # Each place is a filter of the persisted rows: written side by side (see in_parallel).
+            in_parallel({place: functools.partial(frame.write.parquet, storage.join(staging, place))
+                         for place, frame in split_places(classified, raw.columns).items()})
             storage.write_json(spark, storage.join(staging, "summary.json"), summary)
     finally:
         classified.unpersist()

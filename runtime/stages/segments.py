@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from cf.base import in_parallel
 from runtime import layout, storage
 from runtime.config import Settings
 from segmentation import backtest
@@ -28,13 +29,15 @@ def run_segment(spark, output_uri: str, *, as_of: dt.date | None, settings: Sett
     except SegmentationError as error:
         raise SegmentationError(f"{error} (segmenting as of {history.describe_as_of()})") from None
     with storage.atomic_output(spark, layout.stage(output_uri, STAGE)) as staging:
-        with_lifecycle(result.customers, as_of=as_of, config=settings.lifecycle).write.parquet(storage.join(staging, "customers"))
-        customers = spark.read.parquet(storage.join(staging, "customers"))
-        summary_rows = segment_summary(customers)
-        summary_rows.write.parquet(storage.join(staging, "segments"))
-        lifecycle_summary(customers).write.parquet(storage.join(staging, "lifecycle"))
+        def write_customers_and_summaries() -> None:
+            with_lifecycle(result.customers, as_of=as_of, config=settings.lifecycle).write.parquet(storage.join(staging, "customers"))
+            customers = spark.read.parquet(storage.join(staging, "customers"))
+            in_parallel({"segments": lambda: segment_summary(customers).write.parquet(storage.join(staging, "segments")),
+                         "lifecycle": lambda: lifecycle_summary(customers).write.parquet(storage.join(staging, "lifecycle"))})
+
+        # The model is written beside the tables (see in_parallel).
+        in_parallel({"customers": write_customers_and_summaries, "model": lambda: result.model.save(storage.join(staging, "model"))})
         lifecycle = {(row["lifecycle"], row["segment"]): row for row in spark.read.parquet(storage.join(staging, "lifecycle")).collect()}
-        result.model.save(storage.join(staging, "model"))
         storage.FileSystem(spark).write_text(storage.join(staging, "clv.json"), result.clv.to_json())
         sizes = {row["segment"]: row["customers"] for row in spark.read.parquet(storage.join(staging, "segments")).collect()}
         summary = {
