@@ -1,10 +1,10 @@
-"""in_parallel (independent Spark actions from several driver threads) and state made once under it."""
+"""in_parallel and in_background (independent Spark actions from several driver threads) and state made once under them."""
 
 import threading
 
 import pytest
 
-from cf.base import in_parallel
+from cf.base import in_background, in_parallel
 from coldstart.popularity import PopularityRecommender
 
 
@@ -47,3 +47,26 @@ def test_state_made_on_first_use_is_made_once_when_threads_race(spark):
 
     assert set(in_parallel({i: use for i in range(8)}, workers=8).values()) == {"made"}
     assert len(made) == 1
+
+
+def test_work_in_the_background_runs_beside_the_caller_with_its_job_group_and_raises_on_result(spark):
+    context = spark.sparkContext
+    started, go_on = threading.Event(), threading.Event()
+
+    def waits_for_the_caller():
+        started.set()
+        go_on.wait(30)
+        return context.getLocalProperty("spark.jobGroup.id"), spark.range(1000).groupBy().sum("id").first()[0]
+
+    context.setJobGroup("segrec-background-test", "job group set by the caller")
+    try:
+        background = in_background(waits_for_the_caller)
+    finally:
+        context.setLocalProperty("spark.jobGroup.id", None)
+    assert started.wait(30) and not background.done()
+    assert spark.range(10).count() == 10  # the caller's own job runs meanwhile
+    go_on.set()
+    assert background.result(60) == ("segrec-background-test", 499500)
+    failing = in_background(lambda: spark.sql("SELECT no_such_column FROM range(3)").collect())
+    with pytest.raises(Exception, match="no_such_column"):
+        failing.result(60)
