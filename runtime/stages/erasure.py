@@ -16,8 +16,10 @@ was given: the report names it.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 
+from cf.base import in_parallel
 from runtime import layout, storage
 from segmentation import columns as C
 from transactions.ingest import QUARANTINE, as_text
@@ -69,6 +71,9 @@ def _write_suppression(spark, output_uri: str, suppression: Suppression) -> None
     files.rename(partial, path)
 
 
+_ERASED = "_erased"
+
+
 class _Rewriter:
     """Copies one stage directory without the customers on ``suppression``, counting the rows removed per table."""
 
@@ -78,37 +83,54 @@ class _Rewriter:
         self.removed: dict[str, int] = {}
 
     def copy_tree(self, source: str, target: str, name: str) -> None:
+        tables: dict[str, tuple] = {}
+        self._copy_files(source, target, name, tables)
+        # Each table is one job (written, with its removed rows counted on the way); independent, so side by side.
+        removed = in_parallel({table: functools.partial(_write_without_erased, *rewrite) for table, rewrite in tables.items()})
+        self.removed.update({table: rows for table, rows in removed.items() if rows})
+
+    def _copy_files(self, source: str, target: str, name: str, tables: dict) -> None:
+        """Copies the files of no customer under ``source`` as they are; each table with customers goes into ``tables``
+        (name -> the table marked by ``_marked``, where to write it)."""
         names = self.files.list_names(source)
-        if any(entry.endswith(".parquet") for entry in names):
-            kept = self._without_customers(source, name)
-            if kept is not None:
-                kept.write.parquet(target)
-                removed = self.spark.read.parquet(source).count() - self.spark.read.parquet(target).count()
-                if removed:
-                    self.removed[name] = removed
-                return
+        marked = self._marked(source, name) if any(entry.endswith(".parquet") for entry in names) else None
+        if marked is not None:
+            tables[name] = (marked, target)
+            return
         self.files.mkdirs(target)
         for entry in names:
             child = storage.join(source, entry)
             if self.files.is_dir(child):
-                self.copy_tree(child, storage.join(target, entry), f"{name}/{entry}")
+                self._copy_files(child, storage.join(target, entry), f"{name}/{entry}", tables)
             else:
                 self.files.write_bytes(storage.join(target, entry), self.files.read_bytes(child))
 
-    def _without_customers(self, source: str, name: str):
-        """The table at ``source`` without the customers' rows; None for a table that holds no customer (copied as it is)."""
+    def _marked(self, source: str, name: str):
+        """The table at ``source`` with ``_erased`` true on the customers' rows; None for a table that holds no customer."""
         from pyspark.sql import functions as F
 
         table = self.spark.read.parquet(source)
         if C.CUSTOMER_ID in table.columns:
-            return table.where(~self.suppression.matches(F.col(C.CUSTOMER_ID)))
+            return table.withColumn(_ERASED, self.suppression.matches(F.col(C.CUSTOMER_ID)))
         if name.endswith(f"/{QUARANTINE}") and self.customer_column in table.columns:
-            return table.where(~self.suppression.matches(as_text(table, self.customer_column)))
+            return table.withColumn(_ERASED, self.suppression.matches(as_text(table, self.customer_column)))
         if name.endswith("/als/userFactors"):  # an ALS model's customer factors, by the index its id mapping gave them
             mapping = self.spark.read.parquet(source.rsplit("/als/", 1)[0] + "/customer_ids")
-            erased = mapping.where(self.suppression.matches(F.col(C.CUSTOMER_ID))).select(F.col(C.CUSTOMER_INDEX).alias("id"))
-            return table.join(erased, "id", "left_anti")
+            erased = mapping.where(self.suppression.matches(F.col(C.CUSTOMER_ID))).select(F.col(C.CUSTOMER_INDEX).alias("id"),
+                                                                                           F.lit(True).alias(_ERASED))
+            return table.join(erased, "id", "left").select(*table.columns, F.coalesce(F.col(_ERASED), F.lit(False)).alias(_ERASED))
         return None
+
+
+def _write_without_erased(marked, target: str) -> int:
+    """Writes ``marked`` (see ``_Rewriter._marked``) to ``target`` without the erased rows; how many rows that removed."""
+    from pyspark.sql import Observation
+    from pyspark.sql import functions as F
+
+    columns = [column for column in marked.columns if column != _ERASED]
+    counted = Observation()
+    marked.observe(counted, F.count_if(F.col(_ERASED)).alias("removed")).where(~F.col(_ERASED)).select(*columns).write.parquet(target)
+    return counted.get["removed"]
 
 
 def erase_customers(spark, output_uri: str, customer_ids: list[str], *, store_db: str | None = None, state_db: str | None = None) -> dict:
