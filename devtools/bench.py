@@ -99,6 +99,51 @@ def _kind(pid: int, root: int) -> str | None:
     return "python_driver" if pid == root or "python" in command.split(" ", 1)[0] else None
 
 
+# Where a JVM's CPU goes, by its threads' names: the tasks' work, the JIT compilers, the collector; the rest
+# (the driver's planning, the scheduler, the block manager) is "jvm_other".
+JVM_THREAD_KINDS = (("Executor task", "tasks"), ("C1 CompilerThre", "jit"), ("C2 CompilerThre", "jit"), ("GC Thread", "gc"),
+                    ("VM Thread", "gc"))
+CPU_KINDS = ("tasks", "jit", "gc", "jvm_other", "python")
+
+
+def thread_kind(name: str) -> str:
+    """What a JVM thread named ``name`` (as /proc gives it: 15 characters at most) spends its CPU on."""
+    return next((kind for prefix, kind in JVM_THREAD_KINDS if name.startswith(prefix)), "jvm_other")
+
+
+def _cpu_ticks(stat: str) -> tuple[str, int]:
+    """(name, user + system clock ticks) from a /proc stat line; the name sits in parentheses and may hold spaces."""
+    fields = stat[stat.rindex(")") + 2:].split()
+    return stat[stat.index("(") + 1:stat.rindex(")")], int(fields[11]) + int(fields[12])
+
+
+def _sample_cpu(pid: int, kind: str, ticks: dict) -> None:
+    """Record the CPU so far of ``pid``: per thread for a JVM (its kinds of work), whole for a Python process.
+
+    ``ticks``: (pid, thread) -> (CPU kind, ticks), the last value seen. A thread that ends between
+    two samples keeps the value of the earlier one.
+    """
+    try:
+        if kind != "jvm":
+            ticks[(pid, None)] = ("python", _cpu_ticks(Path(f"/proc/{pid}/stat").read_text())[1])
+            return
+        threads = list(Path(f"/proc/{pid}/task").iterdir())
+    except (OSError, ValueError):
+        return
+    for thread in threads:
+        try:
+            name, used = _cpu_ticks((thread / "stat").read_text())
+        except (OSError, ValueError):
+            continue
+        ticks[(pid, thread.name)] = (thread_kind(name), used)
+
+
+def cpu_seconds(ticks: dict) -> dict[str, float]:
+    """CPU seconds per kind (CPU_KINDS) from what ``_sample_cpu`` recorded."""
+    per_tick = 1 / os.sysconf("SC_CLK_TCK")
+    return {kind: round(sum(used for used_kind, used in ticks.values() if used_kind == kind) * per_tick, 1) for kind in CPU_KINDS}
+
+
 def _private_bytes(pid: int) -> int:
     """Anonymous resident memory: heap, native allocations. Memory-mapped files (jars, Spark's
     block files) also count in VmRSS but are page cache the kernel can drop, so they are left out."""
@@ -117,20 +162,23 @@ class Measured:
     status: int | None  # None: stopped by us
     peak_bytes: dict[str, int] = field(default_factory=dict)
     stopped_because: str | None = None
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # per kind of work (CPU_KINDS), sampled
 
 
 def run_measured(command: list[str], *, log: Path, env: dict | None = None, timeout: float | None = None,
                  memory_cap_bytes: int | None = None) -> Measured:
-    """Run ``command``; sample its process tree's memory; stop it past ``timeout`` or ``memory_cap_bytes``."""
+    """Run ``command``; sample its process tree's memory and CPU; stop it past ``timeout`` or ``memory_cap_bytes``."""
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with log.open("w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, env=env, start_new_session=True)
         measured = Measured(seconds=0.0, status=None)
+        ticks: dict = {}
         while process.poll() is None:
             totals: dict[str, int] = {}
             for pid, kind in classify_tree(_tree(process.pid), lambda pid: _kind(pid, process.pid)).items():
                 totals[kind] = totals.get(kind, 0) + _private_bytes(pid)
+                _sample_cpu(pid, kind, ticks)
             for kind, value in totals.items():
                 measured.peak_bytes[kind] = max(measured.peak_bytes.get(kind, 0), value)
             measured.peak_bytes["total"] = max(measured.peak_bytes.get("total", 0), sum(totals.values()))
@@ -145,6 +193,7 @@ def run_measured(command: list[str], *, log: Path, env: dict | None = None, time
             time.sleep(SAMPLE_SECONDS)
     measured.seconds = round(time.monotonic() - started, 1)
     measured.status = None if measured.stopped_because else process.returncode
+    measured.cpu_seconds = cpu_seconds(ticks)
     return measured
 
 
@@ -203,7 +252,8 @@ def bench_size(rows: int, work_dir: Path, *, profile: Path, reference: bool, ref
         return {stage["stage"]: stage for stage in json.loads((output / "run.json").read_text())["stages"]}
 
     pipeline, log = run_pipeline("pipeline")
-    result.update({"pipeline_seconds": pipeline.seconds, "peak_bytes": pipeline.peak_bytes, "driver_memory": driver_memory})
+    result.update({"pipeline_seconds": pipeline.seconds, "peak_bytes": pipeline.peak_bytes, "driver_memory": driver_memory,
+                   "cpu_seconds": pipeline.cpu_seconds})
     if pipeline.status != 0:
         # Recorded, not raised: at the largest sizes a failure (out of memory, say) is the finding.
         result["pipeline_failed"] = f"status {pipeline.status}; see {log}"
@@ -332,6 +382,28 @@ def target_verdict(result: dict) -> str:
     return f"{target} {'✓' if met else '✗'}"
 
 
+def cpu_section(results: list[dict]) -> list[str]:
+    """Where each pipeline run's CPU went, for the rows that recorded it."""
+    measured = [r for r in results if r.get("cpu_seconds")]
+    if not measured:
+        return []
+    lines = [
+        "## Where the pipeline's CPU went (seconds)",
+        "",
+        f"Each thread's CPU time, read from /proc every {SAMPLE_SECONDS} s like the memory and summed by what the thread does: "
+        "Spark's tasks, the JVM's JIT compilers (C1, C2), its collector, its other threads (the driver planning queries, the "
+        "scheduler) and the Python processes (the driver and the workers). CPU above the wall time is both cores at work.",
+        "",
+        "| rows | wall | CPU | tasks | JIT compilers | collector | other JVM threads | Python | code |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in measured:
+        cpu = r["cpu_seconds"]
+        lines.append(f"| {r.get('rows', r['rows_requested']):,} | {r['pipeline_seconds']:.0f} | {sum(cpu.values()):.0f} | "
+                     + " | ".join(f"{cpu.get(kind, 0):.0f}" for kind in CPU_KINDS) + f" | {_code(r)} |")
+    return lines + [""]
+
+
 def write_report(results: list[dict], target: Path, plot: Path, *, about: dict, items: int, command: str = "make bench") -> None:
     stages = ["ingest", "segments", "backtest", "recommendations", "report"]
     lines = [
@@ -371,6 +443,7 @@ def write_report(results: list[dict], target: Path, plot: Path, *, about: dict, 
     ]
     notes = [f"- {r.get('rows', r['rows_requested']):,} rows: {r['peak_note']}." for r in results if r.get("peak_note")]
     lines += notes + ([""] if notes else [])
+    lines += cpu_section(results)
     refits = [r for r in results if r.get("refit")]
     if refits:
         lines += [

@@ -136,3 +136,23 @@ def test_report_has_the_refit_with_reused_routes_per_size(tmp_path):
     assert "| 999,990 | 6 | 12 | 6 | 40 | 6 | **1.5** | 2.0 | unknown |" in refits
     assert "| 9,999,990 | – | – | – | – | – | failed: no earlier run in this output; see refit.log | – | unknown |" in refits
     assert "49,999,990" not in refits
+
+
+def test_cpu_is_counted_per_kind_of_work(tmp_path):
+    spin = "import time\nend = time.process_time() + 1.5\nwhile time.process_time() < end: pass"
+    measured = bench.run_measured([sys.executable, "-c", spin], log=tmp_path / "log")
+    assert measured.status == 0
+    assert 0.8 <= measured.cpu_seconds["python"] <= 2.5
+    assert set(measured.cpu_seconds) == set(bench.CPU_KINDS)
+    assert [bench.thread_kind(name) for name in ("Executor task l", "C2 CompilerThre", "C1 CompilerThre", "GC Thread#1", "Thread-12")] == [
+        "tasks", "jit", "jit", "gc", "jvm_other"]
+
+
+def test_report_says_where_the_cpu_went_for_the_rows_that_measured_it(tmp_path):
+    about = {"cpu": "test", "cores": 2, "memory_gb": 24, "os": "linux", "python": "3", "java": "21", "pyspark": "4"}
+    measured = {**result(1_000_000, 100.0, None), "cpu_seconds": {"tasks": 90.0, "jit": 60.0, "gc": 5.0, "jvm_other": 20.0, "python": 15.0}}
+    bench.write_report([measured, result(10_000_000, 900.0, None)], tmp_path / "BENCHMARKS.md", tmp_path / "BENCHMARKS.png",
+                       about=about, items=5000)
+    section = (tmp_path / "BENCHMARKS.md").read_text().split("## Where the pipeline's CPU went")[1].split("##")[0]
+    assert "| 999,990 | 100 | 190 | 90 | 60 | 5 | 20 | 15 | unknown |" in section
+    assert "9,999,990" not in section
