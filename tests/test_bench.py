@@ -7,6 +7,7 @@ import pytest
 
 from devtools import bench
 
+MACHINE = {"cpu": "test cpu", "cores": 2, "memory_gb": 24, "os": "linux", "python": "3.11", "java": "java 17", "pyspark": "4"}
 ALLOCATE = "import time; block = bytearray({mb} * 1024 * 1024); block[::4096] = b'x' * len(block[::4096]); time.sleep({seconds})"
 
 
@@ -74,9 +75,8 @@ def test_report_has_a_row_per_size_with_target_verdicts_ratios_and_the_plot(tmp_
               "peak_note": "sampled by hand",
               "reference": {"seconds": 300.0, "peak_bytes": 20 * bench.GB, "result": "out of memory (passed the 20 GB cap)", "step_seconds": {}}}
     results.append(failed)
-    about = {"cpu": "test cpu", "cores": 2, "memory_gb": 24, "os": "linux", "python": "3.11", "java": "java 17", "pyspark": "4"}
     bench.write_plot(results, tmp_path / "BENCHMARKS.png")
-    bench.write_report(results, tmp_path / "BENCHMARKS.md", tmp_path / "BENCHMARKS.png", about=about, items=5000)
+    bench.write_report(results, tmp_path / "BENCHMARKS.md", tmp_path / "BENCHMARKS.png", about=MACHINE, items=5000)
     text = (tmp_path / "BENCHMARKS.md").read_text()
     assert "| 999,990 | 500,000 | 10,000 | 6 | 12 | 6 | 70 | 6 | **1.7** | 2.0 ✓ | 4g | 3.0 | 0.5 | unknown |" in text
     assert "| 9,999,990 | 5,000,000 | 100,000 |" in text and "| **15.0** | 12.0 ✗ |" in text
@@ -128,9 +128,8 @@ def test_report_has_the_refit_with_reused_routes_per_size(tmp_path):
                        "stage_seconds": {"ingest": 6.0, "segments": 12.0, "backtest": 6.0, "recommendations": 40.0, "report": 6.0}}
     validated = result(10_000_000, 900.0, None)
     validated["refit"] = {"seconds": 950.0, "peak_bytes": {}, "failed": "no earlier run in this output; see refit.log"}
-    about = {"cpu": "test cpu", "cores": 2, "memory_gb": 24, "os": "linux", "python": "3.11", "java": "java 17", "pyspark": "4"}
     bench.write_report([reused, validated, result(50_000_000, 3000.0, None)], tmp_path / "BENCHMARKS.md", tmp_path / "BENCHMARKS.png",
-                       about=about, items=5000)
+                       about=MACHINE, items=5000)
     text = (tmp_path / "BENCHMARKS.md").read_text()
     refits = text.split("## Refit with the routes just chosen")[1].split("## Against")[0]
     assert "| 999,990 | 6 | 12 | 6 | 40 | 6 | **1.5** | 2.0 | unknown |" in refits
@@ -149,10 +148,9 @@ def test_cpu_is_counted_per_kind_of_work(tmp_path):
 
 
 def test_report_says_where_the_cpu_went_for_the_rows_that_measured_it(tmp_path):
-    about = {"cpu": "test", "cores": 2, "memory_gb": 24, "os": "linux", "python": "3", "java": "21", "pyspark": "4"}
     measured = {**result(1_000_000, 100.0, None), "cpu_seconds": {"tasks": 90.0, "jit": 60.0, "gc": 5.0, "jvm_other": 20.0, "python": 15.0}}
     bench.write_report([measured, result(10_000_000, 900.0, None)], tmp_path / "BENCHMARKS.md", tmp_path / "BENCHMARKS.png",
-                       about=about, items=5000)
+                       about=MACHINE, items=5000)
     section = (tmp_path / "BENCHMARKS.md").read_text().split("## Where the pipeline's CPU went")[1].split("##")[0]
     assert "| 999,990 | 100 | 190 | 90 | 60 | 5 | 20 | 15 | unknown |" in section
     assert "9,999,990" not in section
