@@ -121,9 +121,9 @@ def pipeline_printout(pipeline_run) -> str:
 def cluster_run(synthetic, tmp_path_factory):
     """The same pipeline on a standalone cluster, as a future: started in a background thread.
 
-    Its JVMs (master, worker, driver, executor) take up the cores the in-process tests leave idle
-    between their small Spark jobs, so it runs alongside the rest of the suite (see
-    ``start_the_cluster_run_first``) instead of after it.
+    Its JVMs (master, worker, driver, executor) run alongside the rest of the suite (see
+    ``start_the_cluster_run_first``) instead of after it, taking what CPU the in-process tests
+    leave between their Spark jobs (docs/deployment.md says what it costs the suite).
     """
     import socket
     from concurrent.futures import ThreadPoolExecutor
