@@ -2,6 +2,7 @@
 
     python -m devtools.bench                                   # 1M, 10M and 50M rows (make bench)
     python -m devtools.bench --sizes 1000000 --no-reference    # one size, Spark only
+    python -m devtools.bench --sizes 1000000 --repeat 3        # the median of three pipeline runs
 
 For each size it generates transactions with the project's generator
 (``jobs.synth``), runs the whole pipeline in its own process
@@ -225,8 +226,29 @@ def pipeline_java() -> str:
     return f"Java {choose_java()}" + (" + JVM cache" if trained_jvm_cache() else "")
 
 
+def median_run(runs: list[tuple[Measured, dict]]) -> dict:
+    """What a size's row reports of its pipeline runs ((measured, the stages of its run.json) each): the median run's time,
+    stages and CPU (the lower median of an even number), every run's time, and the highest memory any of them reached."""
+    ordered = sorted(runs, key=lambda run: run[0].seconds)
+    median, stages = ordered[(len(ordered) - 1) // 2]
+    peaks = {kind: max(run.peak_bytes.get(kind, 0) for run, _ in runs) for kind in {kind for run, _ in runs for kind in run.peak_bytes}}
+    return {
+        "pipeline_seconds": median.seconds,
+        "pipeline_runs": [run.seconds for run, _ in ordered],
+        "peak_bytes": peaks,
+        "cpu_seconds": median.cpu_seconds,
+        "rows": stages["ingest"]["rows_in"],
+        "clean_rows": stages["ingest"]["rows_out"],
+        "customers": stages["segments"]["rows_out"],
+        "recommendation_rows": stages["recommendations"]["rows_out"],
+        "stage_seconds": {name: stage["seconds"] for name, stage in stages.items()},
+    }
+
+
 def bench_size(rows: int, work_dir: Path, *, profile: Path, reference: bool, reference_timeout: float, driver_memory: str,
-               reference_memory_cap: int, report: Path, refit: bool = True, echo=print) -> dict:
+               reference_memory_cap: int, report: Path, refit: bool = True, repeat: int = 1, echo=print) -> dict:
+    """One size: generate its input once, run the pipeline ``repeat`` times (a machine's speed drifts by 10% or more
+    within an hour, so one run can land either side of a target), then the refit and the reference once each."""
     base = work_dir / f"rows-{rows}"
     data, output = base / "input", base / "output"
     env = project_env()
@@ -251,23 +273,18 @@ def bench_size(rows: int, work_dir: Path, *, profile: Path, reference: bool, ref
     def stages_run() -> dict:
         return {stage["stage"]: stage for stage in json.loads((output / "run.json").read_text())["stages"]}
 
-    pipeline, log = run_pipeline("pipeline")
-    result.update({"pipeline_seconds": pipeline.seconds, "peak_bytes": pipeline.peak_bytes, "driver_memory": driver_memory,
-                   "cpu_seconds": pipeline.cpu_seconds})
-    if pipeline.status != 0:
-        # Recorded, not raised: at the largest sizes a failure (out of memory, say) is the finding.
-        result["pipeline_failed"] = f"status {pipeline.status}; see {log}"
-        echo(f"{rows:,} rows: pipeline failed after {pipeline.seconds:.0f}s ({result['pipeline_failed']})")
-        return result
-    stages = stages_run()
-    result.update({
-        "rows": stages["ingest"]["rows_in"],
-        "clean_rows": stages["ingest"]["rows_out"],
-        "customers": stages["segments"]["rows_out"],
-        "recommendation_rows": stages["recommendations"]["rows_out"],
-        "stage_seconds": {name: stage["seconds"] for name, stage in stages.items()},
-    })
-    echo(f"{rows:,} rows: pipeline {pipeline.seconds:.0f}s, JVM peak {pipeline.peak_bytes.get('jvm', 0) / GB:.1f} GB")
+    runs = []
+    for run in range(1, repeat + 1):
+        pipeline, log = run_pipeline("pipeline" if run == 1 else f"pipeline-{run}")
+        if pipeline.status != 0:
+            # Recorded, not raised: at the largest sizes a failure (out of memory, say) is the finding.
+            result.update({"pipeline_seconds": pipeline.seconds, "peak_bytes": pipeline.peak_bytes, "driver_memory": driver_memory,
+                           "cpu_seconds": pipeline.cpu_seconds, "pipeline_failed": f"status {pipeline.status}; see {log}"})
+            echo(f"{rows:,} rows: pipeline failed after {pipeline.seconds:.0f}s ({result['pipeline_failed']})")
+            return result
+        runs.append((pipeline, stages_run()))
+        echo(f"{rows:,} rows: pipeline {pipeline.seconds:.0f}s, JVM peak {pipeline.peak_bytes.get('jvm', 0) / GB:.1f} GB")
+    result.update(median_run(runs), driver_memory=driver_memory)
     if refit:
         measured, log = run_pipeline("refit", "--reuse-routes", "0")
         result["refit"] = {"seconds": measured.seconds, "peak_bytes": measured.peak_bytes}
@@ -369,6 +386,12 @@ def _code(result: dict) -> str:
     return ", ".join([result.get("commit", "unknown"), *(result[key] for key in ("java", "cpu") if result.get(key))])
 
 
+def _spread(result: dict) -> str:
+    """" (median of 3: 1.9–2.1)" after a total measured more than once; nothing after a single run."""
+    runs = result.get("pipeline_runs", [])
+    return f" (median of {len(runs)}: {_minutes(min(runs))}–{_minutes(max(runs))})" if len(runs) > 1 else ""
+
+
 def target_verdict(result: dict) -> str:
     """The issue's target for this size (time; for 50M also the driver memory) and whether the run met it."""
     target_seconds = TARGET_SECONDS.get(result["rows_requested"])
@@ -428,7 +451,7 @@ def write_report(results: list[dict], target: Path, plot: Path, *, about: dict, 
     for r in results:
         failed = "pipeline_failed" in r
         sizes = "| {:,} (requested) | – | – | ".format(r["rows_requested"]) if failed else f"| {r['rows']:,} | {r['clean_rows']:,} | {r['customers']:,} | "
-        total = f"failed after {_minutes(r['pipeline_seconds'])}" if failed else f"**{_minutes(r['pipeline_seconds'])}**"
+        total = f"failed after {_minutes(r['pipeline_seconds'])}" if failed else f"**{_minutes(r['pipeline_seconds'])}**" + _spread(r)
         lines.append(
             sizes + " | ".join(f"{r['stage_seconds'][stage]:.0f}" if stage in r.get("stage_seconds", {}) else "–" for stage in stages)
             + f" | {total} | {target_verdict(r)} | {r.get('driver_memory', '4g')} | {_gb(r['peak_bytes'].get('jvm'))} | {_gb(r['peak_bytes'].get('python_workers'))} | "
@@ -509,6 +532,12 @@ def parse_sizes(text: str) -> list[int]:
     return sizes
 
 
+def positive_count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"--repeat takes a whole number of runs, 1 or more, got {text!r}")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=parse_sizes, default=list(DEFAULT_SIZES), help="rows per run, e.g. 1e6,1e7,5e7")
@@ -522,6 +551,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-refit", dest="refit", action="store_false", help="skip the second run that reuses the routes")
     parser.add_argument("--reference-timeout-minutes", type=float, default=60.0)
     parser.add_argument("--reference-memory-gb", type=float, default=20.0, help="stop the reference past this resident memory")
+    parser.add_argument("--repeat", type=positive_count, default=1,
+                        help="runs of the pipeline per size; the report gives the median and the range (default 1)")
     parser.add_argument("--report-only", action="store_true", help="rewrite the report from the merged results, run nothing")
     args = parser.parse_args(argv)
     args.work_dir.mkdir(parents=True, exist_ok=True)
@@ -541,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     for rows in args.sizes:
         result = bench_size(rows, args.work_dir, profile=args.profile, reference=args.reference,
                             reference_timeout=args.reference_timeout_minutes * 60, reference_memory_cap=int(args.reference_memory_gb * GB),
-                            driver_memory=args.driver_memory, report=args.report, refit=args.refit)
+                            driver_memory=args.driver_memory, report=args.report, refit=args.refit, repeat=args.repeat)
         report([result])  # after every size, so a long run that is stopped keeps what it measured
     return 0
 

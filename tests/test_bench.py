@@ -154,3 +154,35 @@ def test_report_says_where_the_cpu_went_for_the_rows_that_measured_it(tmp_path):
     section = (tmp_path / "BENCHMARKS.md").read_text().split("## Where the pipeline's CPU went")[1].split("##")[0]
     assert "| 999,990 | 100 | 190 | 90 | 60 | 5 | 20 | 15 | unknown |" in section
     assert "9,999,990" not in section
+
+
+def test_repeated_runs_report_the_median_run_every_time_and_the_highest_memory():
+    def stages(customers):
+        return {"ingest": {"rows_in": 1000, "rows_out": 900, "seconds": 1.0}, "segments": {"rows_out": customers, "seconds": 2.0},
+                "recommendations": {"rows_out": 5000, "seconds": 3.0}}
+
+    runs = [(bench.Measured(seconds=130.0, status=0, peak_bytes={"jvm": 4 * bench.GB}, cpu_seconds={"tasks": 90.0}), stages(11)),
+            (bench.Measured(seconds=118.0, status=0, peak_bytes={"jvm": 3 * bench.GB, "python_workers": bench.GB}), stages(12)),
+            (bench.Measured(seconds=122.0, status=0, peak_bytes={"jvm": 2 * bench.GB}, cpu_seconds={"tasks": 80.0}), stages(13))]
+    summary = bench.median_run(runs)
+    assert summary["pipeline_seconds"] == 122.0 and summary["cpu_seconds"] == {"tasks": 80.0} and summary["customers"] == 13
+    assert summary["pipeline_runs"] == [118.0, 122.0, 130.0]
+    assert summary["peak_bytes"] == {"jvm": 4 * bench.GB, "python_workers": bench.GB}
+    assert bench.median_run(runs[:2])["pipeline_seconds"] == 118.0  # the lower median of an even number
+
+
+def test_report_gives_the_range_of_repeated_runs_and_judges_the_median(tmp_path):
+    repeated = {**result(1_000_000, 122.0, None), "pipeline_runs": [110.0, 122.0, 130.0]}
+    bench.write_report([repeated, result(10_000_000, 900.0, None)], tmp_path / "BENCHMARKS.md", tmp_path / "BENCHMARKS.png",
+                       about=MACHINE, items=5000)
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "| **2.0** (median of 3: 1.8–2.2) | 2.0 ✗ |" in text
+    assert "| **15.0** | 12.0 ✗ |" in text
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "two", "1.5"])
+def test_a_repeat_that_is_not_a_whole_number_of_runs_is_refused(text):
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError):
+        bench.positive_count(text)
