@@ -107,9 +107,13 @@ def check_java() -> int:
 # The throughput collector, not Java's default G1: Spark's tasks allocate fast and keep little, and
 # G1's concurrent marking and heavier write barriers cost more than they save on a few cores
 # (docs/performance.md). The log settings keep to warnings and errors, without Spark's start-up
-# notices: a clear error is the first thing an analyst reads.
+# notices: a clear error is the first thing an analyst reads. The compiler directives leave Spark's
+# per-query generated classes to C1 (see the file); the JVM says so on start-up, on stderr with the
+# rest of what it says, so that a job's standard output stays its own.
 LOCAL_LOG_SETTINGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "log4j2.properties")
-LOCAL_JAVA_OPTIONS = f"-XX:+UseParallelGC -Dlog4j2.configurationFile={shlex.quote(LOCAL_LOG_SETTINGS)}"
+LOCAL_COMPILER_DIRECTIVES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "compiler_directives.json")
+LOCAL_JAVA_OPTIONS = (f"-XX:+UseParallelGC -Dlog4j2.configurationFile={shlex.quote(LOCAL_LOG_SETTINGS)} -XX:+UnlockDiagnosticVMOptions "
+                      f"-XX:CompilerDirectivesFile={shlex.quote(LOCAL_COMPILER_DIRECTIVES)} -XX:+DisplayVMOutputToStderr")
 
 # A JVM started with -XX:AOTCache finds the classes an earlier training run used already loaded and
 # linked, and the profiles of its hot methods (JEP 483, 515; Java 25's -XX:AOTCacheOutput makes one,

@@ -1,6 +1,8 @@
 import datetime as dt
 import os
+import shlex
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -165,6 +167,16 @@ def test_missing_java_is_reported(tmp_path, monkeypatch):
 
 def test_this_machine_has_java_17_or_newer():
     assert java_helpers.check_java() >= 17
+
+
+@pytest.mark.parametrize("home", sorted(java_helpers.installed_javas()) or [pytest.param(None, marks=pytest.mark.skip("no Java in /usr/lib/jvm"))])
+def test_every_installed_java_starts_with_the_local_options_and_applies_the_compiler_directive(home):
+    # A directives file one Java cannot parse stops that JVM; the suite's Spark runs on the newest Java only.
+    result = subprocess.run([os.path.join(home, "bin", "java"), *shlex.split(java_helpers.LOCAL_JAVA_OPTIONS), "-version"],
+                            capture_output=True, text=True, check=False)
+
+    assert result.returncode == 0, result.stderr
+    assert "1 compiler directives added" in result.stderr and result.stdout == ""
 
 
 def test_the_jvm_cache_belongs_to_one_java_build_and_is_used_once_it_exists(javas, tmp_path, monkeypatch):
