@@ -110,8 +110,9 @@ def check_java() -> int:
 # notices: a clear error is the first thing an analyst reads. The compiler directives leave Spark's
 # per-query generated classes to C1 (see the file); the JVM says so on start-up, on stderr with the
 # rest of what it says, so that a job's standard output stays its own.
-LOCAL_LOG_SETTINGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "log4j2.properties")
-LOCAL_COMPILER_DIRECTIVES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "compiler_directives.json")
+RUNTIME_DIRECTORY = os.path.dirname(os.path.abspath(__file__))
+LOCAL_LOG_SETTINGS = os.path.join(RUNTIME_DIRECTORY, "log4j2.properties")
+LOCAL_COMPILER_DIRECTIVES = os.path.join(RUNTIME_DIRECTORY, "compiler_directives.json")
 LOCAL_JAVA_OPTIONS = (f"-XX:+UseParallelGC -Dlog4j2.configurationFile={shlex.quote(LOCAL_LOG_SETTINGS)} -XX:+UnlockDiagnosticVMOptions "
                       f"-XX:CompilerDirectivesFile={shlex.quote(LOCAL_COMPILER_DIRECTIVES)} -XX:+DisplayVMOutputToStderr")
 
