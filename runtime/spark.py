@@ -32,6 +32,8 @@ class SparkSettings:
 
 
 BYTES_PER_SHUFFLE_PARTITION = 8 * 1024 ** 2  # of input files: about a million transaction rows as Parquet
+ONE_PARTITION_BYTES = 16 * 1024 ** 2  # of input files: up to about two million rows run in one shuffle partition
+SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"
 
 
 ADAPTIVE_EXECUTION = "spark.sql.adaptive.enabled"
@@ -41,9 +43,12 @@ def fit_to_input(spark, input_uri: str, bytes_per_partition: int = BYTES_PER_SHU
     """Size the session to the input; returns the shuffle partitions.
 
     ``spark.sql.shuffle.partitions`` is raised to one per ``bytes_per_partition`` of input, never
-    lowered. The default (one per core) suits small inputs. Past them each task's sorts and
+    lowered. The default (one per core) suits mid-sized inputs. Past them each task's sorts and
     aggregations outgrow a 4 GB heap (50M rows in 8 partitions ran the ingest out of memory); a
-    plain higher default instead makes small inputs pay for hundreds of tasks.
+    plain higher default instead makes small inputs pay for hundreds of tasks. An input of at most
+    ``ONE_PARTITION_BYTES`` runs in one shuffle partition, unless the number was set or raised:
+    its tasks are mostly fixed cost, and the jobs a stage runs side by side (``in_parallel``)
+    keep the cores busy.
 
     An input that one partition per core holds runs without adaptive execution, unless it was set:
     with a partition or two per shuffle AQE has nothing to coalesce or split, and its query stages
@@ -51,13 +56,18 @@ def fit_to_input(spark, input_uri: str, bytes_per_partition: int = BYTES_PER_SHU
     """
     from runtime.storage import FileSystem
 
-    current = int(spark.conf.get("spark.sql.shuffle.partitions"))
+    current = int(spark.conf.get(SHUFFLE_PARTITIONS))
     files = FileSystem(spark)
     if not files.exists(input_uri):  # a glob pattern, or missing: the ingest reports what is wrong
         return current
-    wanted = math.ceil(files.size(input_uri) / bytes_per_partition)
+    size = files.size(input_uri)
+    wanted = math.ceil(size / bytes_per_partition)
+    untouched = current <= spark.sparkContext.defaultParallelism and not spark.sparkContext.getConf().contains(SHUFFLE_PARTITIONS)
+    if size <= ONE_PARTITION_BYTES and untouched:
+        current = wanted = 1
+        spark.conf.set(SHUFFLE_PARTITIONS, "1")
     if wanted > current:
-        spark.conf.set("spark.sql.shuffle.partitions", str(wanted))
+        spark.conf.set(SHUFFLE_PARTITIONS, str(wanted))
     if wanted <= spark.sparkContext.defaultParallelism and not spark.sparkContext.getConf().contains(ADAPTIVE_EXECUTION):
         spark.conf.set(ADAPTIVE_EXECUTION, "false")
     return max(current, wanted)
@@ -154,7 +164,7 @@ def build_session(settings: SparkSettings | None = None):
         # gigabytes of the heap live in half-empty pages and caused full collections.
         conf.setIfMissing("spark.buffer.pageSize", "8m")
     if settings.shuffle_partitions is not None:
-        conf.setIfMissing("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
+        conf.setIfMissing(SHUFFLE_PARTITIONS, str(settings.shuffle_partitions))
     # Spark's cache of 100 generated classes is too small for a pipeline: evicted classes are
     # compiled (and JIT-compiled) again.
     conf.setIfMissing("spark.sql.codegen.cache.maxEntries", "10000")
@@ -176,9 +186,9 @@ def build_session(settings: SparkSettings | None = None):
         conf.setIfMissing("spark.ui.enabled", "false")
 
     session = SparkSession.builder.config(conf=conf).getOrCreate()
-    if not conf.contains("spark.sql.shuffle.partitions"):
-        # One per core: on small inputs more only adds tasks; fit_to_input raises it for large ones.
-        session.conf.set("spark.sql.shuffle.partitions", str(session.sparkContext.defaultParallelism))
+    if not conf.contains(SHUFFLE_PARTITIONS):
+        # One per core: fit_to_input lowers it to one for small inputs and raises it for large ones.
+        session.conf.set(SHUFFLE_PARTITIONS, str(session.sparkContext.defaultParallelism))
     session.sparkContext.setLogLevel("ERROR" if settings.quiet else "WARN")
     _silence_known_warnings(session)
     return session

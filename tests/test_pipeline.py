@@ -119,7 +119,7 @@ def run_script(script: str, *args: str, **env: str) -> subprocess.CompletedProce
     return run_python("-c", script, *args, **env)
 
 
-def test_a_small_input_runs_without_adaptive_execution_unless_it_was_set(spark, tmp_path):
+def test_a_small_input_runs_in_one_partition_without_adaptive_execution_unless_they_were_set(spark, tmp_path):
     from runtime.spark import BYTES_PER_SHUFFLE_PARTITION, fit_to_input
 
     small, large = tmp_path / "small.parquet", tmp_path / "large.parquet"
@@ -127,7 +127,8 @@ def test_a_small_input_runs_without_adaptive_execution_unless_it_was_set(spark, 
     with open(large, "wb") as part:
         part.truncate(2 * BYTES_PER_SHUFFLE_PARTITION + 1)  # more than one partition per core of local[2]
     fit_to_input(spark, str(small))
-    assert spark.conf.get("spark.sql.adaptive.enabled") == "true"  # this session set it (conftest)
+    assert spark.conf.get("spark.sql.adaptive.enabled") == "true"  # this session set both (conftest)
+    assert spark.conf.get("spark.sql.shuffle.partitions") == "2"
     # Its own JVM: a session where nobody set it.
     show = (
         "import sys\n"
@@ -135,11 +136,13 @@ def test_a_small_input_runs_without_adaptive_execution_unless_it_was_set(spark, 
         "spark = build_session(SparkSettings(quiet=True, master='local[2]'))\n"
         "for path in sys.argv[1:]:\n"
         "    fit_to_input(spark, path)\n"
-        "    print(spark.conf.get('spark.sql.adaptive.enabled'))\n"
+        "    print(spark.conf.get('spark.sql.adaptive.enabled'), spark.conf.get('spark.sql.shuffle.partitions'))\n"
     )
-    result = run_script(show, str(large), str(small))
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["true", "false"]  # Spark's default for the large input; off for the small one
+    results = [run_script(show, *paths) for paths in ((str(small),), (str(large), str(small)))]
+    assert all(result.returncode == 0 for result in results), [result.stderr for result in results]
+    assert results[0].stdout.split() == ["false", "1"]  # the small input alone: off, and one partition
+    # The large one: Spark's default, and one partition per 8 MB; the small one after it: off, but never fewer partitions.
+    assert results[1].stdout.split() == ["true", "3", "false", "3"]
 
 
 def test_a_stage_run_on_its_own_sizes_shuffle_partitions_to_the_ingests_output(spark, tmp_path, session_settings):
