@@ -62,13 +62,13 @@ def fit_to_input(spark, input_uri: str, bytes_per_partition: int = BYTES_PER_SHU
         return current
     size = files.size(input_uri)
     wanted = math.ceil(size / bytes_per_partition)
-    untouched = current <= spark.sparkContext.defaultParallelism and not spark.sparkContext.getConf().contains(SHUFFLE_PARTITIONS)
-    if size <= ONE_PARTITION_BYTES and untouched:
+    cores, submitted = spark.sparkContext.defaultParallelism, spark.sparkContext.getConf()
+    if size <= ONE_PARTITION_BYTES and current <= cores and not submitted.contains(SHUFFLE_PARTITIONS):
         current = wanted = 1
         spark.conf.set(SHUFFLE_PARTITIONS, "1")
     if wanted > current:
         spark.conf.set(SHUFFLE_PARTITIONS, str(wanted))
-    if wanted <= spark.sparkContext.defaultParallelism and not spark.sparkContext.getConf().contains(ADAPTIVE_EXECUTION):
+    if wanted <= cores and not submitted.contains(ADAPTIVE_EXECUTION):
         spark.conf.set(ADAPTIVE_EXECUTION, "false")
     return max(current, wanted)
 
